@@ -1,0 +1,46 @@
+"""One structured log line per request, written when the response is complete."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("quartchat.access")
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    request_id: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    status: int | None = None
+    upstream_status: int | None = None
+    ttft_ms: float | None = None
+    usage: dict[str, int] | None = None
+    outcome: str | None = None  # streams only: done / error / disconnected
+    streaming: bool = False
+
+    def mark_first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 1)
+
+    def emit(self) -> None:
+        # Never the messages, the key, or upstream text: only what an operator needs to see.
+        line: dict[str, Any] = {
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 1),
+            "upstream_status": self.upstream_status,
+            "ttft_ms": self.ttft_ms,
+            "tokens": self.usage,
+        }
+        if self.outcome:
+            line["outcome"] = self.outcome
+        log.info(orjson.dumps(line).decode())

@@ -1,0 +1,84 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+from quart import Quart, Response, g, request
+
+from .accesslog import AccessRecord
+from .blueprints import api, health, ui
+from .config import Settings, get_settings
+from .errors import register_error_handlers
+from .upstream import UpstreamClient
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def create_app(
+    settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Quart:
+    """Build the app. `transport` replaces the upstream HTTP transport (tests pass respx's)."""
+    settings = settings or get_settings()
+    app = Quart(__name__)
+    app.config["QUARTCHAT"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    _configure_logging(settings.log_level)
+
+    @app.while_serving
+    async def _upstream_client() -> AsyncIterator[None]:
+        upstream = UpstreamClient(settings, transport)
+        app.extensions["upstream"] = upstream
+        yield
+        await upstream.aclose()
+
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(ui.blueprint)
+    app.register_blueprint(api.blueprint)
+    register_error_handlers(app)
+    app.before_request(_start_access_record)
+    app.after_request(_finish_response)
+    return app
+
+
+async def _start_access_record() -> None:
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = request_id
+    g.access = AccessRecord(request_id, request.method, request.path)
+
+
+async def _finish_response(response: Response) -> Response:
+    if "request_id" not in g:  # a request that failed before `before_request` ran
+        await _start_access_record()
+    headers = response.headers
+    headers["X-Request-ID"] = g.request_id
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    if response.mimetype == "text/html":
+        headers["Content-Security-Policy"] = PAGE_CSP
+        headers["X-Frame-Options"] = "DENY"
+    access: AccessRecord = g.access
+    if not access.streaming:  # a stream logs itself when it ends
+        access.status = response.status_code
+        access.emit()
+    return response
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:  # leave logging alone when the host (pytest, hypercorn -log-config) set it up
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("quartchat").setLevel(level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its per-request lines duplicate ours

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from quart import Blueprint, Response, current_app, g, request
+from pydantic import ValidationError
+
+import orjson
+
+from ..config import Settings
+from ..errors import APIError
+from ..relay import relay
+from ..schemas import ChatRequest, ModelsResponse
+from ..upstream import UpstreamClient
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["QUARTCHAT"]
+    return settings
+
+
+def _upstream() -> UpstreamClient:
+    upstream: UpstreamClient = current_app.extensions["upstream"]
+    return upstream
+
+
+def _json(payload: object) -> Response:
+    return Response(orjson.dumps(payload), content_type="application/json")
+
+
+async def _chat_request() -> ChatRequest:
+    if _settings().needs_key:
+        raise APIError(
+            503,
+            "NOT_CONFIGURED",
+            "No upstream API key: set OPENAI_API_KEY, or point OPENAI_API_BASE at a server "
+            "that needs none (Ollama, llama.cpp, vLLM).",
+        )
+    body = await request.get_data(cache=False)
+    try:
+        return ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        details = [
+            {"loc": ".".join(str(p) for p in e["loc"]) or "body", "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise APIError(400, "INVALID_REQUEST", "The request body is not a valid chat request.", details=details) from None
+
+
+@blueprint.get("/models")
+async def models() -> Response:
+    """Models to choose from.
+
+    The upstream's `GET /models`, cached; just the configured model if it lists none.
+    """
+    listed = await _upstream().models()
+    return _json(ModelsResponse(default=_settings().openai_model, models=listed).model_dump())
+
+
+@blueprint.post("/chat")
+async def chat() -> Response:
+    """A whole chat completion.
+
+    Returns the reply in one JSON envelope with finish_reason and token usage.
+    """
+    chat_request = await _chat_request()
+    reply = await _upstream().complete(chat_request)
+    g.access.upstream_status = 200
+    g.access.usage = reply.usage.model_dump() if reply.usage else None
+    return _json(reply.model_dump())
+
+
+@blueprint.post("/chat/stream")
+async def chat_stream() -> Response:
+    """A chat completion as server-sent events.
+
+    `chunk` events carry text deltas, `done` the final envelope with usage, `error` a failure after
+    the stream began; failures before it are plain HTTP errors.
+    """
+    chat_request = await _chat_request()
+    events = relay(_upstream(), chat_request, g.access, _settings().sse_ping_seconds)
+    await anext(events)  # raises APIError (an HTTP error) until the upstream has started
+    g.access.streaming = True
+    response = Response(events, content_type="text/event-stream; charset=utf-8")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    response.timeout = None  # a reply may take minutes; idle gaps are bounded by the upstream timeout
+    return response

@@ -1,0 +1,60 @@
+"""Settings: the one place that reads the environment (and an optional `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OPENAI_HOSTS = frozenset({"api.openai.com"})
+
+
+class Settings(BaseSettings):
+    """Everything quartchat can be told, each field named after its environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    openai_api_key: SecretStr | None = None
+    openai_api_base: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+    request_timeout_seconds: float = Field(60.0, gt=0)
+    app_host: str = "0.0.0.0"
+    app_port: int = Field(8333, ge=1, le=65535)
+
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    sse_ping_seconds: float = Field(15.0, gt=0)
+    models_cache_seconds: float = Field(300.0, ge=0)
+    upstream_max_connections: int = Field(1000, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("openai_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: object) -> object:
+        # `OPENAI_API_KEY=` in a .env file means "no key", not "an empty key".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("openai_api_base")
+    @classmethod
+    def _base_is_http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("OPENAI_API_BASE must be an http(s) URL such as https://api.openai.com/v1")
+        return value.strip().rstrip("/")
+
+    @property
+    def api_key(self) -> str | None:
+        return self.openai_api_key.get_secret_value() if self.openai_api_key else None
+
+    @property
+    def needs_key(self) -> bool:
+        """OpenAI itself always wants a key; local servers (Ollama, llama.cpp, vLLM) usually don't."""
+        return self.api_key is None and urlsplit(self.openai_api_base).hostname in OPENAI_HOSTS
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,108 @@
+"""One vocabulary of errors: `APIError` is raised anywhere and rendered in one place."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import orjson
+from quart import Quart, Response, g
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("quartchat")
+
+# Status codes the framework itself raises, mapped onto our codes.
+HTTP_CODES = {
+    400: "INVALID_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "REQUEST_TOO_LARGE",
+    415: "INVALID_REQUEST",
+}
+
+
+class APIError(Exception):
+    """An error with a stable code, sent as `{"error": {"code", "message", "request_id"}}`."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+        self.upstream_status = upstream_status
+
+    def payload(self, request_id: str) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "request_id": request_id}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+def current_request_id() -> str:
+    return str(g.get("request_id", "-"))
+
+
+def error_response(error: APIError) -> Response:
+    response = Response(
+        orjson.dumps(error.payload(current_request_id())),
+        status=error.status_code,
+        content_type="application/json",
+    )
+    response.headers.update(error.headers)
+    return response
+
+
+_KEY_PATTERNS = (
+    re.compile(r"\b(sk|pk|rk|gsk|xai|sess)-[A-Za-z0-9_\-*.]{6,}"),
+    re.compile(r"(?i)\bbearer\s+\S+"),
+    re.compile(r"(?i)(api[_-]?key[\"'=:\s]+)[^\s\"',}]+"),
+)
+
+
+def redact(text: str, secret: str | None = None, limit: int = 500) -> str:
+    """Strip anything that looks like a credential from upstream text before it leaves the server."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = _KEY_PATTERNS[0].sub("[redacted]", text)
+    text = _KEY_PATTERNS[1].sub("Bearer [redacted]", text)
+    text = _KEY_PATTERNS[2].sub(r"\1[redacted]", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(APIError)
+    async def _api_error(error: APIError) -> Response:
+        if error.upstream_status is not None and "access" in g:
+            g.access.upstream_status = error.upstream_status
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = HTTP_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "INVALID_REQUEST")
+        message = error.description or error.name
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"The request body is larger than the {limit} byte limit."
+        response = error_response(APIError(status, code, message))
+        if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        # Log the type only: exception text can carry request data or upstream secrets.
+        log.error("unhandled %s in request %s", type(error).__name__, current_request_id())
+        return error_response(APIError(500, "INTERNAL_ERROR", "An unexpected error occurred."))

@@ -1,0 +1,198 @@
+"""The streaming relay: upstream chat-completion chunks in, our `chunk`/`done`/`error` events out.
+
+Everything here runs once per upstream read, so it is kept flat: no per-event objects beyond
+what the parser returns, and text deltas that arrive in the same read go out as one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from .accesslog import AccessRecord
+from .errors import APIError, redact
+from .schemas import ChatRequest
+from .sse import PING, SSEEvent, SSEParser, encode
+from .transport import AiohttpStream
+from .upstream import UpstreamClient, message_of
+
+PRIMED = b""
+"""First value of `relay()`: the upstream accepted the request and its body has begun."""
+
+
+class Completion:
+    """What the stream has said so far, folded from upstream chunks."""
+
+    __slots__ = ("created", "done", "finish_reason", "id", "model", "parts", "usage")
+
+    def __init__(self, model: str) -> None:
+        self.id = ""
+        self.model = model
+        self.created = 0
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.done = False
+
+    def apply(self, events: list[SSEEvent]) -> bytes:
+        """Fold events in; return the `chunk` event for the text they carried (or b"")."""
+        texts = []
+        for kind, data in events:
+            if kind == "error":
+                raise _in_band_error(data)
+            if data == "[DONE]":
+                self.done = True
+                break
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise APIError(502, "UPSTREAM_ERROR", "The upstream sent malformed data.") from None
+            if type(obj) is not dict:
+                raise APIError(502, "UPSTREAM_ERROR", "The upstream sent malformed data.")
+            if obj.get("error"):
+                raise _in_band_error(data)
+            if not self.id and obj.get("id"):
+                self.id = str(obj["id"])
+                self.model = str(obj.get("model") or self.model)
+                self.created = int(obj.get("created") or 0)
+            usage = obj.get("usage")
+            if usage:
+                self.usage = usage
+            for choice in obj.get("choices") or ():
+                # n>1 streams interleave choices; the chat shows choice 0.
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta")
+                if delta:
+                    # A refusal is what the model said instead of an answer: show it.
+                    text = delta.get("content") or delta.get("refusal")
+                    if text:
+                        texts.append(text)
+                if choice.get("finish_reason"):
+                    self.finish_reason = choice["finish_reason"]
+        if not texts:
+            return b""
+        text = texts[0] if len(texts) == 1 else "".join(texts)
+        self.parts.append(text)
+        return encode("chunk", {"delta": text})
+
+    def envelope(self) -> dict[str, Any]:
+        usage = self.usage
+        return {
+            "id": self.id or f"chatcmpl-{uuid.uuid4().hex}",
+            "model": self.model,
+            "created": self.created or int(time.time()),
+            "message": {"role": "assistant", "content": "".join(self.parts)},
+            "finish_reason": self.finish_reason,
+            "usage": None
+            if not usage
+            else {
+                k: int(usage.get(k) or 0)
+                for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+            },
+        }
+
+
+def _in_band_error(data: str) -> APIError:
+    return APIError(
+        502, "UPSTREAM_ERROR", "The upstream reported an error: " + redact(message_of(data.encode()))
+    )
+
+
+def _chunk_reader(response: httpx.Response) -> tuple[Callable[[], Awaitable[bytes]], Callable[[], None]]:
+    """A `read()` whose wait can be abandoned (for a ping) without losing data, and its cleanup."""
+    stream = response.stream
+    if isinstance(stream, AiohttpStream):
+        return stream.read_chunk, lambda: None
+    # Any other transport (respx in tests): park the pending read in a task that outlives a ping.
+    chunks = response.aiter_raw()
+    pending: asyncio.Future[bytes] | None = None
+
+    async def read() -> bytes:
+        nonlocal pending
+        if pending is None:
+            pending = asyncio.ensure_future(anext(chunks, b""))
+        chunk = await asyncio.shield(pending)
+        pending = None
+        return chunk
+
+    def cancel() -> None:
+        if pending is not None:
+            pending.cancel()
+
+    return read, cancel
+
+
+async def relay(
+    upstream: UpstreamClient, chat: ChatRequest, record: AccessRecord, ping_seconds: float
+) -> AsyncIterator[bytes]:
+    """Relay one streamed completion.
+
+    Yields `PRIMED` first, once the upstream has accepted the request and sent its first bytes;
+    any failure before that is raised as `APIError`, so the caller can answer with a real HTTP
+    error status. After it, failures become an `error` event and the stream ends. The upstream
+    response is closed in `finally`, so a client that goes away stops the upstream at once.
+    """
+    response, model = await upstream.open_stream(chat)
+    record.upstream_status = response.status_code
+    read, cancel_read = _chunk_reader(response)
+    primed = False
+    try:
+        try:
+            chunk = await read()
+        except httpx.HTTPError as exc:
+            raise upstream.error_for_exception(exc) from None
+        yield PRIMED
+        primed = True
+        record.outcome = "disconnected"
+        completion = Completion(model)
+        parser = SSEParser()
+        try:
+            while True:
+                if chunk:
+                    out = completion.apply(parser.feed(chunk))
+                else:
+                    out = completion.apply(parser.close())
+                    if not (completion.done or completion.finish_reason):
+                        raise APIError(
+                            502, "UPSTREAM_ERROR", "The upstream stream ended before the reply was complete."
+                        )
+                    completion.done = True
+                if out:
+                    record.mark_first_token()
+                    yield out
+                if completion.done:
+                    break
+                while True:
+                    try:
+                        async with asyncio.timeout(ping_seconds):
+                            chunk = await read()
+                        break
+                    except TimeoutError:
+                        yield PING
+            envelope = completion.envelope()
+            record.usage = envelope["usage"]
+            record.outcome = "done"
+            yield encode("done", envelope)
+        except httpx.HTTPError as exc:
+            record.outcome = "error"
+            yield _error_event(upstream.error_for_exception(exc), record.request_id)
+        except APIError as exc:
+            record.outcome = "error"
+            yield _error_event(exc, record.request_id)
+    finally:
+        cancel_read()
+        await response.aclose()
+        if primed:
+            record.status = 200
+            record.emit()
+
+
+def _error_event(error: APIError, request_id: str) -> bytes:
+    return encode("error", error.payload(request_id))

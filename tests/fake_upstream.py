@@ -1,0 +1,257 @@
+"""A fake OpenAI-compatible server on a real socket, for end-to-end tests and the benchmark.
+
+It runs its own event loop in a background thread, so sync tests (Playwright), async tests and
+scripts can all use it. By default `POST /v1/chat/completions` answers "Echo: <last user message>"
+word by word; a test can queue exact replies (`reply_with`, `replay_bytes`) and inspect what the
+server saw (`requests`) and when clients hung up (`wait_for_disconnect`).
+
+    python -m tests.fake_upstream --port 9100 --chunks 200 --interval 0.02   # for bench/
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+MODELS = ["fake-large", "fake-small", "gpt-4o-mini"]
+
+
+@dataclass
+class Reply:
+    """One scripted answer: a status, headers and body pieces sent `delay` seconds apart."""
+
+    status: int = 200
+    chunks: list[bytes] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/event-stream"})
+    delay: float = 0.0
+    hang: bool = False  # after the chunks, keep the connection open and send nothing more
+    cut: bool = False  # after the chunks, drop the connection without ending the body
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def sse_chunk(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def completion_chunks(
+    words: list[str], *, model: str = "fake-large", usage: bool = True, finish: str = "stop"
+) -> list[bytes]:
+    """An OpenAI-shaped stream: role chunk, one chunk per word, finish chunk, usage, [DONE]."""
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
+    out = [sse_chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})]
+    out += [
+        sse_chunk({**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]})
+        for w in words
+    ]
+    out.append(sse_chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
+    if usage:
+        n = len(words)
+        out.append(
+            sse_chunk({**base, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}})
+        )
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+def split_words(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+class FakeUpstream:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.requests: list[Seen] = []
+        self.disconnects: list[float] = []
+        self.replies: deque[Reply] = deque()
+        self.default_delay = 0.0
+        self.bench_chunks: int | None = None  # when set: that many chunks of "tok" per reply
+        self.reject_stream_options = False
+        self.open_connections = 0
+        self._disconnected = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def reply_with(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def replay_bytes(self, data: bytes, *, pieces: list[bytes] | None = None, delay: float = 0.0) -> None:
+        self.replies.append(Reply(chunks=pieces if pieces is not None else [data], delay=delay))
+
+    def chat_requests(self) -> list[Seen]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def wait_for_disconnect(self, timeout: float) -> float | None:
+        """Monotonic time of the first client hang-up during a reply, or None."""
+        if self._disconnected.wait(timeout):
+            return self.disconnects[0]
+        return None
+
+    def start(self) -> FakeUpstream:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._connection, self.host, self.port, backlog=4096)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._thread:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open_connections += 1
+        try:
+            while await self._request(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open_connections -= 1
+            writer.close()
+
+    async def _request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return False
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        seen = Seen(method, path, headers, body)
+        self.requests.append(seen)
+        if method == "GET" and path.endswith("/models"):
+            data = {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]}
+            await self._send_whole(writer, 200, json.dumps(data).encode())
+            return True
+        if method != "POST" or not path.endswith("/chat/completions"):
+            await self._send_whole(writer, 404, b'{"error": {"message": "no such route"}}')
+            return True
+        return await self._chat(seen, reader, writer)
+
+    async def _send_whole(self, writer: asyncio.StreamWriter, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {"Content-Type": "application/json"}).items())
+        writer.write(f"HTTP/1.1 {status} X\r\n{extra}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+
+    def _default_reply(self, request: dict[str, Any]) -> Reply:
+        last = next((m["content"] for m in reversed(request.get("messages", [])) if m.get("role") == "user"), "")
+        words = ["tok"] * self.bench_chunks if self.bench_chunks else split_words(f"Echo: {last}")
+        usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        if not request.get("stream"):
+            text = "".join(words)
+            body = {
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000,
+                "model": request.get("model", "fake-large"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)},
+            }
+            return Reply(chunks=[json.dumps(body).encode()], headers={"Content-Type": "application/json"})
+        return Reply(chunks=completion_chunks(words, model=request.get("model", "fake-large"), usage=usage), delay=self.default_delay)
+
+    async def _chat(self, seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        request = seen.json
+        if self.reject_stream_options and "stream_options" in request:
+            body = b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}'
+            await self._send_whole(writer, 400, body)
+            return True
+        reply = self.replies.popleft() if self.replies else self._default_reply(request)
+        head = f"HTTP/1.1 {reply.status} X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+        writer.write((head + "Transfer-Encoding: chunked\r\n\r\n").encode())
+        # The client sends nothing more during a reply: a read that ends means it hung up.
+        hangup = asyncio.ensure_future(reader.read(1))
+        try:
+            for i, piece in enumerate(reply.chunks):
+                if i and reply.delay:
+                    await asyncio.wait({hangup}, timeout=reply.delay)
+                if hangup.done():
+                    return self._hung_up()
+                if piece:
+                    writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    await writer.drain()
+            if reply.hang:
+                await asyncio.wait({hangup}, timeout=60)
+                return self._hung_up() if hangup.done() else False
+            if reply.cut:
+                writer.transport.abort()
+                return False
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        except ConnectionError:
+            return self._hung_up()
+        finally:
+            if not hangup.done():
+                hangup.cancel()
+
+    def _hung_up(self) -> bool:
+        self.disconnects.append(time.monotonic())
+        self._disconnected.set()
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--chunks", type=int, default=None, help="chunks per streamed reply")
+    parser.add_argument("--interval", type=float, default=0.0, help="seconds between chunks")
+    args = parser.parse_args()
+    fake = FakeUpstream(args.host, args.port)
+    fake.bench_chunks = args.chunks
+    fake.default_delay = args.interval
+    fake.start()
+    print(f"fake upstream on {fake.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
