@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import respx
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from quartchat import create_app
+from quartchat.config import Settings
+
+UPSTREAM = "https://upstream.test/v1"
+SECRET = "sk-test-9f8e7d6c5b4a3210SECRET"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sse"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"openai_api_key": SECRET, "openai_api_base": UPSTREAM, "sse_ping_seconds": 15}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def upstream() -> Iterator[respx.MockRouter]:
+    """respx standing in for the upstream; fails the test if a mocked route went uncalled."""
+    with respx.mock(base_url=UPSTREAM, assert_all_called=True, assert_all_mocked=True) as router:
+        yield router
+
+
+@pytest.fixture
+async def app(settings: Settings, upstream: respx.MockRouter) -> AsyncIterator[Quart]:
+    app = create_app(settings, transport=httpx.MockTransport(upstream.async_handler))
+    async with app.test_app():  # runs the serving lifecycle: the shared client opens and closes
+        yield app
+
+
+@pytest.fixture
+def client(app: Quart) -> TestClientProtocol:
+    return app.test_client()
+
+
+def assert_error(response_status: int, body: bytes, status: int, code: str) -> dict[str, Any]:
+    """Every error, on every route, has this one shape."""
+    assert response_status == status, body
+    payload = orjson.loads(body)
+    assert set(payload) == {"error"}
+    error = payload["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["request_id"], str) and error["request_id"]
+    assert SECRET not in body.decode()
+    return dict(error)
+
+
+def parse_events(body: bytes) -> list[tuple[str, Any]]:
+    """Our own stream, decoded: (event, data) pairs, comments kept as ("comment", text)."""
+    events: list[tuple[str, Any]] = []
+    for block in body.decode().split("\n\n"):
+        if not block:
+            continue
+        if block.startswith(":"):
+            events.append(("comment", block[1:].strip()))
+            continue
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((fields["event"], orjson.loads(fields["data"])))
+    return events
+
+
+CHAT = {"messages": [{"role": "user", "content": "Hello"}]}
