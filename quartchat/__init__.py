@@ -9,6 +9,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+source"
 
-from .app import create_app  # noqa: E402
+from .app import create_app
 
 __all__ = ["__version__", "create_app"]

@@ -21,9 +21,9 @@ def main() -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not available on every platform
-        asyncio.run(serve(app, config))  # type: ignore[arg-type]
+        asyncio.run(serve(app, config))
     else:
-        uvloop.run(serve(app, config))  # type: ignore[arg-type]
+        uvloop.run(serve(app, config))
 
 
 if __name__ == "__main__":

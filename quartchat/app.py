@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import httpx
 from quart import Quart, Response, g, request
@@ -37,7 +37,7 @@ def create_app(
     _configure_logging(settings.log_level)
 
     @app.while_serving
-    async def _upstream_client() -> AsyncIterator[None]:
+    async def _upstream_client() -> AsyncGenerator[None, None]:
         upstream = UpstreamClient(settings, transport)
         app.extensions["upstream"] = upstream
         yield
@@ -78,7 +78,11 @@ async def _finish_response(response: Response) -> Response:
 
 def _configure_logging(level: str) -> None:
     root = logging.getLogger()
-    if not root.handlers:  # leave logging alone when the host (pytest, hypercorn -log-config) set it up
-        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if (
+        not root.handlers
+    ):  # leave logging alone when the host (pytest, hypercorn -log-config) set it up
+        logging.basicConfig(
+            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     logging.getLogger("quartchat").setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its per-request lines duplicate ours

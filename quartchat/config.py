@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     def _base_is_http_url(cls, value: str) -> str:
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("OPENAI_API_BASE must be an http(s) URL such as https://api.openai.com/v1")
+            raise ValueError(
+                "OPENAI_API_BASE must be an http(s) URL such as https://api.openai.com/v1"
+            )
         return value.strip().rstrip("/")
 
     @property

@@ -44,7 +44,11 @@ class APIError(Exception):
         self.upstream_status = upstream_status
 
     def payload(self, request_id: str) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message, "request_id": request_id}
+        error: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "request_id": request_id,
+        }
         if self.details:
             error["details"] = self.details
         return {"error": error}

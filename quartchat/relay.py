@@ -101,11 +101,15 @@ class Completion:
 
 def _in_band_error(data: str) -> APIError:
     return APIError(
-        502, "UPSTREAM_ERROR", "The upstream reported an error: " + redact(message_of(data.encode()))
+        502,
+        "UPSTREAM_ERROR",
+        "The upstream reported an error: " + redact(message_of(data.encode())),
     )
 
 
-def _chunk_reader(response: httpx.Response) -> tuple[Callable[[], Awaitable[bytes]], Callable[[], None]]:
+def _chunk_reader(
+    response: httpx.Response,
+) -> tuple[Callable[[], Awaitable[bytes]], Callable[[], None]]:
     """A `read()` whose wait can be abandoned (for a ping) without losing data, and its cleanup."""
     stream = response.stream
     if isinstance(stream, AiohttpStream):
@@ -161,7 +165,9 @@ async def relay(
                     out = completion.apply(parser.close())
                     if not (completion.done or completion.finish_reason):
                         raise APIError(
-                            502, "UPSTREAM_ERROR", "The upstream stream ended before the reply was complete."
+                            502,
+                            "UPSTREAM_ERROR",
+                            "The upstream stream ended before the reply was complete.",
                         )
                     completion.done = True
                 if out:

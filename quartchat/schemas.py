@@ -23,7 +23,9 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, gt=0)
 
-    def upstream_payload(self, default_model: str, *, stream: bool, include_usage: bool) -> dict[str, Any]:
+    def upstream_payload(
+        self, default_model: str, *, stream: bool, include_usage: bool
+    ) -> dict[str, Any]:
         """The OpenAI chat-completions body for this request."""
         payload: dict[str, Any] = {
             "model": self.model or default_model,

@@ -37,7 +37,9 @@ def message_of(body: bytes) -> str:
 class UpstreamClient:
     """Talks to `OPENAI_API_BASE`; opened and closed with the app's serving lifecycle."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.settings = settings
         headers = {"Accept-Encoding": "identity", "Content-Type": "application/json"}
         if settings.api_key:
@@ -103,7 +105,9 @@ class UpstreamClient:
 
     async def complete(self, chat: ChatRequest) -> ChatResponse:
         """A whole (non-streamed) completion."""
-        payload = chat.upstream_payload(self.settings.openai_model, stream=False, include_usage=False)
+        payload = chat.upstream_payload(
+            self.settings.openai_model, stream=False, include_usage=False
+        )
         response = await self._post(payload, stream=False)
         if response.status_code >= 400:
             raise self.error_for_status(response, response.content)
@@ -153,7 +157,11 @@ class UpstreamClient:
             if self._models and self._models[0] > now:
                 return self._models[1]
             ids = await self._fetch_models()
-            ttl = self.settings.models_cache_seconds if ids else min(30.0, self.settings.models_cache_seconds)
+            ttl = (
+                self.settings.models_cache_seconds
+                if ids
+                else min(30.0, self.settings.models_cache_seconds)
+            )
             models = [default, *sorted(set(ids) - {default})]
             self._models = (now + ttl, models)
             return models

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import respx
 from quart import Quart
-from quart.typing import TestClientProtocol
+from quart.typing import TestClientProtocol as Client
 
 from quartchat import create_app
 from quartchat.config import Settings
@@ -20,7 +20,11 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sse"
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"openai_api_key": SECRET, "openai_api_base": UPSTREAM, "sse_ping_seconds": 15}
+    values: dict[str, Any] = {
+        "openai_api_key": SECRET,
+        "openai_api_base": UPSTREAM,
+        "sse_ping_seconds": 15,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -45,7 +49,7 @@ async def app(settings: Settings, upstream: respx.MockRouter) -> AsyncIterator[Q
 
 
 @pytest.fixture
-def client(app: Quart) -> TestClientProtocol:
+def client(app: Quart) -> Client:
     return app.test_client()
 
 

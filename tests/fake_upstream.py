@@ -54,17 +54,34 @@ def completion_chunks(
     words: list[str], *, model: str = "fake-large", usage: bool = True, finish: str = "stop"
 ) -> list[bytes]:
     """An OpenAI-shaped stream: role chunk, one chunk per word, finish chunk, usage, [DONE]."""
-    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
-    out = [sse_chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})]
+    base = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+    }
+    out = [
+        sse_chunk(
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+        )
+    ]
     out += [
-        sse_chunk({**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]})
+        sse_chunk(
+            {**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+        )
         for w in words
     ]
     out.append(sse_chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
     if usage:
         n = len(words)
         out.append(
-            sse_chunk({**base, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}})
+            sse_chunk(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n},
+                }
+            )
         )
     out.append(b"data: [DONE]\n\n")
     return out
@@ -98,7 +115,9 @@ class FakeUpstream:
     def reply_with(self, *replies: Reply) -> None:
         self.replies.extend(replies)
 
-    def replay_bytes(self, data: bytes, *, pieces: list[bytes] | None = None, delay: float = 0.0) -> None:
+    def replay_bytes(
+        self, data: bytes, *, pieces: list[bytes] | None = None, delay: float = 0.0
+    ) -> None:
         self.replies.append(Reply(chunks=pieces if pieces is not None else [data], delay=delay))
 
     def chat_requests(self) -> list[Seen]:
@@ -160,7 +179,10 @@ class FakeUpstream:
             return False
         lines = head.decode("latin-1").split("\r\n")
         method, path, _ = lines[0].split(" ", 2)
-        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        headers = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+        }
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         seen = Seen(method, path, headers, body)
         self.requests.append(seen)
@@ -173,34 +195,74 @@ class FakeUpstream:
             return True
         return await self._chat(seen, reader, writer)
 
-    async def _send_whole(self, writer: asyncio.StreamWriter, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {"Content-Type": "application/json"}).items())
-        writer.write(f"HTTP/1.1 {status} X\r\n{extra}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    async def _send_whole(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        extra = "".join(
+            f"{k}: {v}\r\n" for k, v in (headers or {"Content-Type": "application/json"}).items()
+        )
+        writer.write(
+            f"HTTP/1.1 {status} X\r\n{extra}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
         await writer.drain()
 
     def _default_reply(self, request: dict[str, Any]) -> Reply:
-        last = next((m["content"] for m in reversed(request.get("messages", [])) if m.get("role") == "user"), "")
+        last = next(
+            (
+                m["content"]
+                for m in reversed(request.get("messages", []))
+                if m.get("role") == "user"
+            ),
+            "",
+        )
         words = ["tok"] * self.bench_chunks if self.bench_chunks else split_words(f"Echo: {last}")
         usage = bool((request.get("stream_options") or {}).get("include_usage"))
         if not request.get("stream"):
             text = "".join(words)
             body = {
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000,
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 1700000000,
                 "model": request.get("model", "fake-large"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)},
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": 5,
+                    "completion_tokens": len(words),
+                    "total_tokens": 5 + len(words),
+                },
             }
-            return Reply(chunks=[json.dumps(body).encode()], headers={"Content-Type": "application/json"})
-        return Reply(chunks=completion_chunks(words, model=request.get("model", "fake-large"), usage=usage), delay=self.default_delay)
+            return Reply(
+                chunks=[json.dumps(body).encode()], headers={"Content-Type": "application/json"}
+            )
+        return Reply(
+            chunks=completion_chunks(words, model=request.get("model", "fake-large"), usage=usage),
+            delay=self.default_delay,
+        )
 
-    async def _chat(self, seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _chat(
+        self, seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         request = seen.json
         if self.reject_stream_options and "stream_options" in request:
-            body = b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}'
+            body = (
+                b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}'
+            )
             await self._send_whole(writer, 400, body)
             return True
         reply = self.replies.popleft() if self.replies else self._default_reply(request)
-        head = f"HTTP/1.1 {reply.status} X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+        head = f"HTTP/1.1 {reply.status} X\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in reply.headers.items()
+        )
         writer.write((head + "Transfer-Encoding: chunked\r\n\r\n").encode())
         # The client sends nothing more during a reply: a read that ends means it hung up.
         hangup = asyncio.ensure_future(reader.read(1))

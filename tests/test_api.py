@@ -6,7 +6,7 @@ import httpx
 import orjson
 import pytest
 import respx
-from quart.typing import TestClientProtocol
+from quart.typing import TestClientProtocol as Client
 
 from quartchat import create_app
 
@@ -19,7 +19,13 @@ COMPLETION = {
     "object": "chat.completion",
     "created": 1700000000,
     "model": "gpt-4o-mini-2024",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi there"}, "finish_reason": "stop"}],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi there"},
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
 }
 
@@ -28,7 +34,9 @@ def stream_of(*words: str, usage: bool = True) -> httpx.Response:
     return sse_response(*completion_chunks(list(words), usage=usage))
 
 
-async def test_chat_returns_the_envelope_with_usage(client: TestClientProtocol, upstream: respx.MockRouter) -> None:
+async def test_chat_returns_the_envelope_with_usage(
+    client: Client, upstream: respx.MockRouter
+) -> None:
     upstream.post("/chat/completions").respond(json=COMPLETION)
     response = await client.post("/api/chat", json=CHAT)
     assert response.status_code == 200
@@ -42,7 +50,9 @@ async def test_chat_returns_the_envelope_with_usage(client: TestClientProtocol, 
     }
 
 
-async def test_chat_forwards_options_and_the_key(client: TestClientProtocol, upstream: respx.MockRouter) -> None:
+async def test_chat_forwards_options_and_the_key(
+    client: Client, upstream: respx.MockRouter
+) -> None:
     route = upstream.post("/chat/completions").respond(json=COMPLETION)
     body = {**CHAT, "model": "m1", "temperature": 0.5, "top_p": 0.9, "max_tokens": 7, "unknown": 1}
     assert (await client.post("/api/chat", json=body)).status_code == 200
@@ -58,14 +68,16 @@ async def test_chat_forwards_options_and_the_key(client: TestClientProtocol, ups
     }
 
 
-async def test_chat_uses_the_configured_model_by_default(client: TestClientProtocol, upstream: respx.MockRouter) -> None:
+async def test_chat_uses_the_configured_model_by_default(
+    client: Client, upstream: respx.MockRouter
+) -> None:
     route = upstream.post("/chat/completions").respond(json=COMPLETION)
     await client.post("/api/chat", json=CHAT)
     assert orjson.loads(route.calls.last.request.content)["model"] == "gpt-4o-mini"
 
 
 async def test_stream_relays_deltas_in_order_then_done_with_usage(
-    client: TestClientProtocol, upstream: respx.MockRouter
+    client: Client, upstream: respx.MockRouter
 ) -> None:
     upstream.post("/chat/completions").mock(return_value=stream_of("Hel", "lo", " you"))
     response = await client.post("/api/chat/stream", json=CHAT)
@@ -88,7 +100,9 @@ async def test_stream_relays_deltas_in_order_then_done_with_usage(
     assert set(done) == {"id", "model", "created", "message", "finish_reason", "usage"}
 
 
-async def test_stream_asks_the_upstream_for_usage(client: TestClientProtocol, upstream: respx.MockRouter) -> None:
+async def test_stream_asks_the_upstream_for_usage(
+    client: Client, upstream: respx.MockRouter
+) -> None:
     route = upstream.post("/chat/completions").mock(return_value=stream_of("x"))
     await (await client.post("/api/chat/stream", json=CHAT)).get_data()
     sent = orjson.loads(route.calls.last.request.content)
@@ -97,9 +111,11 @@ async def test_stream_asks_the_upstream_for_usage(client: TestClientProtocol, up
 
 
 async def test_stream_retries_once_without_stream_options_when_rejected(
-    client: TestClientProtocol, upstream: respx.MockRouter
+    client: Client, upstream: respx.MockRouter
 ) -> None:
-    rejected = httpx.Response(400, json={"error": {"message": "Unrecognized argument: stream_options"}})
+    rejected = httpx.Response(
+        400, json={"error": {"message": "Unrecognized argument: stream_options"}}
+    )
     route = upstream.post("/chat/completions").mock(
         side_effect=[rejected, stream_of("ok", usage=False), stream_of("again", usage=False)]
     )
@@ -116,8 +132,12 @@ async def test_stream_retries_once_without_stream_options_when_rejected(
     assert "stream_options" not in orjson.loads(route.calls.last.request.content)
 
 
-async def test_stream_does_not_retry_other_rejections(client: TestClientProtocol, upstream: respx.MockRouter) -> None:
-    route = upstream.post("/chat/completions").respond(400, json={"error": {"message": "context too long"}})
+async def test_stream_does_not_retry_other_rejections(
+    client: Client, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post("/chat/completions").respond(
+        400, json={"error": {"message": "context too long"}}
+    )
     response = await client.post("/api/chat/stream", json=CHAT)
     assert_error(response.status_code, await response.get_data(), 400, "UPSTREAM_REJECTED")
     assert route.call_count == 1
@@ -138,7 +158,12 @@ ERROR_TABLE = [
 @pytest.mark.parametrize("path", ["/api/chat", "/api/chat/stream"])
 @pytest.mark.parametrize(("upstream_status", "status", "code"), ERROR_TABLE)
 async def test_upstream_error_status_maps_to_our_error(
-    client: TestClientProtocol, upstream: respx.MockRouter, path: str, upstream_status: int, status: int, code: str
+    client: Client,
+    upstream: respx.MockRouter,
+    path: str,
+    upstream_status: int,
+    status: int,
+    code: str,
 ) -> None:
     upstream.post("/chat/completions").respond(upstream_status, json={"error": {"message": "nope"}})
     response = await client.post(path, json=CHAT)
@@ -146,15 +171,19 @@ async def test_upstream_error_status_maps_to_our_error(
 
 
 @pytest.mark.parametrize("path", ["/api/chat", "/api/chat/stream"])
-async def test_rate_limit_passes_retry_after_on(client: TestClientProtocol, upstream: respx.MockRouter, path: str) -> None:
-    upstream.post("/chat/completions").respond(429, headers={"Retry-After": "17"}, json={"error": {"message": "slow down"}})
+async def test_rate_limit_passes_retry_after_on(
+    client: Client, upstream: respx.MockRouter, path: str
+) -> None:
+    upstream.post("/chat/completions").respond(
+        429, headers={"Retry-After": "17"}, json={"error": {"message": "slow down"}}
+    )
     response = await client.post(path, json=CHAT)
     assert_error(response.status_code, await response.get_data(), 429, "UPSTREAM_RATE_LIMITED")
     assert response.headers["Retry-After"] == "17"
 
 
 async def test_upstream_rejection_message_is_passed_on_without_secrets(
-    client: TestClientProtocol, upstream: respx.MockRouter
+    client: Client, upstream: respx.MockRouter
 ) -> None:
     message = f"Model 'nope' not found. Incorrect API key provided: {SECRET}. Also sk-proj-abcdefghijklmnop."
     upstream.post("/chat/completions").respond(404, json={"error": {"message": message}})
@@ -175,15 +204,19 @@ async def test_upstream_rejection_message_is_passed_on_without_secrets(
     ],
 )
 async def test_transport_failures_map_to_our_error(
-    client: TestClientProtocol, upstream: respx.MockRouter, path: str, exc: Exception, status: int, code: str
+    client: Client, upstream: respx.MockRouter, path: str, exc: Exception, status: int, code: str
 ) -> None:
     upstream.post("/chat/completions").mock(side_effect=exc)
     response = await client.post(path, json=CHAT)
     assert_error(response.status_code, await response.get_data(), status, code)
 
 
-async def test_timeout_before_the_first_chunk_is_an_http_504(client: TestClientProtocol, upstream: respx.MockRouter) -> None:
-    upstream.post("/chat/completions").mock(return_value=sse_response(httpx.ReadTimeout("no first byte")))
+async def test_timeout_before_the_first_chunk_is_an_http_504(
+    client: Client, upstream: respx.MockRouter
+) -> None:
+    upstream.post("/chat/completions").mock(
+        return_value=sse_response(httpx.ReadTimeout("no first byte"))
+    )
     response = await client.post("/api/chat/stream", json=CHAT)
     assert_error(response.status_code, await response.get_data(), 504, "UPSTREAM_TIMEOUT")
 
@@ -191,14 +224,32 @@ async def test_timeout_before_the_first_chunk_is_an_http_504(client: TestClientP
 @pytest.mark.parametrize(
     ("pieces", "why"),
     [
-        ((b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n', b'data: {"error":{"message":"overloaded"}}\n\n'), "in-band"),
-        ((b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n', b"data: {not json\n\n"), "malformed"),
+        (
+            (
+                b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
+                b'data: {"error":{"message":"overloaded"}}\n\n',
+            ),
+            "in-band",
+        ),
+        (
+            (
+                b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
+                b"data: {not json\n\n",
+            ),
+            "malformed",
+        ),
         ((b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',), "truncated"),
-        ((b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n', httpx.ReadError("reset")), "cut"),
+        (
+            (
+                b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
+                httpx.ReadError("reset"),
+            ),
+            "cut",
+        ),
     ],
 )
 async def test_failure_after_the_stream_began_is_an_error_event(
-    client: TestClientProtocol, upstream: respx.MockRouter, pieces: tuple[bytes, ...], why: str
+    client: Client, upstream: respx.MockRouter, pieces: tuple[bytes, ...], why: str
 ) -> None:
     upstream.post("/chat/completions").mock(return_value=sse_response(*pieces))
     response = await client.post("/api/chat/stream", json=CHAT, headers={"X-Request-ID": "req-42"})
@@ -213,10 +264,12 @@ async def test_failure_after_the_stream_began_is_an_error_event(
 
 
 async def test_finish_reason_without_done_marker_still_completes(
-    client: TestClientProtocol, upstream: respx.MockRouter
+    client: Client, upstream: respx.MockRouter
 ) -> None:
     upstream.post("/chat/completions").mock(
-        return_value=sse_response(b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}')
+        return_value=sse_response(
+            b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}'
+        )
     )
     events = parse_events(await (await client.post("/api/chat/stream", json=CHAT)).get_data())
     assert events[-1][0] == "done"
@@ -227,7 +280,10 @@ async def test_idle_stream_gets_ping_comments() -> None:
         upstream.post("/chat/completions").mock(
             return_value=sse_response(*completion_chunks(["a", "b"]), delay=0.25)
         )
-        app = create_app(make_settings(sse_ping_seconds=0.05), transport=httpx.MockTransport(upstream.async_handler))
+        app = create_app(
+            make_settings(sse_ping_seconds=0.05),
+            transport=httpx.MockTransport(upstream.async_handler),
+        )
         async with app.test_app() as test_app:
             response = await test_app.test_client().post("/api/chat/stream", json=CHAT)
             events = parse_events(await response.get_data())
@@ -238,11 +294,15 @@ async def test_idle_stream_gets_ping_comments() -> None:
 
 async def test_missing_key_for_openai_is_not_configured_and_calls_nothing() -> None:
     with respx.mock(assert_all_mocked=True):
-        app = create_app(make_settings(openai_api_key=None, openai_api_base="https://api.openai.com/v1"))
+        app = create_app(
+            make_settings(openai_api_key=None, openai_api_base="https://api.openai.com/v1")
+        )
         async with app.test_app() as test_app:
             for path in ("/api/chat", "/api/chat/stream"):
                 response = await test_app.test_client().post(path, json=CHAT)
-                error = assert_error(response.status_code, await response.get_data(), 503, "NOT_CONFIGURED")
+                error = assert_error(
+                    response.status_code, await response.get_data(), 503, "NOT_CONFIGURED"
+                )
                 assert "OPENAI_API_KEY" in error["message"]
 
 
@@ -270,7 +330,9 @@ async def test_local_server_without_key_is_called_without_authorization() -> Non
     ],
 )
 @pytest.mark.parametrize("path", ["/api/chat", "/api/chat/stream"])
-async def test_invalid_request_is_400_with_field_details(client: TestClientProtocol, path: str, body: bytes, loc: str) -> None:
+async def test_invalid_request_is_400_with_field_details(
+    client: Client, path: str, body: bytes, loc: str
+) -> None:
     response = await client.post(path, data=body, headers={"Content-Type": "application/json"})
     error = assert_error(response.status_code, await response.get_data(), 400, "INVALID_REQUEST")
     assert loc in [d["loc"] for d in error["details"]]
@@ -285,9 +347,11 @@ async def test_body_over_the_cap_is_413() -> None:
 
 
 async def test_models_lists_upstream_models_default_first_and_caches(
-    client: TestClientProtocol, upstream: respx.MockRouter
+    client: Client, upstream: respx.MockRouter
 ) -> None:
-    route = upstream.get("/models").respond(json={"data": [{"id": "zeta"}, {"id": "gpt-4o-mini"}, {"id": "alpha"}]})
+    route = upstream.get("/models").respond(
+        json={"data": [{"id": "zeta"}, {"id": "gpt-4o-mini"}, {"id": "alpha"}]}
+    )
     first = await (await client.get("/api/models")).get_json()
     second = await (await client.get("/api/models")).get_json()
     assert first == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini", "alpha", "zeta"]}
@@ -295,26 +359,39 @@ async def test_models_lists_upstream_models_default_first_and_caches(
     assert route.call_count == 1
 
 
-@pytest.mark.parametrize("failure", [httpx.Response(500), httpx.Response(200, json={"data": []}), httpx.ConnectError("x")])
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.Response(500), httpx.Response(200, json={"data": []}), httpx.ConnectError("x")],
+)
 async def test_models_falls_back_to_the_configured_model(
-    client: TestClientProtocol, upstream: respx.MockRouter, failure: httpx.Response | Exception
+    client: Client, upstream: respx.MockRouter, failure: httpx.Response | Exception
 ) -> None:
     upstream.get("/models").mock(side_effect=[failure])
-    assert await (await client.get("/api/models")).get_json() == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini"]}
+    assert await (await client.get("/api/models")).get_json() == {
+        "default": "gpt-4o-mini",
+        "models": ["gpt-4o-mini"],
+    }
 
 
 async def test_one_access_log_line_per_request_without_secrets_or_messages(
-    client: TestClientProtocol, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+    client: Client, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
 ) -> None:
     upstream.post("/chat/completions").mock(return_value=stream_of("a", "b"))
     caplog.set_level(logging.DEBUG)
     body = {"messages": [{"role": "user", "content": "my private question"}]}
-    await (await client.post("/api/chat/stream", json=body, headers={"X-Request-ID": "abc-1"})).get_data()
+    await (
+        await client.post("/api/chat/stream", json=body, headers={"X-Request-ID": "abc-1"})
+    ).get_data()
     lines = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "quartchat.access"]
     assert len(lines) == 1
     line = lines[0]
     assert line["request_id"] == "abc-1"
-    assert (line["method"], line["path"], line["status"], line["upstream_status"]) == ("POST", "/api/chat/stream", 200, 200)
+    assert (line["method"], line["path"], line["status"], line["upstream_status"]) == (
+        "POST",
+        "/api/chat/stream",
+        200,
+        200,
+    )
     assert line["ttft_ms"] is not None and line["duration_ms"] >= line["ttft_ms"]
     assert line["tokens"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
     everything = "\n".join(r.getMessage() for r in caplog.records)

@@ -35,7 +35,9 @@ class Expected:
 def wire_bytes(path: Path) -> list[bytes]:
     """The capture as network reads: exact recorded boundaries where known, else small odd pieces."""
     if path.suffix == ".jsonl":
-        events = [b"data: " + line + b"\n\n" for line in path.read_bytes().splitlines() if line.strip()]
+        events = [
+            b"data: " + line + b"\n\n" for line in path.read_bytes().splitlines() if line.strip()
+        ]
         return [*events, b"data: [DONE]\n\n"]
     boundaries = path.with_name(path.name + ".chunks.json")
     if boundaries.exists():
@@ -65,7 +67,9 @@ def reference(raw: bytes) -> Expected:
         if obj.get("error"):
             return Expected("".join(parts), None, "error")
         if obj.get("usage"):
-            usage = {k: obj["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+            usage = {
+                k: obj["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+            }
         for choice in obj.get("choices") or []:
             if choice.get("index", 0) == 0:
                 delta = choice.get("delta") or {}
@@ -88,7 +92,9 @@ async def app(fake: FakeUpstream) -> AsyncIterator[Quart]:
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
-async def test_capture_relays_the_right_text_usage_and_outcome(app: Quart, fake: FakeUpstream, capture: Path) -> None:
+async def test_capture_relays_the_right_text_usage_and_outcome(
+    app: Quart, fake: FakeUpstream, capture: Path
+) -> None:
     pieces = wire_bytes(capture)
     expected = reference(b"".join(pieces))
     fake.replay_bytes(b"", pieces=pieces)
@@ -124,18 +130,27 @@ def test_the_interesting_captures_are_really_exercised() -> None:
     assert by_name["openai_chat_n3_multiple_choices.sse"].text  # choice 0 of three
 
 
-async def test_u2028_and_characters_split_between_reads_survive_the_relay(app: Quart, fake: FakeUpstream) -> None:
+async def test_u2028_and_characters_split_between_reads_survive_the_relay(
+    app: Quart, fake: FakeUpstream
+) -> None:
     # The openai-python vectors above are not chat-shaped; this is their point, in chat form.
     words = [" culpa", " \u2028", "\u0085😀", "изменить"]
-    raw = b"".join(
-        b"data: "
-        + json.dumps({"choices": [{"index": 0, "delta": {"content": w}}]}, ensure_ascii=False).encode()
-        + b"\n\n"
-        for w in words
-    ) + b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    raw = (
+        b"".join(
+            b"data: "
+            + json.dumps(
+                {"choices": [{"index": 0, "delta": {"content": w}}]}, ensure_ascii=False
+            ).encode()
+            + b"\n\n"
+            for w in words
+        )
+        + b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
     fake.replay_bytes(b"", pieces=[raw[i : i + 1] for i in range(len(raw))])
 
-    events = parse_events(await (await app.test_client().post("/api/chat/stream", json=CHAT)).get_data())
+    events = parse_events(
+        await (await app.test_client().post("/api/chat/stream", json=CHAT)).get_data()
+    )
 
     assert "".join(d["delta"] for k, d in events if k == "chunk") == "".join(words)
     assert events[-1][1]["message"]["content"] == "".join(words)

@@ -28,5 +28,9 @@ class ChunkStream(httpx.AsyncByteStream):
         self.closed = True
 
 
-def sse_response(*pieces: bytes | BaseException, delay: float = 0.0, status: int = 200) -> httpx.Response:
-    return httpx.Response(status, headers={"Content-Type": "text/event-stream"}, stream=ChunkStream(pieces, delay))
+def sse_response(
+    *pieces: bytes | BaseException, delay: float = 0.0, status: int = 200
+) -> httpx.Response:
+    return httpx.Response(
+        status, headers={"Content-Type": "text/event-stream"}, stream=ChunkStream(pieces, delay)
+    )

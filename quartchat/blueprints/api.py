@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, g, request
-from pydantic import ValidationError
-
 import orjson
+from pydantic import ValidationError
+from quart import Blueprint, Response, current_app, g, request
 
 from ..config import Settings
 from ..errors import APIError
@@ -41,10 +40,16 @@ async def _chat_request() -> ChatRequest:
         return ChatRequest.model_validate_json(body)
     except ValidationError as exc:
         details = [
-            {"loc": ".".join(str(p) for p in e["loc"]) or "body", "msg": e["msg"], "type": e["type"]}
+            {
+                "loc": ".".join(str(p) for p in e["loc"]) or "body",
+                "msg": e["msg"],
+                "type": e["type"],
+            }
             for e in exc.errors(include_url=False, include_input=False)
         ]
-        raise APIError(400, "INVALID_REQUEST", "The request body is not a valid chat request.", details=details) from None
+        raise APIError(
+            400, "INVALID_REQUEST", "The request body is not a valid chat request.", details=details
+        ) from None
 
 
 @blueprint.get("/models")
@@ -84,5 +89,7 @@ async def chat_stream() -> Response:
     response = Response(events, content_type="text/event-stream; charset=utf-8")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    response.timeout = None  # a reply may take minutes; idle gaps are bounded by the upstream timeout
+    response.timeout = (
+        None  # a reply may take minutes; idle gaps are bounded by the upstream timeout
+    )
     return response

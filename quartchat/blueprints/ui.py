@@ -11,4 +11,6 @@ async def index() -> str:
 
     A static shell: conversations live in the browser and talk to `/api/chat/stream`.
     """
-    return await render_template("index.html", default_model=current_app.config["QUARTCHAT"].openai_model)
+    return await render_template(
+        "index.html", default_model=current_app.config["QUARTCHAT"].openai_model
+    )
