@@ -50,14 +50,17 @@ async function send(text) {
   history.push({ role: "user", content: text });
   save();
   render(history.at(-1));
+  const messages = history.slice();
+  // The reply joins the history at once and is saved as it grows, so a reload never loses it.
   const reply = { role: "assistant", content: "" };
+  history.push(reply);
   const el = render(reply);
   sendButton.disabled = true;
   try {
     const response = await fetch("/api/chat/stream", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ messages: history }),
+      body: JSON.stringify({ messages }),
     });
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
@@ -77,16 +80,13 @@ async function send(text) {
           throw new Error(data.error.message);
         }
       }
+      save();
     }
-    history.push(reply);
-    save();
   } catch (error) {
     el.classList.add("error");
     el.textContent = `${reply.content}\n[${error.message}]`;
-    if (reply.content) {
-      history.push(reply);
-      save();
-    }
+    if (!reply.content) history.pop();
+    save();
   } finally {
     sendButton.disabled = false;
   }
