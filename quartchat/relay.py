@@ -19,7 +19,7 @@ from .accesslog import AccessRecord
 from .errors import APIError, redact
 from .schemas import ChatRequest
 from .sse import PING, SSEEvent, SSEParser, encode
-from .transport import AiohttpStream
+from .transport import STREAM_EXTENSION, AiohttpStream
 from .upstream import UpstreamClient, message_of
 
 PRIMED = b""
@@ -111,7 +111,7 @@ def _chunk_reader(
     response: httpx.Response,
 ) -> tuple[Callable[[], Awaitable[bytes]], Callable[[], None]]:
     """A `read()` whose wait can be abandoned (for a ping) without losing data, and its cleanup."""
-    stream = response.stream
+    stream = response.extensions.get(STREAM_EXTENSION)
     if isinstance(stream, AiohttpStream):
         return stream.read_chunk, lambda: None
     # Any other transport (respx in tests): park the pending read in a task that outlives a ping.

@@ -12,27 +12,29 @@ needs to send keep-alive pings while an upstream is silent (`read_chunk()` is ca
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
 
 
-@contextmanager
-def _httpx_errors(request: httpx.Request) -> Iterator[None]:
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
-    except TimeoutError as exc:  # aiohttp's ServerTimeoutError / SocketTimeoutError are these
-        raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(str(exc), request=request) from exc
-    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
+    """The httpx exception a caller of an httpx transport expects for an aiohttp failure."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError / SocketTimeoutError are these
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return httpx.UnsupportedProtocol(message, request=request)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return httpx.ReadError(message, request=request)
+    return exc
+
+
+STREAM_EXTENSION = "quartchat.aiohttp_stream"
 
 
 class AiohttpStream(httpx.AsyncByteStream):
@@ -44,8 +46,11 @@ class AiohttpStream(httpx.AsyncByteStream):
 
     async def read_chunk(self) -> bytes:
         """Whatever bytes have arrived (b"" at the end). Cancelling the wait loses nothing."""
-        with _httpx_errors(self._request):
+        # try/except rather than a context manager: this runs once per relayed chunk.
+        try:
             return await self._response.content.readany()
+        except Exception as exc:
+            raise _httpx_error(exc, self._request) from exc
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while chunk := await self.read_chunk():
@@ -91,7 +96,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
-        with _httpx_errors(request):
+        try:
             response = await self._get_session().request(
                 request.method,
                 str(request.url),
@@ -106,12 +111,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
+        except Exception as exc:
+            raise _httpx_error(exc, request) from exc
+        stream = AiohttpStream(response, request)
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=AiohttpStream(response, request),
+            stream=stream,
             request=request,
-            extensions={"http_version": b"HTTP/1.1"},
+            # httpx.AsyncClient wraps `stream`; the extension is how callers reach `read_chunk()`.
+            extensions={"http_version": b"HTTP/1.1", STREAM_EXTENSION: stream},
         )
 
     async def aclose(self) -> None:

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from quartchat.relay import _chunk_reader
+from quartchat.transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport
+
+from .fake_upstream import FakeUpstream, Reply, completion_chunks
+from .service import free_port
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=AiohttpTransport(max_connections=10), timeout=1
+    ) as client:
+        yield client
+
+
+async def test_refused_connection_is_connect_error_not_a_timeout(http: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.ConnectError):
+        await http.get(f"http://127.0.0.1:{free_port()}/")
+
+
+async def test_silent_server_is_a_read_timeout(http: httpx.AsyncClient, fake: FakeUpstream) -> None:
+    fake.reply_with(Reply(chunks=[], hang=True))
+    with pytest.raises(httpx.ReadTimeout):
+        await http.post(fake.url + "/chat/completions", json={})
+
+
+async def test_connection_cut_mid_body_is_a_read_error(
+    http: httpx.AsyncClient, fake: FakeUpstream
+) -> None:
+    fake.reply_with(Reply(chunks=[b"data: {}\n\n"], cut=True))
+    with pytest.raises(httpx.ReadError):
+        await http.post(fake.url + "/chat/completions", json={})
+
+
+async def test_a_finished_body_keeps_its_connection_for_the_next_request(
+    http: httpx.AsyncClient, fake: FakeUpstream
+) -> None:
+    for _ in range(3):
+        response = await http.post(
+            fake.url + "/chat/completions", json={"stream": True, "messages": []}
+        )
+        assert response.status_code == 200
+    assert fake.open_connections == 1
+    assert fake.disconnects == []
+
+
+async def test_closing_an_unfinished_body_closes_the_socket(
+    http: httpx.AsyncClient, fake: FakeUpstream
+) -> None:
+    fake.reply_with(Reply(chunks=completion_chunks(["a"])[:2], hang=True))
+    request = http.build_request("POST", fake.url + "/chat/completions", json={})
+    response = await http.send(request, stream=True)
+    stream = response.extensions[STREAM_EXTENSION]
+    assert isinstance(stream, AiohttpStream)
+    assert await stream.read_chunk()
+    await response.aclose()
+    assert await asyncio.to_thread(fake.wait_for_disconnect, 2) is not None
+
+
+async def test_an_abandoned_read_loses_no_bytes(
+    http: httpx.AsyncClient, fake: FakeUpstream
+) -> None:
+    fake.reply_with(Reply(chunks=[b"first", b"second"], delay=0.3))
+    response = await http.send(
+        http.build_request("POST", fake.url + "/x/chat/completions", json={}), stream=True
+    )
+    stream = response.extensions[STREAM_EXTENSION]
+    assert isinstance(stream, AiohttpStream)
+    received = await stream.read_chunk()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # what a keep-alive ping does to a pending read
+            await stream.read_chunk()
+    while chunk := await stream.read_chunk():
+        received += chunk
+    assert received == b"firstsecond"
+    await response.aclose()
+
+
+async def test_the_relay_reads_the_aiohttp_stream_directly(
+    http: httpx.AsyncClient, fake: FakeUpstream
+) -> None:
+    # httpx wraps a transport's stream; the relay must still find the cancel-safe reader
+    # rather than fall back to a task per read.
+    response = await http.send(
+        http.build_request("POST", fake.url + "/chat/completions", json={}), stream=True
+    )
+    read, _ = _chunk_reader(response)
+    assert read == response.extensions[STREAM_EXTENSION].read_chunk
+    await response.aclose()
