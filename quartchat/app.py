@@ -14,6 +14,7 @@ from .accesslog import AccessRecord
 from .blueprints import api, health, ui
 from .config import Settings, get_settings
 from .errors import register_error_handlers
+from .streams import LiveStreams
 from .upstream import UpstreamClient
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -35,6 +36,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     _configure_logging(settings.log_level)
+    app.extensions["streams"] = LiveStreams(settings.sse_ping_seconds)
 
     @app.while_serving
     async def _upstream_client() -> AsyncGenerator[None, None]:

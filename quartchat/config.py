@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     models_cache_seconds: float = Field(300.0, ge=0)
     upstream_max_connections: int = Field(1000, gt=0)
     log_level: str = "INFO"
+    # Serving (python -m quartchat): see docs/deploy.md.
+    app_workers: int = Field(1, ge=1)
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
 
     @field_validator("openai_api_key", mode="before")
     @classmethod

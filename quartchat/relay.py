@@ -19,6 +19,7 @@ from .accesslog import AccessRecord
 from .errors import APIError, redact
 from .schemas import ChatRequest
 from .sse import PING, SSEEvent, SSEParser, encode
+from .streams import LiveStreams, StreamWatch, shutting_down
 from .transport import STREAM_EXTENSION, AiohttpStream
 from .upstream import UpstreamClient, message_of
 
@@ -134,7 +135,7 @@ def _chunk_reader(
 
 
 async def relay(
-    upstream: UpstreamClient, chat: ChatRequest, record: AccessRecord, ping_seconds: float
+    upstream: UpstreamClient, chat: ChatRequest, record: AccessRecord, streams: LiveStreams
 ) -> AsyncIterator[bytes]:
     """Relay one streamed completion.
 
@@ -146,14 +147,15 @@ async def relay(
     response, model = await upstream.open_stream(chat)
     record.upstream_status = response.status_code
     read, cancel_read = _chunk_reader(response)
-    primed = False
+    watch: StreamWatch | None = None
     try:
         try:
             chunk = await read()
         except httpx.HTTPError as exc:
             raise upstream.error_for_exception(exc) from None
         yield PRIMED
-        primed = True
+        watch = streams.watch()
+        now = asyncio.get_running_loop().time  # the clock the watch's timer runs on
         record.outcome = "disconnected"
         completion = Completion(model)
         parser = SSEParser()
@@ -173,15 +175,25 @@ async def relay(
                 if out:
                     record.mark_first_token()
                     yield out
+                    watch.last_sent = now()
                 if completion.done:
                     break
                 while True:
+                    if watch.stopping:
+                        raise shutting_down()
+                    # The watch cancels this read when a ping is due or shutdown ends the stream.
+                    watch.reading = True
                     try:
-                        async with asyncio.timeout(ping_seconds):
-                            chunk = await read()
+                        chunk = await read()
                         break
-                    except TimeoutError:
+                    except asyncio.CancelledError:
+                        if not watch.woken():
+                            raise
+                    finally:
+                        watch.reading = False
+                    if not watch.stopping:
                         yield PING
+                        watch.last_sent = now()
             envelope = completion.envelope()
             record.usage = envelope["usage"]
             record.outcome = "done"
@@ -190,12 +202,13 @@ async def relay(
             record.outcome = "error"
             yield _error_event(upstream.error_for_exception(exc), record.request_id)
         except APIError as exc:
-            record.outcome = "error"
+            record.outcome = "shutdown" if watch.stopping else "error"
             yield _error_event(exc, record.request_id)
     finally:
         cancel_read()
         await response.aclose()
-        if primed:
+        if watch is not None:
+            streams.forget(watch)
             record.status = 200
             record.emit()
 

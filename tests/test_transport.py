@@ -101,3 +101,17 @@ async def test_the_relay_reads_the_aiohttp_stream_directly(
     read, _ = _chunk_reader(response)
     assert read == response.extensions[STREAM_EXTENSION].read_chunk
     await response.aclose()
+
+
+async def test_http_proxy_from_the_environment_is_used_and_no_proxy_respected(
+    fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake upstream plays the proxy: a proxied request arrives with the absolute URL.
+    monkeypatch.setenv("HTTP_PROXY", fake.url.removesuffix("/v1"))
+    monkeypatch.setenv("NO_PROXY", "direct.invalid")
+    async with httpx.AsyncClient(transport=AiohttpTransport(), timeout=2) as client:
+        proxied = await client.post("http://api.example.invalid/v1/chat/completions", json={})
+        assert proxied.status_code == 200
+        assert fake.chat_requests()[-1].path == "http://api.example.invalid/v1/chat/completions"
+        with pytest.raises(httpx.ConnectError):  # bypassed: a direct lookup of a .invalid host
+            await client.post("http://direct.invalid/v1/chat/completions", json={})

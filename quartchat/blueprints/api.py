@@ -8,6 +8,7 @@ from ..config import Settings
 from ..errors import APIError
 from ..relay import relay
 from ..schemas import ChatRequest, ModelsResponse
+from ..streams import LiveStreams
 from ..upstream import UpstreamClient
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -23,11 +24,17 @@ def _upstream() -> UpstreamClient:
     return upstream
 
 
+def _streams() -> LiveStreams:
+    streams: LiveStreams = current_app.extensions["streams"]
+    return streams
+
+
 def _json(payload: object) -> Response:
     return Response(orjson.dumps(payload), content_type="application/json")
 
 
 async def _chat_request() -> ChatRequest:
+    _streams().refuse_if_draining()
     if _settings().needs_key:
         raise APIError(
             503,
@@ -83,7 +90,7 @@ async def chat_stream() -> Response:
     the stream began; failures before it are plain HTTP errors.
     """
     chat_request = await _chat_request()
-    events = relay(_upstream(), chat_request, g.access, _settings().sse_ping_seconds)
+    events = relay(_upstream(), chat_request, g.access, _streams())
     await anext(events)  # raises APIError (an HTTP error) until the upstream has started
     g.access.streaming = True
     response = Response(events, content_type="text/event-stream; charset=utf-8")
