@@ -1,31 +1,37 @@
 #!/usr/bin/env python
 """Load benchmark of the streaming relay: quartchat (hypercorn, uvloop, one process) vs. its upstream.
 
-    .venv/bin/python bench/relay_bench.py                      # default run, about a minute
+    .venv/bin/python bench/relay_bench.py                      # default run, about 1.5 minutes
     .venv/bin/python bench/relay_bench.py --levels 50,200 --json out.json
-    .venv/bin/python bench/relay_bench.py --profile 500        # + a py-spy profile at 500 streams
+    .venv/bin/python bench/relay_bench.py --profile 500        # + py-spy profiles of the service
 
 Three processes, all on 127.0.0.1:
 
-* the fake upstream (`python -m tests.fake_upstream`, 200 chunks 20 ms apart by default),
-* the service (`python -m quartchat`), pinned to one core (`--service-cpu`, default 0),
-* this script: the load generator (raw asyncio protocols under uvloop, the cheapest client
-  there is in Python) pinned to the other core (`--harness-cpu`, default 1) with the upstream.
+* the fake upstream: `python -m bench.upstream` (tests/fake_upstream.py's server with a cheap,
+  fixed-schedule delivery of its default reply; `--upstream tests` runs the fixture itself),
+  200 chunks 20 ms apart by default, pinned to the harness core;
+* the service, `python -m quartchat` exactly as deployed, pinned to its own core;
+* this script, the load generator (raw asyncio protocols under uvloop: parsing is deferred until
+  the clock stops, so it costs a few microseconds per read), pinned to the harness core.
 
 For each concurrency level N it opens N streams at once straight to the upstream (the baseline),
 then N streams at once through `POST /api/chat/stream`, and reports time-to-first-chunk, errors,
-stream duration, the service's CPU time per relayed chunk (utime+stime from /proc/<pid>/stat)
-and its memory. Then whole (non-streamed) requests per second through `POST /api/chat` at a fixed
-concurrency over keep-alive connections, against the same rate straight to the upstream.
+stream duration, the service's CPU time per relayed upstream chunk (utime+stime of the service
+from /proc/<pid>/stat over the phase) and its memory. Then whole (non-streamed) requests per
+second through `POST /api/chat` at a fixed concurrency over keep-alive connections, against the
+same straight to the upstream.
 
-This is a script, not a test: it prints a table (and `--json`), and its exit status is 0 unless
-the harness itself failed. Targets are checked and marked in the table, not enforced.
+This is a script, not a test: it prints a table (and `--json`); it exits 0 unless the harness
+itself failed. The targets are checked and marked in the output, not enforced.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import contextlib
+import ctypes
 import json
 import os
 import re
@@ -45,11 +51,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # all traffic stays on loopback
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+WORD = "tok"  # what every content chunk of the fake upstream's bench reply says
 
-# Targets from the performance brief; shown next to the figures.
+# Targets of the performance brief; shown next to the figures.
 TARGET_US_PER_CHUNK = 40.0
-TARGET_ADDED_TTFC_P99_MS_AT_200 = 10.0
+TARGET_ADDED_TTFC_P99_MS = (200, 10.0)  # at 200 streams
 TARGET_PACE_LEVEL = 500
+TARGET_PACE_RATIO = 1.05
 TARGET_RPS = 1000.0
 
 
@@ -59,7 +67,7 @@ TARGET_RPS = 1000.0
 
 
 class Child:
-    """A process we started, its CPU time and memory read from /proc."""
+    """A process this script started; its CPU time and memory read from /proc."""
 
     def __init__(self, name: str, popen: subprocess.Popen[bytes], log: Path) -> None:
         self.name = name
@@ -67,13 +75,16 @@ class Child:
         self.pid = popen.pid
         self.log = log
 
-    def cpu_seconds(self) -> float:
-        """utime + stime of the process (all its threads), in seconds."""
+    def cpu_times(self) -> tuple[float, float]:
+        """(utime, stime) of the whole process (all its threads), in seconds."""
         with open(f"/proc/{self.pid}/stat", "rb") as f:
             stat = f.read()
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        fields = stat[stat.rindex(b")") + 2 :].split()  # fields[0] is field 3, `state`
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14 and 15
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the whole process (all its threads), in seconds."""
+        return sum(self.cpu_times())
 
     def status_kb(self, key: str) -> int:
         with open(f"/proc/{self.pid}/status") as f:
@@ -87,7 +98,9 @@ class Child:
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)  # both servers shut down cleanly on SIGINT
+            # SIGTERM, not SIGINT: a shell that starts us in the background makes SIGINT ignored,
+            # and children inherit that. hypercorn shuts down cleanly on SIGTERM.
+            self.popen.terminate()
             try:
                 self.popen.wait(5)
             except subprocess.TimeoutExpired:
@@ -107,7 +120,13 @@ def spawn(
     name: str, argv: Sequence[str], cpu: int | None, env: dict[str, str], logdir: Path
 ) -> Child:
     log = logdir / f"{name}.log"
-    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        with contextlib.suppress(OSError, AttributeError):  # die with us, even if SIGKILLed
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
     with open(log, "wb") as out:
         popen = subprocess.Popen(
             list(argv),
@@ -127,17 +146,14 @@ def wait_for_port(child: Child, port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not child.alive():
-            raise SystemExit(
-                f"{child.name} exited early; see {child.log}:\n{child.log.read_text()[-2000:]}"
-            )
+            tail = child.log.read_text()[-2000:]
+            raise SystemExit(f"{child.name} exited early; {child.log}:\n{tail}")
         try:
             socket.create_connection((HOST, port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(
-        f"{child.name} did not listen on {HOST}:{port} within {timeout}s; see {child.log}"
-    )
+    raise SystemExit(f"{child.name} did not listen on {HOST}:{port} in {timeout} s; {child.log}")
 
 
 def free_port() -> int:
@@ -147,6 +163,7 @@ def free_port() -> int:
 
 
 def raise_fd_limit(needed: int) -> int:
+    """Raise RLIMIT_NOFILE (inherited by the children) to at least `needed` if allowed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < needed:
         try:  # root may raise the hard limit too
@@ -159,6 +176,31 @@ def raise_fd_limit(needed: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def core_busy(cpu: int) -> tuple[float, float]:
+    """(busy, softirq) seconds of one core since boot, from /proc/stat: everything that ran
+    there, not only our processes. Softirq (loopback packet delivery among it) is not charged
+    to any process when the kernel accounts IRQ time separately, as this one may."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                # user nice system idle iowait irq softirq steal ...
+                return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK, v[6] / CLK_TCK
+    return 0.0, 0.0
+
+
+def listen_drops() -> int:
+    """TcpExt ListenDrops of this network namespace: connection attempts dropped because an
+    accept queue was full. Each costs its client a SYN retransmission (1 s, then 3 s, 7 s...)."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(row.get("ListenDrops", 0))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # The load generator: one asyncio.Protocol per connection, a minimal HTTP/1.1 response reader
 # --------------------------------------------------------------------------------------------
@@ -167,27 +209,9 @@ def raise_fd_limit(needed: int) -> int:
 class Response(asyncio.Protocol):
     """Reads one HTTP/1.1 response at a time (Content-Length or chunked) off one connection.
 
-    The hot path (`data_received` on a streaming body) only appends the bytes and looks at the
-    last few; everything else (de-chunking, event parsing, checks) happens after the clock stops.
+    The hot path, `data_received` on a streaming body, only keeps the bytes and looks at the last
+    few; de-chunking, event parsing and checks happen after the clock has stopped.
     """
-
-    __slots__ = (
-        "chunked",
-        "clen",
-        "cut",
-        "done",
-        "first_re",
-        "head_len",
-        "parts",
-        "scan",
-        "size",
-        "status",
-        "t0",
-        "t_end",
-        "t_first",
-        "tail",
-        "transport",
-    )
 
     def __init__(self, first_re: re.Pattern[bytes] | None = None) -> None:
         self.first_re = first_re
@@ -208,8 +232,6 @@ class Response(asyncio.Protocol):
         self.tail = b""
         self.cut = False  # the connection ended before the response did
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    # asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -244,8 +266,6 @@ class Response(asyncio.Protocol):
         if not self.done.done():
             self.cut = True
             self.done.set_result(None)
-
-    # -----------------------------------------------------------------------------------------
 
     def _parse_head(self) -> bool:
         raw = b"".join(self.parts) if len(self.parts) > 1 else self.parts[0]
@@ -298,39 +318,49 @@ def http_post(path: str, port: int, body: bytes, *, close: bool) -> bytes:
 
 
 @dataclass
+class Verdict:
+    error: str | None
+    events: int  # content-carrying events received
+    chunks: int  # upstream content chunks they carried (the relay may merge several in one)
+
+
+@dataclass
 class Target:
-    """One endpoint under test: where to send what, and how to judge a finished stream."""
+    """One endpoint under test: what to send, and how to judge a finished stream."""
 
     name: str
     port: int
     stream_request: bytes
     whole_request: bytes
-    first_re: re.Pattern[bytes]
-    judge: Callable[[int, bytes], tuple[str | None, int]]  # (error or None, content chunks)
+    first_re: re.Pattern[bytes]  # the first content chunk, for time-to-first-chunk
+    judge: Callable[[int, bytes], Verdict]
 
 
-def judge_service_stream(status: int, body: bytes, expected: str) -> tuple[str | None, int]:
+def judge_service_stream(status: int, body: bytes, expected: str) -> Verdict:
     if status != 200:
-        return f"HTTP {status}", 0
-    chunks, done = 0, None
+        return Verdict(f"HTTP {status}", 0, 0)
+    events, chars, done = 0, 0, None
     for block in body.split(b"\n\n"):
         if block.startswith(b"event: chunk\n"):
-            chunks += 1
+            events += 1
+            chars += len(json.loads(block.partition(b"\ndata: ")[2])["delta"])
         elif block.startswith(b"event: error\n"):
-            return "error event", chunks
+            return Verdict("error event", events, chars // len(WORD))
         elif block.startswith(b"event: done\n"):
             done = json.loads(block.partition(b"\ndata: ")[2])
+    chunks = chars // len(WORD)
     if done is None:
-        return "no done event", chunks
+        return Verdict("no done event", events, chunks)
     if done["message"]["content"] != expected:
-        return "wrong content", chunks
-    return None, chunks
+        return Verdict("wrong content", events, chunks)
+    return Verdict(None, events, chunks)
 
 
-def judge_upstream_stream(status: int, body: bytes, expected: str) -> tuple[str | None, int]:
+def judge_upstream_stream(status: int, body: bytes, expected: str) -> Verdict:
     if status != 200:
-        return f"HTTP {status}", 0
-    text, chunks, finished = [], 0, False
+        return Verdict(f"HTTP {status}", 0, 0)
+    text: list[str] = []
+    finished = False
     for block in body.split(b"\n\n"):
         data = block.partition(b"data: ")[2]
         if not data:
@@ -341,13 +371,12 @@ def judge_upstream_stream(status: int, body: bytes, expected: str) -> tuple[str 
         for choice in json.loads(data).get("choices") or ():
             content = (choice.get("delta") or {}).get("content")
             if content:
-                chunks += 1
                 text.append(content)
     if not finished:
-        return "no [DONE]", chunks
+        return Verdict("no [DONE]", len(text), len(text))
     if "".join(text) != expected:
-        return "wrong content", chunks
-    return None, chunks
+        return Verdict("wrong content", len(text), len(text))
+    return Verdict(None, len(text), len(text))
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,36 +395,66 @@ def pct(values: Sequence[float], p: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 @dataclass
 class StreamPhase:
+    target: str
     n: int
     ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
     ttfc_ms: list[float] = field(default_factory=list)
     duration_ms: list[float] = field(default_factory=list)
-    content_chunks: int = 0
+    body_ms: list[float] = field(default_factory=list)  # first chunk to end
+    events: int = 0
+    chunks: int = 0
     wall_s: float = 0.0
     service_cpu_s: float = 0.0
-    harness_cpu_s: float = 0.0  # load generator + upstream, both on the harness core
+    service_sys_s: float = 0.0  # the kernel's part of service_cpu_s
     upstream_cpu_s: float = 0.0
+    harness_cpu_s: float = 0.0  # load generator + upstream, both on the harness core
+    probe_ttfc_ms: list[float] = field(default_factory=list)  # single streams opened mid-phase
+    service_core_s: float = 0.0  # all time the service's core was busy, whoever for
+    service_core_softirq_s: float = 0.0
+    listen_drops: int = 0
     peak_rss_kb: int = 0
     hwm_kb: int = 0
 
+    def error(self, kind: str, sample: str | None = None) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        if sample is not None and len(self.error_samples) < 5:
+            self.error_samples.append(f"{kind}: {sample}")
+
     def summary(self) -> dict[str, Any]:
         return {
+            "target": self.target,
             "n": self.n,
             "ok": self.ok,
             "errors": sum(self.errors.values()),
             "error_kinds": self.errors,
+            "error_samples": self.error_samples,
             "ttfc_ms_p50": pct(self.ttfc_ms, 50),
             "ttfc_ms_p99": pct(self.ttfc_ms, 99),
+            "ttfc_ms_max": max(self.ttfc_ms, default=float("nan")),
             "duration_ms_p50": pct(self.duration_ms, 50),
             "duration_ms_p99": pct(self.duration_ms, 99),
-            "content_chunks": self.content_chunks,
+            "body_ms_p99": pct(self.body_ms, 99),
+            "probes": len(self.probe_ttfc_ms),
+            "probe_ttfc_ms_p50": pct(self.probe_ttfc_ms, 50),
+            "probe_ttfc_ms_p99": pct(self.probe_ttfc_ms, 99),
+            "events": self.events,
+            "chunks": self.chunks,
             "wall_s": self.wall_s,
             "service_cpu_s": self.service_cpu_s,
+            "service_sys_s": self.service_sys_s,
+            "service_core_busy_s": self.service_core_s,
+            "service_core_softirq_s": self.service_core_softirq_s,
             "upstream_cpu_s": self.upstream_cpu_s,
-            "harness_core_busy": self.harness_cpu_s / self.wall_s if self.wall_s else float("nan"),
+            "harness_core_busy": ratio(self.harness_cpu_s, self.wall_s),
+            "listen_drops": self.listen_drops,
             "peak_rss_kb": self.peak_rss_kb,
             "vmhwm_kb": self.hwm_kb,
         }
@@ -410,12 +469,29 @@ class Bench:
         self.upstream = upstream
         self.targets = targets
         self.loop = asyncio.get_running_loop()
-        self.me_cpu = lambda: sum(os.times()[:2])
+
+    async def settle(self, quiet: float = 0.3, limit: float = 60.0) -> None:
+        """Wait until the service and the upstream are idle (leftovers of the last phase)."""
+        end = time.monotonic() + limit
+        before = self.service.cpu_seconds() + self.upstream.cpu_seconds()
+        while time.monotonic() < end:
+            await asyncio.sleep(quiet)
+            now = self.service.cpu_seconds() + self.upstream.cpu_seconds()
+            if now - before <= 1.5 / CLK_TCK:
+                return
+            before = now
+        say(f"  warning: service or upstream still busy after {limit:g} s")
+
+    @staticmethod
+    def my_cpu() -> float:
+        t = os.times()
+        return t.user + t.system
 
     async def one_stream(
         self, target: Target, phase: StreamPhase, deadline: float
     ) -> Response | None:
         proto = Response(target.first_re)
+        kind = "?"
         try:
             proto.t0 = time.perf_counter()
             transport, _ = await self.loop.create_connection(lambda: proto, HOST, target.port)
@@ -433,11 +509,11 @@ class Bench:
         finally:
             if proto.transport is not None:
                 proto.transport.close()
-        phase.errors[kind] = phase.errors.get(kind, 0) + 1
+        phase.error(kind)
         return None
 
-    async def stream_phase(self, target: Target, n: int, *, measure_service: bool) -> StreamPhase:
-        phase = StreamPhase(n)
+    async def stream_phase(self, target: Target, n: int) -> StreamPhase:
+        phase = StreamPhase(target.name, n)
         timeout = self.args.chunks * self.args.interval * self.args.timeout_factor + 10
         sampling = True
         peak = 0
@@ -448,36 +524,62 @@ class Bench:
                 peak = max(peak, self.service.status_kb("VmRSS"))
                 await asyncio.sleep(0.05)
 
-        sampler = asyncio.create_task(sample_rss()) if measure_service else None
-        svc0, up0, me0 = self.service.cpu_seconds(), self.upstream.cpu_seconds(), self.me_cpu()
+        async def probes() -> list[Response | None]:
+            # Single streams opened one by one while the N are under way: the time to first
+            # chunk a newcomer sees at this load, without the burst of N arrivals in it.
+            await asyncio.sleep(self.args.probe_delay)
+            tasks = []
+            for _ in range(self.args.probes):
+                tasks.append(asyncio.create_task(self.one_stream(target, phase, deadline)))
+                await asyncio.sleep(self.args.probe_gap)
+            return await asyncio.gather(*tasks)
+
+        await self.settle()
+        sampler = asyncio.create_task(sample_rss())
+        drops0 = listen_drops()
+        (su0, ss0), up0, me0 = self.service.cpu_times(), self.upstream.cpu_seconds(), self.my_cpu()
+        core0, soft0 = core_busy(self.args.service_cpu)
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout
+        probing = asyncio.create_task(probes()) if n and self.args.probes else None
         results = await asyncio.gather(
             *(self.one_stream(target, phase, deadline) for _ in range(n))
         )
+        probed = await probing if probing else []
         phase.wall_s = time.perf_counter() - t0
-        phase.service_cpu_s = self.service.cpu_seconds() - svc0
+        su1, ss1 = self.service.cpu_times()
+        phase.service_cpu_s = su1 + ss1 - su0 - ss0
+        phase.service_sys_s = ss1 - ss0
+        core1, soft1 = core_busy(self.args.service_cpu)
+        phase.service_core_s, phase.service_core_softirq_s = core1 - core0, soft1 - soft0
         phase.upstream_cpu_s = self.upstream.cpu_seconds() - up0
-        phase.harness_cpu_s = phase.upstream_cpu_s + self.me_cpu() - me0
+        phase.harness_cpu_s = phase.upstream_cpu_s + self.my_cpu() - me0
+        phase.listen_drops = listen_drops() - drops0
         sampling = False
-        if sampler:
-            await sampler
-            phase.peak_rss_kb = peak
-            phase.hwm_kb = self.service.status_kb("VmHWM")
+        await sampler
+        phase.peak_rss_kb = peak
+        phase.hwm_kb = self.service.status_kb("VmHWM")
         # The clock has stopped: now judge what arrived.
-        for proto in results:
+        for i, proto in enumerate([*results, *probed]):
             if proto is None:
                 continue
-            error, chunks = target.judge(proto.status, proto.body())
-            phase.content_chunks += chunks
+            body = proto.body()
+            verdict = target.judge(proto.status, body)
+            phase.events += verdict.events
+            phase.chunks += verdict.chunks
+            error = verdict.error
             if error is None and not proto.t_first:
                 error = "no first chunk"
             if error:
-                phase.errors[error] = phase.errors.get(error, 0) + 1
+                phase.error(error, repr(body[-300:]))
+                continue
+            if i >= len(results):
+                phase.probe_ttfc_ms.append((proto.t_first - proto.t0) * 1000)
                 continue
             phase.ok += 1
             phase.ttfc_ms.append((proto.t_first - proto.t0) * 1000)
             phase.duration_ms.append((proto.t_end - proto.t0) * 1000)
+            phase.body_ms.append((proto.t_end - proto.t_first) * 1000)
         return phase
 
     async def whole_phase(self, target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -485,11 +587,17 @@ class Bench:
         counts: Counter[str] = Counter()
         latencies: list[float] = []
         measuring = False
-        stop_at = 0.0
+        await self.settle()
+        warmup = min(1.0, seconds / 4)
+        stop_at = time.perf_counter() + warmup + seconds
 
         async def worker() -> None:
             proto = Response()
-            transport, _ = await self.loop.create_connection(lambda: proto, HOST, target.port)
+            try:
+                transport, _ = await self.loop.create_connection(lambda: proto, HOST, target.port)
+            except OSError as exc:
+                counts[f"connect: {type(exc).__name__}"] += 1
+                return
             try:
                 while time.perf_counter() < stop_at:
                     proto.reset()
@@ -500,132 +608,313 @@ class Bench:
                         break
                     if not measuring:
                         continue
-                    body = proto.body()
-                    if proto.status == 200 and b'"content"' in body:
+                    if proto.status == 200 and b'"content"' in proto.body():
                         counts["ok"] += 1
                         latencies.append((proto.t_end - proto.t0) * 1000)
                     else:
                         counts[f"HTTP {proto.status}"] += 1
-                    if proto.transport is None or proto.transport.is_closing():
-                        break
-            except (OSError, TimeoutError) as exc:
-                counts[type(exc).__name__] += 1
+            except TimeoutError:
+                counts["timeout"] += 1
             finally:
                 transport.close()
 
-        warmup = min(1.0, seconds / 4)
-        stop_at = time.perf_counter() + warmup + seconds
         tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
         await asyncio.sleep(warmup)
         measuring = True
-        svc0, up0, me0 = self.service.cpu_seconds(), self.upstream.cpu_seconds(), self.me_cpu()
+        svc0, up0, me0 = self.service.cpu_seconds(), self.upstream.cpu_seconds(), self.my_cpu()
         t0 = time.perf_counter()
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
         svc, up = self.service.cpu_seconds() - svc0, self.upstream.cpu_seconds() - up0
-        harness = up + self.me_cpu() - me0
+        harness = up + self.my_cpu() - me0
         ok = counts.pop("ok", 0)
         return {
+            "target": target.name,
             "concurrency": concurrency,
             "seconds": wall,
             "requests": ok,
             "errors": sum(counts.values()),
             "error_kinds": dict(counts),
-            "rps": ok / wall if wall else float("nan"),
+            "rps": ratio(ok, wall),
             "latency_ms_p50": pct(latencies, 50),
             "latency_ms_p99": pct(latencies, 99),
-            "service_cpu_us_per_request": svc / ok * 1e6 if ok else float("nan"),
-            "service_core_busy": svc / wall if wall else float("nan"),
-            "harness_core_busy": harness / wall if wall else float("nan"),
+            "service_cpu_us_per_request": ratio(svc, ok) * 1e6,
+            "service_core_busy": ratio(svc, wall),
+            "harness_core_busy": ratio(harness, wall),
         }
 
 
 # --------------------------------------------------------------------------------------------
-# py-spy (optional): profile the service during one extra stream phase
+# py-spy (optional): profile the service during extra phases, after the measured ones
 # --------------------------------------------------------------------------------------------
 
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::\d+)?\)$")
 
-def top_functions(raw: Path, limit: int) -> tuple[int, list[tuple[str, int, int]]]:
-    """From py-spy's collapsed stacks: (samples, [(function, self samples, total samples)])."""
+
+def _where(path: str) -> str:
+    """A frame's file as a package name: quartchat, hypercorn, aiohttp, asyncio, uuid, ...
+
+    py-spy prints paths relative to their sys.path entry: `aiohttp/streams.py`, `uuid.py`.
+    """
+    path = path.split("site-packages/", 1)[-1].lstrip("<").removeprefix("frozen ")
+    return path.split("/", 1)[0].removesuffix(".py").removesuffix(">") or "?"
+
+
+def analyze_profile(raw: Path, limit: int = 20) -> dict[str, Any]:
+    """py-spy's collapsed stacks -> top functions by self and by total time, and time by package."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
+    by_package: Counter[str] = Counter()
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
-        if not stack:
+        if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
         samples += count
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]  # drop line numbers
-        if frames and frames[0].startswith("process "):
-            frames = frames[1:]
-        if frames and frames[0].startswith("thread "):
-            frames = frames[1:]
+        frames = [
+            f for f in stack.split(";") if not f.startswith(("process ", "thread ")) and f.strip()
+        ]
         if not frames:
             continue
-        own[frames[-1]] += count
-        for f in set(frames):
-            total[f] += count
-    rows = [(f, own[f], total[f]) for f, _ in own.most_common(limit)]
-    return samples, rows
+        names = []
+        for f in frames:
+            m = _FRAME.match(f)
+            names.append(f"{m['func']} ({m['file']})" if m else f)
+        leaf = names[-1]
+        own[leaf] += count
+        m = _FRAME.match(frames[-1])
+        by_package[_where(m["file"]) if m else "?"] += count
+        for name in set(names):
+            total[name] += count
+
+    def pct_of(x: int) -> float:
+        return round(100 * x / samples, 1) if samples else float("nan")
+
+    def short(name: str) -> str:
+        m = re.match(r"^(.*) \((.*)\)$", name)
+        if not m:
+            return name
+        path = m[2]
+        for marker in ("site-packages/", "/lib/python3.11/", "/work/main/"):
+            path = path.split(marker, 1)[-1]
+        return f"{m[1]} ({path})"
+
+    return {
+        "samples": samples,
+        "top_self": [
+            {"function": short(f), "self_pct": pct_of(s), "total_pct": pct_of(total[f])}
+            for f, s in own.most_common(limit)
+        ],
+        "top_total": [
+            {"function": short(f), "total_pct": pct_of(t), "self_pct": pct_of(own[f])}
+            for f, t in total.most_common(limit)
+        ],
+        "self_by_package": {k: pct_of(v) for k, v in by_package.most_common()},
+    }
 
 
-async def profile_phase(
-    bench: Bench, n: int, outdir: Path, rate: int, native: bool
-) -> dict[str, Any]:
-    outdir.mkdir(parents=True, exist_ok=True)
+def start_recorder(argv: list[str], log: Path, cpu: int) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+        )
+
+
+async def profiled(bench: Bench, name: str, outdir: Path, run: Callable[[], Any]) -> dict[str, Any]:
+    """Run `run()` while py-spy records the service; return the analysis."""
     pyspy = Path(sys.executable).with_name("py-spy")
     if not pyspy.exists():
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    raw = outdir / f"service-{n}.collapsed.txt"
-    speedscope = outdir / f"service-{n}.speedscope.json"
-    outputs = {}
-    for fmt, path in (("raw", raw), ("speedscope", speedscope)):
-        # One recorder per format, one after the other: only one may attach at a time.
-        argv = [
-            str(pyspy),
-            "record",
-            "--pid",
-            str(bench.service.pid),
-            "--rate",
-            str(rate),
-            "--format",
-            fmt,
-            "-o",
-            str(path),
-            "--nonblocking",
-        ]
-        if native:
-            argv.append("--native")
-        with open(outdir / "py-spy.log", "ab") as log:
-            spy = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: os.sched_setaffinity(0, {bench.args.harness_cpu}),
-            )
-        await asyncio.sleep(1.0)  # let it attach
-        phase = await bench.stream_phase(bench.targets["service"], n, measure_service=True)
+    raw = outdir / f"{name}.collapsed.txt"
+    argv = [
+        str(pyspy), "record", "--pid", str(bench.service.pid), "--rate", str(bench.args.profile_rate),
+        "--format", "raw", "-o", str(raw), "--gil",
+    ]  # fmt: skip
+    if bench.args.profile_native:
+        argv.append("--native")
+    spy = start_recorder(argv, outdir / "py-spy.log", bench.args.harness_cpu)
+    try:
+        await asyncio.sleep(1.0)  # attach
+        result = await run()
+    finally:
         spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
         try:
             spy.wait(30)
         except subprocess.TimeoutExpired:
             spy.kill()
-        outputs[fmt] = {"path": str(path), "phase": phase.summary()}
-        await asyncio.sleep(0.5)
-    samples, rows = top_functions(raw, 25)
+    if not raw.exists():
+        raise SystemExit(f"py-spy wrote nothing; see {outdir / 'py-spy.log'}")
+    return {"collapsed_stacks": str(raw), "run": result, **analyze_profile(raw)}
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def level_row(args: argparse.Namespace, svc: StreamPhase, base: StreamPhase) -> dict[str, Any]:
+    s, b = svc.summary(), base.summary()
     return {
-        "n": n,
-        "rate_hz": rate,
-        "samples": samples,
-        "raw": str(raw),
-        "speedscope": str(speedscope),
-        "top_self": [
-            {"function": f, "self_pct": 100 * s / samples, "total_pct": 100 * t / samples}
-            for f, s, t in rows
-        ],
-        "phase_during_profile": outputs["raw"]["phase"],
+        "n": svc.n,
+        "service": s,
+        "direct": b,
+        "errors": s["errors"],
+        "direct_errors": b["errors"],
+        "added_ttfc_ms_p50": s["ttfc_ms_p50"] - b["ttfc_ms_p50"],
+        "added_ttfc_ms_p99": s["ttfc_ms_p99"] - b["ttfc_ms_p99"],
+        "probe_added_ttfc_ms_p50": s["probe_ttfc_ms_p50"] - b["probe_ttfc_ms_p50"],
+        "probe_added_ttfc_ms_p99": s["probe_ttfc_ms_p99"] - b["probe_ttfc_ms_p99"],
+        "nominal_ms": args.chunks * args.interval * 1000,
+        "pace_ratio_p99": ratio(s["duration_ms_p99"], b["duration_ms_p99"]),
+        "body_pace_ratio_p99": ratio(s["body_ms_p99"], b["body_ms_p99"]),
+        "chunks_per_event": ratio(svc.chunks, svc.events),
+        "service_cpu_us_per_chunk": ratio(svc.service_cpu_s, svc.chunks) * 1e6,
+        "service_core_busy": ratio(svc.service_cpu_s, svc.wall_s),
+        "service_sys_share": ratio(svc.service_sys_s, svc.service_cpu_s),
+        # Busy time of the service's core that is not the service's: softirq (packets), others.
+        "service_core_other_busy": ratio(svc.service_core_s - svc.service_cpu_s, svc.wall_s),
+        "service_core_softirq_busy": ratio(svc.service_core_softirq_s, svc.wall_s),
+        "peak_rss_mb": svc.peak_rss_kb / 1024,
+        "vmhwm_mb": svc.hwm_kb / 1024,
     }
+
+
+def check_targets(res: dict[str, Any]) -> dict[str, list[Any]]:
+    by_n = {r["n"]: r for r in res["levels"]}
+    t: dict[str, list[Any]] = {}
+    if by_n:
+        top = max(by_n)
+        r = by_n[top]
+        t[f"zero errors at {top} streams"] = [r["errors"] == 0, f"{r['errors']} errors"]
+        cpus = {n: r["service_cpu_us_per_chunk"] for n, r in sorted(by_n.items())}
+        t[f"<= {TARGET_US_PER_CHUNK:g} us service CPU per chunk"] = [
+            max(cpus.values()) <= TARGET_US_PER_CHUNK,
+            ", ".join(f"{n}: {v:.1f}" for n, v in cpus.items()),
+        ]
+    if TARGET_PACE_LEVEL in by_n:
+        r = by_n[TARGET_PACE_LEVEL]
+        t[f"keeps pace at {TARGET_PACE_LEVEL} streams"] = [
+            r["pace_ratio_p99"] <= TARGET_PACE_RATIO and r["errors"] == 0,
+            f"p99 duration {r['service']['duration_ms_p99'] / 1000:.2f} s vs "
+            f"{r['direct']['duration_ms_p99'] / 1000:.2f} s direct, ratio {r['pace_ratio_p99']:.3f} "
+            f"(limit {TARGET_PACE_RATIO}); service core {100 * r['service_core_busy']:.0f}% busy",
+        ]
+    n, limit = TARGET_ADDED_TTFC_P99_MS
+    if n in by_n:
+        r = by_n[n]
+        t[f"added TTFC p99 <= {limit:g} ms at {n} streams"] = [
+            r["added_ttfc_ms_p99"] <= limit,
+            f"{r['added_ttfc_ms_p99']:+.1f} ms for {n} opened at once (p50 "
+            f"{r['added_ttfc_ms_p50']:+.1f} ms); {r['probe_added_ttfc_ms_p99']:+.1f} ms p99 for "
+            f"single streams opened while they run",
+        ]
+    wh = res.get("whole")
+    if wh:
+        s = wh["service"]
+        t[f">= {TARGET_RPS:g} non-streamed req/s at concurrency {s['concurrency']}"] = [
+            s["rps"] >= TARGET_RPS and s["errors"] == 0,
+            f"{s['rps']:.0f} req/s, {s['errors']} errors",
+        ]
+    return t
+
+
+def print_table(res: dict[str, Any], out: Any = sys.stdout) -> None:
+    a, m = res["config"], res["machine"]
+    w = out.write
+    w(
+        f"\nquartchat relay bench: upstream {a['upstream']} with {a['chunks']} chunks x "
+        f"{a['interval'] * 1000:g} ms (nominal {a['chunks'] * a['interval']:g} s); service on cpu "
+        f"{a['service_cpu']}, harness on cpu {a['harness_cpu']}; {m['nproc']} x {m['cpu_model']}"
+        + (f"; service backlog {a['service_backlog']}" if a["service_backlog"] else "")
+        + "\n\n"
+    )
+    hdr = (
+        "streams", "errors", "TTFC p50 svc/direct", "added TTFC p50", "added p99",
+        "probe added p50/p99",
+        "dur p99 svc/direct", "pace", "pace excl TTFC", "SYN drops", "svc core (+other)", "us/chunk",
+        "chunks/event", "peak RSS", "harness core",
+    )  # fmt: skip
+    rows = []
+    for r in res["levels"]:
+        s, d = r["service"], r["direct"]
+        err = str(r["errors"])
+        if r["errors"]:
+            err += " (" + ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items()) + ")"
+        if r["direct_errors"]:
+            err += f" [direct {r['direct_errors']}]"
+        rows.append((
+            str(r["n"]),
+            err,
+            f"{s['ttfc_ms_p50']:.1f}/{d['ttfc_ms_p50']:.1f} ms",
+            f"{r['added_ttfc_ms_p50']:+.1f} ms",
+            f"{r['added_ttfc_ms_p99']:+.1f} ms",
+            f"{r['probe_added_ttfc_ms_p50']:+.1f}/{r['probe_added_ttfc_ms_p99']:+.1f} ms",
+            f"{s['duration_ms_p99'] / 1000:.2f}/{d['duration_ms_p99'] / 1000:.2f} s",
+            f"{r['pace_ratio_p99']:.3f}",
+            f"{r['body_pace_ratio_p99']:.3f}",
+            f"{s['listen_drops']}/{d['listen_drops']}",
+            f"{100 * r['service_core_busy']:.0f}% (+{100 * r['service_core_other_busy']:.0f}%)",
+            f"{r['service_cpu_us_per_chunk']:.1f} ({100 * r['service_sys_share']:.0f}% sys)",
+            f"{r['chunks_per_event']:.2f}",
+            f"{r['peak_rss_mb']:.0f} MB",
+            f"{100 * s['harness_core_busy']:.0f}%/{100 * d['harness_core_busy']:.0f}%",
+        ))  # fmt: skip
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(hdr)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(widths[i]) for i, c in enumerate(cells)) + "\n"
+
+    w(line(hdr))
+    w(line(["-" * x for x in widths]))
+    for row in rows:
+        w(line(row))
+    w(
+        "\n  added TTFC = service percentile minus direct percentile (time to the first content chunk)\n"
+        "  probe added = the same for single streams opened one by one while the N run (no burst)\n"
+        "  pace = service p99 stream duration / direct p99; pace excl TTFC = the same from the first chunk\n"
+        "  SYN drops = kernel ListenDrops in the service/direct phase (each is a 1 s+ SYN retry)\n"
+        "  svc core = service CPU / wall time of the phase (+other = the rest of that core's busy time:\n"
+        "    softirq packet delivery and anything else); us/chunk = service CPU / upstream chunks relayed\n"
+        "  chunks/event = upstream chunks per `chunk` event (>1: the relay merged reads, it was behind)\n"
+        "  harness core = load generator + upstream CPU / wall, service/direct phase (near 100%: harness-bound)\n"
+    )
+    wh = res.get("whole")
+    if wh:
+        s, d = wh["service"], wh["direct"]
+        w(
+            f"\nnon-streamed POST /api/chat, {s['concurrency']} keep-alive connections, "
+            f"{s['seconds']:.1f} s each:\n"
+        )
+        for name, x in (("service", s), ("direct", d)):
+            w(
+                f"  {name:8s}{x['rps']:8.0f} req/s  p50 {x['latency_ms_p50']:.1f} ms, "
+                f"p99 {x['latency_ms_p99']:.1f} ms, errors {x['errors']}, "
+                + (
+                    f"{x['service_cpu_us_per_request']:.0f} us service CPU/request, "
+                    f"service core {100 * x['service_core_busy']:.0f}%\n"
+                    if name == "service"
+                    else f"harness core {100 * x['harness_core_busy']:.0f}%\n"
+                )
+            )
+        w(f"  service/direct {wh['ratio']:.2f}\n")
+    w("\ntargets:\n")
+    for name, (ok, detail) in res["targets"].items():
+        w(f"  [{'ok' if ok else 'MISS'}] {name}: {detail}\n")
+    for key, prof in (res.get("profile") or {}).items():
+        w(
+            f"\npy-spy, {key}: {prof['samples']} samples holding the GIL at {a['profile_rate']} Hz (= where the CPU goes); "
+            f"{prof['collapsed_stacks']}\n"
+        )
+        w("  self time by package: "
+          + ", ".join(f"{k} {v}%" for k, v in list(prof["self_by_package"].items())[:8]) + "\n")  # fmt: skip
+        w(f"  {'self%':>6} {'total%':>6}  function (by self time)\n")
+        for row in prof["top_self"][:12]:
+            w(f"  {row['self_pct']:6.1f} {row['total_pct']:6.1f}  {row['function']}\n")
+    w("\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,51 +923,42 @@ async def profile_phase(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="quartchat relay load benchmark (see module docstring)")
-    p.add_argument(
-        "--levels", default="50,200,500,1000", help="concurrent streams per level (comma list)"
+    p = argparse.ArgumentParser(
+        description="quartchat relay load benchmark (see the module docstring)"
     )
-    p.add_argument("--chunks", type=int, default=200, help="content chunks per upstream stream")
-    p.add_argument("--interval", type=float, default=0.02, help="seconds between upstream chunks")
-    p.add_argument(
-        "--whole-concurrency", type=int, default=50, help="concurrency of the non-streamed test"
-    )
-    p.add_argument(
-        "--whole-seconds", type=float, default=5.0, help="seconds per non-streamed run (0: skip)"
-    )
-    p.add_argument("--service-cpu", type=int, default=0, help="core the service is pinned to")
-    p.add_argument(
-        "--harness-cpu", type=int, default=1, help="core of the load generator and upstream"
-    )
-    p.add_argument(
-        "--timeout-factor", type=float, default=3.0, help="stream timeout: nominal * this + 10 s"
-    )
-    p.add_argument("--pause", type=float, default=1.0, help="seconds of quiet between phases")
-    p.add_argument(
-        "--log-level",
-        default="INFO",
-        help="the service's LOG_LEVEL (its access log goes to a file)",
-    )
-    p.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="N",
-        help="after the levels, profile the service with py-spy during one N-stream phase",
-    )
-    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
-    p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames too)")
-    p.add_argument(
-        "--outdir", default=str(ROOT / "artifacts" / "bench"), help="logs and profiles go here"
-    )
-    p.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        default=None,
-        metavar="PATH",
-        help="also write the results as JSON (to PATH, or stdout)",
-    )
+    add = p.add_argument
+    add("--levels", default="50,200,500,1000", help="concurrent streams per level (comma list)")
+    add("--chunks", type=int, default=200, help="content chunks per upstream stream")
+    add("--interval", type=float, default=0.02, help="seconds between upstream chunks")
+    add("--upstream", choices=("bench", "tests"), default="bench",
+        help="bench: bench/upstream.py (default); tests: tests/fake_upstream.py as it is")  # fmt: skip
+    add("--whole-concurrency", type=int, default=50, help="concurrency of the non-streamed test")
+    add("--whole-seconds", type=float, default=5.0, help="seconds per non-streamed run (0: skip)")
+    add("--service-cpu", type=int, default=0, help="core the service is pinned to")
+    add("--harness-cpu", type=int, default=1, help="core of the load generator and the upstream")
+    add("--service-backlog", type=int, default=0,
+        help="what-if: start the service with hypercorn's listen backlog set to this "
+        "(default: as deployed, hypercorn's 100)")  # fmt: skip
+    add("--probes", type=int, default=20,
+        help="single streams opened one at a time while each level's N streams run (0: none)")  # fmt: skip
+    add("--probe-delay", type=float, default=1.5, help="seconds into the phase of the first probe")
+    add("--probe-gap", type=float, default=0.05, help="seconds between probes")
+    add("--service-python", default=sys.executable,
+        help="what-if: the interpreter (of another venv) to run the service with")  # fmt: skip
+    add("--service-prelude", default="",
+        help="what-if: Python run in the service process before quartchat starts, "
+        "e.g. 'import gc; gc.set_threshold(50000, 20, 20)'")  # fmt: skip
+    add("--timeout-factor", type=float, default=3.0, help="stream timeout: nominal x this + 10 s")
+    add("--pause", type=float, default=1.0, help="seconds of quiet between phases")
+    add("--log-level", default="INFO", help="the service's LOG_LEVEL (its log goes to a file)")
+    add("--profile", type=int, default=0, metavar="N",
+        help="after the measured runs, record the service with py-spy during one more N-stream "
+        "phase and one more non-streamed run")  # fmt: skip
+    add("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    add("--profile-native", action="store_true", help="py-spy --native (C frames too)")
+    add("--outdir", default=str(ROOT / "artifacts" / "bench"), help="logs and profiles go here")
+    add("--json", nargs="?", const="-", default=None, metavar="PATH",
+        help="also write the results as JSON, to PATH or to stdout")  # fmt: skip
     args = p.parse_args(argv)
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
     return args
@@ -696,173 +976,27 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "python": sys.version.split()[0],
         "kernel": os.uname().release,
+        "somaxconn": Path("/proc/sys/net/core/somaxconn").read_text().strip(),
     }
 
 
-def level_row(args: argparse.Namespace, svc: StreamPhase, base: StreamPhase) -> dict[str, Any]:
-    s, b = svc.summary(), base.summary()
-    chunks = svc.content_chunks
-    return {
-        "n": svc.n,
-        "service": s,
-        "direct": b,
-        "errors": s["errors"],
-        "direct_errors": b["errors"],
-        "added_ttfc_ms_p50": s["ttfc_ms_p50"] - b["ttfc_ms_p50"],
-        "added_ttfc_ms_p99": s["ttfc_ms_p99"] - b["ttfc_ms_p99"],
-        "nominal_ms": args.chunks * args.interval * 1000,
-        "pace_ratio_p99": s["duration_ms_p99"] / b["duration_ms_p99"]
-        if b["duration_ms_p99"]
-        else float("nan"),
-        "service_cpu_us_per_chunk": svc.service_cpu_s / chunks * 1e6 if chunks else float("nan"),
-        "service_core_busy": svc.service_cpu_s / svc.wall_s if svc.wall_s else float("nan"),
-        "peak_rss_mb": svc.peak_rss_kb / 1024,
-        "vmhwm_mb": svc.hwm_kb / 1024,
-    }
-
-
-def mark(ok: bool) -> str:
-    return "ok" if ok else "MISS"
-
-
-def print_table(res: dict[str, Any], out: Any = sys.stdout) -> None:
-    a = res["config"]
-    w = out.write
-    w(
-        f"\nquartchat relay bench: {a['chunks']} chunks x {a['interval'] * 1000:g} ms "
-        f"(nominal {a['chunks'] * a['interval']:g} s), service on cpu {a['service_cpu']}, "
-        f"harness on cpu {a['harness_cpu']}; {res['machine']['nproc']} x {res['machine']['cpu_model']}\n\n"
-    )
-    hdr = (
-        "streams",
-        "errors",
-        "direct err",
-        "TTFC p50 svc/dir",
-        "added TTFC p50",
-        "added TTFC p99",
-        "dur p99 svc/dir",
-        "pace",
-        "svc CPU",
-        "us/chunk",
-        "peak RSS",
-        "harness",
-    )
-    rows = []
-    for r in res["levels"]:
-        s, d = r["service"], r["direct"]
-        rows.append(
-            (
-                str(r["n"]),
-                str(r["errors"])
-                + (
-                    ""
-                    if not r["errors"]
-                    else " " + ",".join(f"{k}:{v}" for k, v in s["error_kinds"].items())
-                ),
-                str(r["direct_errors"]),
-                f"{s['ttfc_ms_p50']:.1f}/{d['ttfc_ms_p50']:.1f} ms",
-                f"{r['added_ttfc_ms_p50']:+.1f} ms",
-                f"{r['added_ttfc_ms_p99']:+.1f} ms",
-                f"{s['duration_ms_p99'] / 1000:.2f}/{d['duration_ms_p99'] / 1000:.2f} s",
-                f"{r['pace_ratio_p99']:.3f}",
-                f"{100 * r['service_core_busy']:.0f}%",
-                f"{r['service_cpu_us_per_chunk']:.1f}",
-                f"{r['peak_rss_mb']:.0f} MB",
-                f"{100 * s['harness_core_busy']:.0f}%",
-            )
-        )
-    widths = (
-        [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(hdr)]
-        if rows
-        else [len(h) for h in hdr]
-    )
-    line = lambda cells: "  ".join(c.rjust(widths[i]) for i, c in enumerate(cells)) + "\n"  # noqa: E731
-    w(line(hdr))
-    w(line(["-" * x for x in widths]))
-    for row in rows:
-        w(line(row))
-    w(
-        "\n(pace = service p99 stream duration / direct p99; svc CPU = service core busy during the phase;\n"
-        " harness = load generator + upstream busy on their core, near 100% means the harness limits the run)\n"
-    )
-    wh = res.get("whole")
-    if wh:
-        s, d = wh["service"], wh["direct"]
-        w(
-            f"\nnon-streamed POST /api/chat, {s['concurrency']} keep-alive connections, {s['seconds']:.1f} s:\n"
-        )
-        w(
-            f"  service {s['rps']:8.0f} req/s  (p50 {s['latency_ms_p50']:.1f} ms, p99 {s['latency_ms_p99']:.1f} ms, "
-            f"{s['service_cpu_us_per_request']:.0f} us CPU/req, svc core {100 * s['service_core_busy']:.0f}%, "
-            f"errors {s['errors']})\n"
-        )
-        w(
-            f"  direct  {d['rps']:8.0f} req/s  (p50 {d['latency_ms_p50']:.1f} ms, p99 {d['latency_ms_p99']:.1f} ms, "
-            f"harness core {100 * d['harness_core_busy']:.0f}%, errors {d['errors']})\n"
-        )
-        w(f"  ratio service/direct {wh['ratio']:.2f}\n")
-    t = res["targets"]
-    w("\ntargets:\n")
-    for name, (ok, detail) in t.items():
-        w(f"  [{mark(ok) if ok is not None else 'n/a'}] {name}: {detail}\n")
-    prof = res.get("profile")
-    if prof:
-        w(
-            f"\npy-spy, {prof['n']} streams, {prof['samples']} samples at {prof['rate_hz']} Hz "
-            f"(busy samples only); collapsed stacks: {prof['raw']}\n"
-        )
-        w(f"  {'self%':>6} {'total%':>6}  function\n")
-        for row in prof["top_self"][:15]:
-            w(f"  {row['self_pct']:6.1f} {row['total_pct']:6.1f}  {row['function']}\n")
-    w("\n")
-
-
-def check_targets(res: dict[str, Any]) -> dict[str, tuple[bool | None, str]]:
-    by_n = {r["n"]: r for r in res["levels"]}
-    top = max(by_n) if by_n else 0
-    t: dict[str, tuple[bool | None, str]] = {}
-    if top:
-        r = by_n[top]
-        t[f"zero errors at {top} streams"] = (r["errors"] == 0, f"{r['errors']} errors")
-    cpus = {n: r["service_cpu_us_per_chunk"] for n, r in by_n.items()}
-    if cpus:
-        worst = max(cpus.values())
-        t[f"<= {TARGET_US_PER_CHUNK:g} us CPU per chunk"] = (
-            worst <= TARGET_US_PER_CHUNK,
-            ", ".join(f"{n}: {v:.1f}" for n, v in sorted(cpus.items())),
-        )
-    if TARGET_PACE_LEVEL in by_n:
-        r = by_n[TARGET_PACE_LEVEL]
-        t[f"keeps pace at {TARGET_PACE_LEVEL} streams"] = (
-            r["pace_ratio_p99"] <= 1.05 and r["errors"] == 0,
-            f"p99 duration {r['service']['duration_ms_p99'] / 1000:.2f} s vs direct "
-            f"{r['direct']['duration_ms_p99'] / 1000:.2f} s (ratio {r['pace_ratio_p99']:.3f}, limit 1.05), "
-            f"service core {100 * r['service_core_busy']:.0f}%",
-        )
-    if 200 in by_n:
-        r = by_n[200]
-        t[f"added TTFC p99 <= {TARGET_ADDED_TTFC_P99_MS_AT_200:g} ms at 200"] = (
-            r["added_ttfc_ms_p99"] <= TARGET_ADDED_TTFC_P99_MS_AT_200,
-            f"{r['added_ttfc_ms_p99']:+.1f} ms",
-        )
-    wh = res.get("whole")
-    if wh:
-        t[f">= {TARGET_RPS:g} req/s non-streamed at {wh['service']['concurrency']}"] = (
-            wh["service"]["rps"] >= TARGET_RPS,
-            f"{wh['service']['rps']:.0f} req/s",
-        )
-    return t
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 async def run(
     args: argparse.Namespace, service: Child, upstream: Child, sport: int, uport: int
 ) -> dict[str, Any]:
-    expected = "tok" * args.chunks
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):  # stop between awaits, then clean up
+        asyncio.get_running_loop().add_signal_handler(signum, main_task.cancel)
+    expected = WORD * args.chunks
     chat = {"messages": [{"role": "user", "content": "benchmark"}]}
     body = json.dumps(chat).encode()
-    direct_stream = json.dumps(
-        {**chat, "model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}}
-    ).encode()
+    # What the service sends upstream for these, so the baseline is the same work upstream.
+    stream_body = {**chat, "model": "gpt-4o-mini", "stream": True}
+    direct_stream = json.dumps({**stream_body, "stream_options": {"include_usage": True}}).encode()
     direct_whole = json.dumps({**chat, "model": "gpt-4o-mini", "stream": False}).encode()
     targets = {
         "service": Target(
@@ -883,64 +1017,66 @@ async def run(
         ),
     }
     bench = Bench(args, service, upstream, targets)
-    # Warm-up: imports, the upstream connection pool, code paths.
-    warm = await bench.stream_phase(targets["service"], 20, measure_service=False)
+    warm = await bench.stream_phase(targets["service"], 20)  # imports, pools, code paths
     if warm.errors:
-        raise SystemExit(f"warm-up failed: {warm.errors}; see {service.log}")
-    levels = []
+        raise SystemExit(f"warm-up failed: {warm.errors} {warm.error_samples}; see {service.log}")
+    res: dict[str, Any] = {"levels": []}
+    # Non-streamed first, on a service that only the warm-up has touched: after the 1000-stream
+    # level its upstream pool still holds ~1000 idle connections for 30 s.
+    if args.whole_seconds > 0:
+        c, secs = args.whole_concurrency, args.whole_seconds
+        await asyncio.sleep(args.pause)
+        d = await bench.whole_phase(targets["direct"], c, secs)
+        await asyncio.sleep(args.pause)
+        s = await bench.whole_phase(targets["service"], c, secs)
+        res["whole"] = {"service": s, "direct": d, "ratio": ratio(s["rps"], d["rps"])}
+        say(f"  non-streamed: {s['rps']:.0f} req/s through the service, {d['rps']:.0f} direct")
     for n in args.levels:
         await asyncio.sleep(args.pause)
-        base = await bench.stream_phase(targets["direct"], n, measure_service=True)
+        base = await bench.stream_phase(targets["direct"], n)
         await asyncio.sleep(args.pause)
-        svc = await bench.stream_phase(targets["service"], n, measure_service=True)
+        svc = await bench.stream_phase(targets["service"], n)
         row = level_row(args, svc, base)
-        levels.append(row)
-        print(
-            f"  {n:5d} streams: errors {row['errors']}/{row['direct_errors']}, "
-            f"added TTFC p99 {row['added_ttfc_ms_p99']:+.1f} ms, pace {row['pace_ratio_p99']:.3f}, "
-            f"{row['service_cpu_us_per_chunk']:.1f} us/chunk, svc core {100 * row['service_core_busy']:.0f}%, "
-            f"harness {100 * svc.summary()['harness_core_busy']:.0f}%",
-            file=sys.stderr,
-            flush=True,
-        )
-    res: dict[str, Any] = {"levels": levels}
-    if args.whole_seconds > 0:
-        await asyncio.sleep(args.pause)
-        d = await bench.whole_phase(targets["direct"], args.whole_concurrency, args.whole_seconds)
-        await asyncio.sleep(args.pause)
-        s = await bench.whole_phase(targets["service"], args.whole_concurrency, args.whole_seconds)
-        res["whole"] = {
-            "service": s,
-            "direct": d,
-            "ratio": s["rps"] / d["rps"] if d["rps"] else float("nan"),
-        }
-        print(
-            f"  whole: {s['rps']:.0f} req/s via service, {d['rps']:.0f} direct",
-            file=sys.stderr,
-            flush=True,
+        res["levels"].append(row)
+        say(
+            f"  {n:5d} streams: errors {row['errors']} (direct {row['direct_errors']}), added TTFC "
+            f"p99 {row['added_ttfc_ms_p99']:+.1f} ms, pace {row['pace_ratio_p99']:.3f}, "
+            f"{row['service_cpu_us_per_chunk']:.1f} us/chunk, service core "
+            f"{100 * row['service_core_busy']:.0f}%, SYN drops {svc.listen_drops}"
         )
     if args.profile:
+        outdir = Path(args.outdir)
+        prof: dict[str, Any] = {}
+        n = args.profile
+        say(f"  profiling the service with py-spy: {n} streams ...")
         await asyncio.sleep(args.pause)
-        print(
-            f"  profiling the service at {args.profile} streams with py-spy ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        res["profile"] = await profile_phase(
-            bench, args.profile, Path(args.outdir), args.profile_rate, args.profile_native
-        )
+        prof[f"{n} streams"] = await profiled(
+            bench, f"service-stream-{n}", outdir,
+            lambda: _summary(bench.stream_phase(targets["service"], n)),
+        )  # fmt: skip
+        c = args.whole_concurrency
+        say(f"  profiling the service with py-spy: non-streamed at {c} ...")
+        await asyncio.sleep(args.pause)
+        prof[f"non-streamed at {c}"] = await profiled(
+            bench, f"service-whole-{c}", outdir,
+            lambda: bench.whole_phase(targets["service"], c, max(3.0, args.whole_seconds)),
+        )  # fmt: skip
+        res["profile"] = prof
     res["service_vmhwm_mb"] = service.status_kb("VmHWM") / 1024
     return res
 
 
+async def _summary(phase: Any) -> dict[str, Any]:
+    return (await phase).summary()  # type: ignore[no-any-return]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    ncpu = os.cpu_count() or 1
-    if ncpu < 2:
-        print("warning: one core only; service and harness share it", file=sys.stderr)
+    if (os.cpu_count() or 1) < 2:
+        say("warning: one core only; the service and the harness share it")
         args.service_cpu = args.harness_cpu = 0
-    top = max(args.levels, default=0)
-    limit = raise_fd_limit(4 * max(top, args.whole_concurrency) + 1024)
+    top = max([*args.levels, args.profile, args.whole_concurrency])
+    limit = raise_fd_limit(4 * top + 1024)
     os.sched_setaffinity(0, {args.harness_cpu})
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -950,50 +1086,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    import atexit
-
     atexit.register(stop_children)
     uport, sport = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "APP_"))}
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    module = "bench.upstream" if args.upstream == "bench" else "tests.fake_upstream"
+    upstream_argv = [
+        sys.executable, "-m", module, "--host", HOST, "--port", str(uport),
+        "--chunks", str(args.chunks), "--interval", str(args.interval),
+    ]  # fmt: skip
+    service_env = {
+        **env,
+        "OPENAI_API_BASE": f"http://{HOST}:{uport}/v1",
+        "APP_HOST": HOST,
+        "APP_PORT": str(sport),
+        "LOG_LEVEL": args.log_level,
+    }
+    if top > 1000:  # the service's default pool holds 1000 upstream connections
+        service_env["UPSTREAM_MAX_CONNECTIONS"] = str(top + 100)
+    service_argv = [args.service_python, "-m", "quartchat"]
+    prelude = args.service_prelude
+    if args.service_backlog:  # hypercorn's Config() reads the class default; quartchat keeps it
+        prelude += f"\nimport hypercorn.config as c; c.Config.backlog = {args.service_backlog}"
+    if prelude:
+        code = prelude + "\nfrom quartchat.__main__ import main\nmain()"
+        service_argv = [args.service_python, "-c", code]
     try:
-        upstream = spawn(
-            "upstream",
-            [
-                sys.executable,
-                "-m",
-                "tests.fake_upstream",
-                "--host",
-                HOST,
-                "--port",
-                str(uport),
-                "--chunks",
-                str(args.chunks),
-                "--interval",
-                str(args.interval),
-            ],
-            args.harness_cpu,
-            env,
-            logdir,
-        )
-        service_env = {
-            **env,
-            "OPENAI_API_BASE": f"http://{HOST}:{uport}/v1",
-            "APP_HOST": HOST,
-            "APP_PORT": str(sport),
-            "LOG_LEVEL": args.log_level,
-        }
-        if top > 1000:  # the service's default pool holds 1000 upstream connections
-            service_env["UPSTREAM_MAX_CONNECTIONS"] = str(top + 100)
-        service = spawn(
-            "service", [sys.executable, "-m", "quartchat"], args.service_cpu, service_env, logdir
-        )
+        upstream = spawn("upstream", upstream_argv, args.harness_cpu, env, logdir)
+        service = spawn("service", service_argv, args.service_cpu, service_env, logdir)
         wait_for_port(upstream, uport)
         wait_for_port(service, sport)
-        print(
-            f"upstream pid {upstream.pid} :{uport} (cpu {args.harness_cpu}), service pid {service.pid} "
-            f":{sport} (cpu {args.service_cpu}), fd limit {limit}, logs in {logdir}",
-            file=sys.stderr,
+        say(
+            f"upstream ({module}) pid {upstream.pid} on :{uport} cpu {args.harness_cpu}; service "
+            f"pid {service.pid} on :{sport} cpu {args.service_cpu}; fd limit {limit}; logs {logdir}"
         )
         try:
             import uvloop
@@ -1001,8 +1126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             res = asyncio.run(run(args, service, upstream, sport, uport))
         else:
             res = uvloop.run(run(args, service, upstream, sport, uport))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("interrupted")
         return 130
     finally:
         stop_children()
