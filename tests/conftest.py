@@ -26,7 +26,7 @@ def make_settings(**overrides: Any) -> Settings:
         "sse_ping_seconds": 15,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -53,7 +53,11 @@ def client(app: Quart) -> Client:
     return app.test_client()
 
 
-def assert_error(response_status: int, body: bytes, status: int, code: str) -> dict[str, Any]:
+def _text(body: str | bytes) -> str:
+    return body if isinstance(body, str) else body.decode()
+
+
+def assert_error(response_status: int, body: str | bytes, status: int, code: str) -> dict[str, Any]:
     """Every error, on every route, has this one shape."""
     assert response_status == status, body
     payload = orjson.loads(body)
@@ -62,14 +66,14 @@ def assert_error(response_status: int, body: bytes, status: int, code: str) -> d
     assert error["code"] == code
     assert isinstance(error["message"], str) and error["message"]
     assert isinstance(error["request_id"], str) and error["request_id"]
-    assert SECRET not in body.decode()
+    assert SECRET not in _text(body)
     return dict(error)
 
 
-def parse_events(body: bytes) -> list[tuple[str, Any]]:
+def parse_events(body: str | bytes) -> list[tuple[str, Any]]:
     """Our own stream, decoded: (event, data) pairs, comments kept as ("comment", text)."""
     events: list[tuple[str, Any]] = []
-    for block in body.decode().split("\n\n"):
+    for block in _text(body).split("\n\n"):
         if not block:
             continue
         if block.startswith(":"):
