@@ -35,6 +35,10 @@ def create_app(
     app.config["QUARTCHAT"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
+    # The page's ES modules import each other by plain URL (a versioned import map would need an
+    # inline script, which the CSP forbids): revalidate every time (a 304 via ETag), so after an
+    # upgrade a browser never runs a mix of old and new modules.
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
     _configure_logging(settings.log_level)
     app.extensions["streams"] = LiveStreams(settings.sse_ping_seconds)
 

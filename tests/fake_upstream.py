@@ -104,6 +104,7 @@ class FakeUpstream:
         self.reject_stream_options = False
         self.open_connections = 0
         self._disconnected = threading.Event()
+        self._hangups = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -128,6 +129,14 @@ class FakeUpstream:
         if self._disconnected.wait(timeout):
             return self.disconnects[0]
         return None
+
+    def wait_for_disconnects(self, count: int, timeout: float) -> bool:
+        """Whether `count` client hang-ups during replies have been seen in all, waiting if need be.
+
+        Unlike `wait_for_disconnect`, usable again and again on one long-lived server.
+        """
+        with self._hangups:
+            return self._hangups.wait_for(lambda: len(self.disconnects) >= count, timeout)
 
     def start(self) -> FakeUpstream:
         ready = threading.Event()
@@ -293,9 +302,13 @@ class FakeUpstream:
         finally:
             if not hangup.done():
                 hangup.cancel()
+                # Let the cancelled read finish before this connection's next request reads.
+                await asyncio.wait({hangup})
 
     def _hung_up(self) -> bool:
-        self.disconnects.append(time.monotonic())
+        with self._hangups:
+            self.disconnects.append(time.monotonic())
+            self._hangups.notify_all()
         self._disconnected.set()
         return False
 

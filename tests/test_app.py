@@ -120,3 +120,12 @@ async def test_an_unexpected_failure_is_a_500_without_a_traceback(
     body = await response.get_data()
     assert_error(response.status_code, body, 500, "INTERNAL_ERROR")
     assert b"Traceback" not in body and b"secret internals" not in body
+
+
+async def test_static_files_are_revalidated_so_upgrades_never_mix_modules(client: Client) -> None:
+    first = await client.get("/static/app.js")
+    assert first.status_code == 200
+    assert not first.cache_control.max_age  # Quart's default would be 12 hours
+    etag = first.headers["ETag"]
+    again = await client.get("/static/app.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304

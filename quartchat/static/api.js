@@ -1,0 +1,130 @@
+// The server's API as the page uses it: the model list, and a chat reply streamed as
+// server-sent events read from a fetch body (EventSource cannot POST, nor be aborted per request).
+
+/** Why a request failed. `kind`: "http" (error status), "stream" (an `error` event), "network". */
+export class ChatError extends Error {
+  constructor(message, { kind, code = null, status = null, requestId = null }) {
+    super(message);
+    this.name = "ChatError";
+    this.kind = kind;
+    this.code = code;
+    this.status = status;
+    this.requestId = requestId;
+  }
+}
+
+/** An incremental parser of the `text/event-stream` format: push text, get complete events. */
+export class SSEParser {
+  #buffer = "";
+  #event = "";
+  #data = [];
+
+  /** Feed decoded text; returns the events it completed, as {event, data} with data a string. */
+  push(text) {
+    const events = [];
+    this.#buffer += text;
+    const lineEnd = /\r\n|\r|\n/g;
+    let start = 0;
+    for (let match; (match = lineEnd.exec(this.#buffer)); ) {
+      // A CR at the very end may be the first half of a CRLF split across reads.
+      if (match[0] === "\r" && match.index === this.#buffer.length - 1) break;
+      this.#line(this.#buffer.slice(start, match.index), events);
+      start = lineEnd.lastIndex;
+    }
+    this.#buffer = this.#buffer.slice(start);
+    return events;
+  }
+
+  #line(line, events) {
+    if (line === "") {
+      if (this.#data.length) events.push({ event: this.#event || "message", data: this.#data.join("\n") });
+      this.#event = "";
+      this.#data = [];
+      return;
+    }
+    if (line.startsWith(":")) return; // a comment, e.g. the server's `: ping`
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.#event = value;
+    else if (field === "data") this.#data.push(value);
+  }
+}
+
+async function errorFromResponse(response) {
+  let error = {};
+  try {
+    error = (await response.json()).error ?? {};
+  } catch {
+    // Not our JSON (a proxy's HTML error page, say): the status is all there is.
+  }
+  const message = error.message || `The server answered ${response.status} ${response.statusText}`.trim();
+  return new ChatError(message, {
+    kind: "http",
+    code: error.code ?? null,
+    status: response.status,
+    requestId: error.request_id ?? response.headers.get("X-Request-ID"),
+  });
+}
+
+/** `{default, models}` from GET /api/models. */
+export async function fetchModels() {
+  const response = await fetch("/api/models", { headers: { Accept: "application/json" } });
+  if (!response.ok) throw await errorFromResponse(response);
+  return response.json();
+}
+
+/**
+ * Stream one reply. Calls `onDelta(text)` for each piece and resolves with the `done` envelope
+ * ({id, model, message, finish_reason, usage}). Rejects with a ChatError, or with the signal's
+ * AbortError when the caller aborted (which closes the connection, so the server cancels the
+ * upstream request).
+ */
+export async function streamChat(body, { signal, onDelta }) {
+  let response;
+  try {
+    response = await fetch("/api/chat/stream", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      body: JSON.stringify(body),
+      signal,
+    });
+  } catch (error) {
+    if (signal?.aborted) throw error;
+    throw new ChatError("Could not reach the server. Check the connection and retry.", { kind: "network" });
+  }
+  if (!response.ok) throw await errorFromResponse(response);
+
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = new SSEParser();
+  try {
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        if (signal?.aborted) throw error;
+        throw new ChatError("The connection dropped before the reply finished.", { kind: "network" });
+      }
+      if (chunk.done) break;
+      for (const { event, data } of parser.push(chunk.value)) {
+        if (event === "chunk") {
+          onDelta(JSON.parse(data).delta);
+        } else if (event === "done") {
+          return JSON.parse(data);
+        } else if (event === "error") {
+          const error = JSON.parse(data).error ?? {};
+          throw new ChatError(error.message || "The reply failed.", {
+            kind: "stream",
+            code: error.code ?? null,
+            requestId: error.request_id ?? null,
+          });
+        }
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  throw new ChatError("The connection closed before the reply finished.", { kind: "network" });
+}

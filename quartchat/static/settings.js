@@ -1,0 +1,113 @@
+// The settings panel: model, sampling parameters and system prompt of the open conversation.
+// Changes apply as they are made; a new conversation starts from the last model and parameters
+// used (kept in localStorage), with an empty system prompt.
+
+const DEFAULTS_KEY = "quartchat.v1.defaults";
+const NUMBERS = ["temperature", "top_p", "max_tokens"];
+
+export function emptySettings() {
+  let saved = {};
+  try {
+    saved = JSON.parse(localStorage.getItem(DEFAULTS_KEY) || "{}") ?? {};
+  } catch {
+    // Unreadable or blocked storage: server defaults it is.
+  }
+  return {
+    model: typeof saved.model === "string" ? saved.model : "",
+    temperature: saved.temperature ?? null,
+    top_p: saved.top_p ?? null,
+    max_tokens: saved.max_tokens ?? null,
+    system: "",
+  };
+}
+
+function rememberDefaults(settings) {
+  const { model, temperature, top_p, max_tokens } = settings;
+  try {
+    localStorage.setItem(DEFAULTS_KEY, JSON.stringify({ model, temperature, top_p, max_tokens }));
+  } catch {
+    // Only a convenience; the conversation itself keeps its settings.
+  }
+}
+
+/** The request-body fields for these settings; unset ones are left to the server. */
+export function requestOptions(settings) {
+  const options = {};
+  if (settings.model) options.model = settings.model;
+  for (const name of NUMBERS) if (settings[name] !== null && settings[name] !== undefined) options[name] = settings[name];
+  return options;
+}
+
+export class SettingsPanel {
+  /** `onChange(settings)` after each valid change. */
+  constructor(dialog, { onChange }) {
+    this.dialog = dialog;
+    this.onChange = onChange;
+    this.settings = null;
+    this.defaultModel = document.body.dataset.defaultModel || "";
+    this.form = dialog.querySelector("form");
+    this.model = dialog.querySelector("#set-model");
+    this.system = dialog.querySelector("#set-system");
+    this.inputs = Object.fromEntries(NUMBERS.map((name) => [name, dialog.querySelector(`#set-${name.replace("_", "-")}`)]));
+    this.form.addEventListener("input", (event) => this.#changed(event.target));
+    this.form.addEventListener("change", (event) => this.#changed(event.target));
+    // A click on the backdrop (outside the panel) closes it, like the Escape key.
+    dialog.addEventListener("click", (event) => {
+      if (event.target === dialog) dialog.close();
+    });
+    this.setModels({ default: this.defaultModel, models: [this.defaultModel].filter(Boolean) });
+  }
+
+  setModels({ default: fallback, models }) {
+    this.defaultModel = fallback || this.defaultModel;
+    const ids = [...new Set([...(models ?? []), ...(this.settings?.model ? [this.settings.model] : [])])];
+    this.model.replaceChildren(
+      ...ids.map((id) => {
+        const option = document.createElement("option");
+        option.value = id === this.defaultModel ? "" : id; // "" = the server's default, whatever it becomes
+        option.textContent = id === this.defaultModel ? `${id} (default)` : id;
+        return option;
+      }),
+    );
+    if (this.settings) this.model.value = this.settings.model;
+  }
+
+  modelName(settings) {
+    return settings.model || this.defaultModel;
+  }
+
+  /** Show the settings of a conversation (the panel edits that object in place). */
+  bind(settings) {
+    this.settings = settings;
+    if (settings.model && ![...this.model.options].some((o) => o.value === settings.model)) {
+      this.model.append(new Option(settings.model, settings.model));
+    }
+    this.model.value = settings.model;
+    this.system.value = settings.system;
+    for (const name of NUMBERS) {
+      this.inputs[name].value = settings[name] ?? "";
+      this.inputs[name].removeAttribute("aria-invalid");
+    }
+  }
+
+  open() {
+    this.dialog.showModal();
+  }
+
+  #changed(target) {
+    if (!this.settings) return;
+    if (target === this.model) this.settings.model = this.model.value;
+    else if (target === this.system) this.settings.system = this.system.value;
+    else {
+      const name = NUMBERS.find((n) => this.inputs[n] === target);
+      if (!name) return;
+      // Out-of-range or half-typed values are flagged and not used; empty means "server default".
+      const valid = target.checkValidity();
+      target.setAttribute("aria-invalid", String(!valid));
+      if (!valid) return;
+      this.settings[name] = target.value === "" ? null : Number(target.value);
+    }
+    rememberDefaults(this.settings);
+    this.onChange(this.settings);
+  }
+}

@@ -1,0 +1,119 @@
+"""Helpers for the browser tests: Chromium's location, the chat page as a small object."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+needs_chromium = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+        reason="needs Debian's chromium (scripts/test installs it when run as root)",
+    ),
+]
+
+
+class ChatPage:
+    """The chat page, spoken to the way a person uses it: by labels, roles and visible text."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.input = page.get_by_label("Message", exact=True)
+        self.messages = page.locator("#messages .msg")
+        self.replies = page.locator("#messages .msg.assistant")
+        self.user_messages = page.locator("#messages .msg.user")
+        self.sidebar = page.locator("#conversations")
+        self.stop_button = page.get_by_role("button", name="Stop generating")
+        self.send_button = page.get_by_role("button", name="Send", exact=True)
+
+    def open(self, path: str = "/") -> ChatPage:
+        self.page.goto(path)
+        expect(self.page.locator("body[data-ready]")).to_be_attached()
+        return self
+
+    def reload(self) -> None:
+        self.page.reload()
+        expect(self.page.locator("body[data-ready]")).to_be_attached()
+
+    def send(self, text: str) -> None:
+        """Type and press Enter, once the previous reply is done (as a person would wait)."""
+        expect(self.send_button).to_be_visible()
+        self.input.fill(text)
+        self.input.press("Enter")
+
+    def last_reply(self) -> Locator:
+        return self.replies.last
+
+    def content(self, message: Locator) -> Locator:
+        return message.locator(".content")
+
+    def wait_until_idle(self) -> None:
+        expect(self.page.locator("#messages .msg.streaming")).to_have_count(0)
+        expect(self.send_button).to_be_visible()
+
+    def conversation_link(self, title: str) -> Locator:
+        return self.sidebar.get_by_role("link", name=title, exact=True)
+
+    def seed(self, conversation: dict[str, Any]) -> None:
+        """Store a conversation through the page's own storage module (as the page would)."""
+        self.page.evaluate(
+            """async (c) => { const { openStore } = await import('/static/store.js');
+                              await (await openStore(() => ({}))).put(c); }""",
+            conversation,
+        )
+
+    def stored(self) -> list[dict[str, Any]]:
+        """Every stored conversation, read back through the storage module."""
+        raw = self.page.evaluate(
+            """async () => { const { openStore } = await import('/static/store.js');
+                             const store = await openStore(() => ({}));
+                             const all = [];
+                             for (const s of await store.list()) all.push(await store.get(s.id));
+                             return JSON.stringify(all); }"""
+        )
+        result: list[dict[str, Any]] = json.loads(raw)
+        return result
+
+
+def conversation(
+    title: str, pairs: list[tuple[str, str]], *, cid: str = "seeded", updated: int = 1
+) -> dict[str, Any]:
+    """A stored conversation with the given (question, answer) pairs."""
+    messages: list[dict[str, Any]] = []
+    for i, (question, answer) in enumerate(pairs):
+        messages.append({"id": f"{cid}-u{i}", "role": "user", "content": question, "createdAt": i})
+        messages.append(
+            {
+                "id": f"{cid}-a{i}",
+                "role": "assistant",
+                "content": answer,
+                "status": "done",
+                "createdAt": i,
+            }
+        )
+    return {
+        "id": cid,
+        "title": title,
+        "createdAt": 0,
+        "updatedAt": updated,
+        "settings": {
+            "model": "",
+            "temperature": None,
+            "top_p": None,
+            "max_tokens": None,
+            "system": "",
+        },
+        "messages": messages,
+    }
