@@ -7,6 +7,7 @@ Use this rather than the `hypercorn` command in production: it drains streams on
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -28,6 +29,9 @@ def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     config.bind = [f"{settings.app_host}:{settings.app_port}"]
     config.accesslog = None  # quartchat writes its own structured line per request
+    # A logger rather than "-": its lines go through the root handler once, in quartchat's format
+    # (hypercorn's own stderr handler printed each of them twice).
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75  # longer than typical reverse-proxy idle pools (nginx: 60 s)
     # hypercorn's default of 100 drops SYNs when hundreds of clients connect at once (each drop
     # is a 1 s+ retransmit for that client); the kernel caps it at net.core.somaxconn.

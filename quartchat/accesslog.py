@@ -11,6 +11,8 @@ import orjson
 
 log = logging.getLogger("quartchat.access")
 
+QUIET_PATHS = frozenset({"/health"})
+
 
 @dataclass(slots=True)
 class AccessRecord:
@@ -43,4 +45,7 @@ class AccessRecord:
         }
         if self.outcome:
             line["outcome"] = self.outcome
-        log.info(orjson.dumps(line).decode())
+        # Health checks (Docker's every 10 s, a load balancer's every second) would drown the log;
+        # a failing one is still worth a line.
+        level = logging.DEBUG if self.path in QUIET_PATHS and self.status == 200 else logging.INFO
+        log.log(level, orjson.dumps(line).decode())

@@ -409,3 +409,17 @@ async def test_cookies_an_upstream_sets_are_not_sent_back(
     for _ in range(2):
         assert (await client.post("/api/chat", json=CHAT)).status_code == 200
     assert "cookie" not in route.calls.last.request.headers
+
+
+async def test_successful_health_checks_log_at_debug_so_they_do_not_drown_the_log(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="quartchat.access")
+    await client.get("/health")
+    await client.get("/api/no-such-route")
+    levels = {
+        orjson.loads(r.getMessage())["path"]: r.levelno
+        for r in caplog.records
+        if r.name == "quartchat.access"
+    }
+    assert levels == {"/health": logging.DEBUG, "/api/no-such-route": logging.INFO}
