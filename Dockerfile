@@ -1,0 +1,58 @@
+# quartchat: build with `docker compose build` (or `docker build -t quartchat .`); see docs/deploy.md.
+
+# Build stage: the pinned dependencies and the package go into a venv that the final stage copies
+# whole, so pip's build of quartchat, binutils and apt's lists never reach the runtime image.
+FROM python:3.12-slim AS build
+
+# binutils only for `strip`: manylinux wheels ship their extensions with debug symbols (uvloop's
+# alone is 13 MB of them). Debian's current package is what we want, hence no version pin.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/*
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv --without-pip /opt/venv
+
+# Dependencies before the code: this layer is rebuilt only when requirements.txt changes.
+COPY requirements.txt /src/
+RUN pip --python /opt/venv/bin/python install --no-cache-dir -r /src/requirements.txt \
+ && find /opt/venv -name '*.so' -exec strip --strip-unneeded {} + \
+ && find /opt/venv \( -name '*.c' -o -name '*.h' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' \) -delete
+
+COPY pyproject.toml README.md /src/
+COPY quartchat /src/quartchat
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps /src
+
+
+FROM python:3.12-slim
+
+# A fixed numeric uid/gid, so volume ownership and Kubernetes' runAsNonRoot can rely on it.
+RUN groupadd --system --gid 10001 quartchat \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin quartchat \
+ && mkdir /data && chown 10001:10001 /data
+
+COPY --from=build /opt/venv /opt/venv
+
+# DATA_DIR: where quartchat will keep its data (mount a volume there; nothing is stored yet).
+# Secrets and settings come from the environment at run time (compose's env_file), never from here.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    APP_HOST=0.0.0.0 \
+    APP_PORT=8333 \
+    DATA_DIR=/data
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8333
+
+# No curl in the image: the check is a few lines of the Python that is already there, straight to
+# the loopback (so no HTTP_PROXY setting can send it elsewhere). /health never calls the upstream.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import http.client, os, sys; c = http.client.HTTPConnection('127.0.0.1', int(os.environ.get('APP_PORT', '8333')), timeout=2); c.request('GET', '/health'); sys.exit(c.getresponse().status != 200)"]
+
+# The console script, not the hypercorn CLI: it runs hypercorn itself with uvloop, APP_WORKERS
+# worker processes and quartchat's SIGTERM handling (a grace period for in-flight streams).
+CMD ["quartchat"]
