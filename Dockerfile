@@ -4,8 +4,8 @@
 # whole, so pip's build of quartchat, binutils and apt's lists never reach the runtime image.
 FROM python:3.12-slim AS build
 
-# binutils only for `strip`: manylinux wheels ship their extensions with debug symbols (uvloop's
-# alone is 13 MB of them). Debian's current package is what we want, hence no version pin.
+# binutils only for `strip`: manylinux wheels ship their extensions with debug symbols.
+# Debian's current package is what we want, hence no version pin.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends binutils \
@@ -53,6 +53,6 @@ EXPOSE 8333
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import http.client, os, sys; c = http.client.HTTPConnection('127.0.0.1', int(os.environ.get('APP_PORT', '8333')), timeout=2); c.request('GET', '/health'); sys.exit(c.getresponse().status != 200)"]
 
-# The console script, not the hypercorn CLI: it runs hypercorn itself with uvloop, APP_WORKERS
-# worker processes and quartchat's SIGTERM handling (a grace period for in-flight streams).
+# The console script, not the hypercorn CLI: it runs hypercorn itself, APP_WORKERS worker
+# processes and quartchat's SIGTERM handling (a grace period for in-flight streams).
 CMD ["quartchat"]

@@ -40,7 +40,9 @@ def create_app(
     # upgrade a browser never runs a mix of old and new modules.
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
     _configure_logging(settings.log_level)
-    app.extensions["streams"] = LiveStreams(settings.sse_ping_seconds)
+    app.extensions["streams"] = LiveStreams(
+        settings.sse_ping_seconds, settings.request_timeout_seconds
+    )
 
     @app.while_serving
     async def _upstream_client() -> AsyncGenerator[None, None]:

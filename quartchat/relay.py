@@ -134,6 +134,14 @@ def _chunk_reader(
     return read, cancel
 
 
+def _stop_transport_idle_timeout(response: httpx.Response) -> None:
+    # Once the stream has begun its StreamWatch times the gaps between chunks, with one timer
+    # event per ping period instead of the transport's timer re-armed on every packet.
+    stream = response.extensions.get(STREAM_EXTENSION)
+    if isinstance(stream, AiohttpStream):
+        stream.stop_read_timeout()
+
+
 async def relay(
     upstream: UpstreamClient, chat: ChatRequest, record: AccessRecord, streams: LiveStreams
 ) -> AsyncIterator[bytes]:
@@ -155,6 +163,7 @@ async def relay(
             raise upstream.error_for_exception(exc) from None
         yield PRIMED
         watch = streams.watch()
+        _stop_transport_idle_timeout(response)
         now = asyncio.get_running_loop().time  # the clock the watch's timer runs on
         record.outcome = "disconnected"
         completion = Completion(model)
@@ -175,13 +184,15 @@ async def relay(
                 if out:
                     record.mark_first_token()
                     yield out
-                    watch.last_sent = now()
+                    watch.last_sent = watch.waiting_since = now()
+                else:
+                    watch.waiting_since = now()
                 if completion.done:
                     break
                 while True:
                     if watch.stopping:
                         raise shutting_down()
-                    # The watch cancels this read when a ping is due or shutdown ends the stream.
+                    # The watch cancels this read for a ping, an idle timeout or shutdown.
                     watch.reading = True
                     try:
                         chunk = await read()
@@ -191,6 +202,10 @@ async def relay(
                             raise
                     finally:
                         watch.reading = False
+                    if watch.timed_out:
+                        raise upstream.error_for_exception(
+                            httpx.ReadTimeout("upstream idle", request=response.request)
+                        )
                     if not watch.stopping:
                         yield PING
                         watch.last_sent = now()

@@ -1,12 +1,14 @@
-"""Live streams: their keep-alive pings, and their end when the server shuts down.
+"""Live streams: their keep-alive pings, their idle timeout, and their end at shutdown.
 
-A relayed stream spends its life waiting on upstream reads. Two things must interrupt that wait
-without losing data: a keep-alive ping when nothing has been sent for `SSE_PING_SECONDS`, and the
-end of the shutdown grace period. `asyncio.timeout()` around every read did the first, but it
-costs a `Timeout` object, a timer and a `current_task()` lookup per relayed chunk (about a tenth
-of the relay's CPU). Here each stream has one timer that fires once per ping period and re-arms
-itself from the time of the last send, so a busy stream pays for two attribute stores per read.
-The reads it interrupts must be cancel-safe (`AiohttpStream.read_chunk()` is).
+A relayed stream spends its life waiting on upstream reads. Three things must interrupt that wait
+without losing data: a keep-alive ping when nothing has been sent for `SSE_PING_SECONDS`, an
+upstream silent for `REQUEST_TIMEOUT_SECONDS`, and the end of the shutdown grace period. A timer
+per read does the first two -- `asyncio.timeout()` around every read, aiohttp's `sock_read`
+re-armed on every packet -- at the cost of a timer (and, for the former, a `Timeout` object and a
+`current_task()` lookup) per relayed chunk: together about a sixth of the relay's CPU. Here each
+stream has one timer that fires about once per ping period and re-arms itself from what the relay
+recorded since, so a busy stream pays for a few attribute stores per read. The reads it
+interrupts must be cancel-safe (`AiohttpStream.read_chunk()` is).
 """
 
 from __future__ import annotations
@@ -25,41 +27,62 @@ def shutting_down() -> APIError:
 
 
 class StreamWatch:
-    """One stream's timer. The relay sets `reading` around each upstream read and calls `woken()`
-    when that read is cancelled; `stopping` tells it to end with an error event."""
+    """One stream's timer. It wakes the stream's upstream read (by cancelling it) when a ping is
+    due, when the upstream has been silent for the idle timeout, or at shutdown.
+
+    The relay sets `reading` around each read, `waiting_since` when a read begins after new data,
+    `last_sent` after each send, and calls `woken()` when a read is cancelled; then `timed_out` or
+    `stopping` say why, and otherwise a ping is due.
+    """
 
     __slots__ = (
         "_handle",
+        "_idle",
         "_loop",
-        "_period",
+        "_ping",
         "_task",
         "_woke",
         "last_sent",
         "reading",
         "stopping",
+        "timed_out",
+        "waiting_since",
     )
 
-    def __init__(self, period: float) -> None:
+    def __init__(self, ping_seconds: float, idle_seconds: float) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - relay() always runs in a task
             raise RuntimeError("StreamWatch needs a running task")
         self._task = task
-        self._period = period
+        self._ping = ping_seconds
+        self._idle = idle_seconds
         self._woke = False
         self.reading = False
         self.stopping = False
-        self.last_sent = self._loop.time()
-        self._handle = self._loop.call_at(self.last_sent + period, self._tick)
+        self.timed_out = False
+        self.last_sent = self.waiting_since = now = self._loop.time()
+        self._handle = self._loop.call_at(now + min(ping_seconds, idle_seconds), self._tick)
 
     def _tick(self) -> None:
         now = self._loop.time()
-        due = self.last_sent + self._period
-        if now < due:  # something was sent since this timer was set: wait out the new gap
-            self._handle = self._loop.call_at(due, self._tick)
-            return
-        self._handle = self._loop.call_at(now + self._period, self._tick)
-        self._wake()  # a stream that is not reading is sending, and needs no ping
+        ping_due = self.last_sent + self._ping
+        idle_due = self.waiting_since + self._idle
+        if self.reading:  # a stream that is not reading is sending: it needs no ping
+            if now >= idle_due:
+                self.timed_out = True
+                self._wake()
+            elif now >= ping_due:
+                self._wake()
+        # Re-armed for whichever is due next, from what the relay has recorded since: one timer
+        # event per ping period, however many chunks went by.
+        self._handle = self._loop.call_at(
+            min(
+                ping_due if ping_due > now else now + self._ping,
+                idle_due if idle_due > now else now + self._idle,
+            ),
+            self._tick,
+        )
 
     def _wake(self) -> None:
         if self.reading and not self._woke:
@@ -86,8 +109,9 @@ class StreamWatch:
 class LiveStreams:
     """The app's open streams, so that shutdown can drain them."""
 
-    def __init__(self, ping_seconds: float) -> None:
+    def __init__(self, ping_seconds: float, idle_seconds: float) -> None:
         self.ping_seconds = ping_seconds
+        self.idle_seconds = idle_seconds
         self.draining = False
         self._stopped = False
         self._watches: set[StreamWatch] = set()
@@ -101,7 +125,7 @@ class LiveStreams:
             raise shutting_down()
 
     def watch(self) -> StreamWatch:
-        watch = StreamWatch(self.ping_seconds)
+        watch = StreamWatch(self.ping_seconds, self.idle_seconds)
         watch.stopping = self._stopped
         self._watches.add(watch)
         return watch

@@ -53,6 +53,13 @@ class AiohttpStream(httpx.AsyncByteStream):
         except Exception as exc:
             raise _httpx_error(exc, self._request) from exc
 
+    def stop_read_timeout(self) -> None:
+        """No more `sock_read` timeout for this response: its reader times idle gaps itself."""
+        connection = self._response.connection
+        if connection is not None and connection.protocol is not None:
+            connection.protocol.read_timeout = None
+            connection.protocol.start_timeout()  # cancels the timer the last packet armed
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while chunk := await self.read_chunk():
             yield chunk

@@ -12,7 +12,7 @@ from quartchat import create_app
 
 from .conftest import CHAT, SECRET, UPSTREAM, assert_error, make_settings, parse_events
 from .fake_upstream import completion_chunks
-from .upstream_helpers import sse_response
+from .upstream_helpers import ChunkStream, sse_response
 
 COMPLETION = {
     "id": "chatcmpl-1",
@@ -290,6 +290,27 @@ async def test_idle_stream_gets_ping_comments() -> None:
     assert ("comment", "ping") in events
     assert "".join(e[1]["delta"] for e in events if e[0] == "chunk") == "ab"
     assert events[-1][0] == "done"
+
+
+async def test_upstream_silent_mid_stream_ends_with_an_idle_timeout_error() -> None:
+    chunks = completion_chunks(["a", "b"])
+    body = ChunkStream([b"".join(chunks[:2]), *chunks[2:]], delay=30)  # silent 30 s after "a"
+    with respx.mock(base_url=UPSTREAM) as upstream:
+        upstream.post("/chat/completions").respond(
+            headers={"Content-Type": "text/event-stream"}, stream=body
+        )
+        app = create_app(
+            make_settings(sse_ping_seconds=0.1, request_timeout_seconds=0.35),
+            transport=httpx.MockTransport(upstream.async_handler),
+        )
+        async with app.test_app() as test_app:
+            response = await test_app.test_client().post("/api/chat/stream", json=CHAT)
+            events = parse_events(await response.get_data())
+    assert events[0] == ("chunk", {"delta": "a"})
+    assert ("comment", "ping") in events
+    assert events[-1][0] == "error"
+    assert events[-1][1]["error"]["code"] == "UPSTREAM_TIMEOUT"
+    assert body.closed
 
 
 async def test_missing_key_for_openai_is_not_configured_and_calls_nothing() -> None:

@@ -115,3 +115,26 @@ async def test_http_proxy_from_the_environment_is_used_and_no_proxy_respected(
         assert fake.chat_requests()[-1].path == "http://api.example.invalid/v1/chat/completions"
         with pytest.raises(httpx.ConnectError):  # bypassed: a direct lookup of a .invalid host
             await client.post("http://direct.invalid/v1/chat/completions", json={})
+
+
+async def test_stop_read_timeout_lifts_it_for_this_response_only(
+    http: httpx.AsyncClient, fake: FakeUpstream
+) -> None:
+    # `http` has a 1 s read timeout; this reply pauses 1.5 s between its two pieces.
+    fake.reply_with(Reply(chunks=[b"first", b"second"], delay=1.5))
+    response = await http.send(
+        http.build_request("POST", fake.url + "/chat/completions", json={}), stream=True
+    )
+    stream = response.extensions[STREAM_EXTENSION]
+    assert isinstance(stream, AiohttpStream)
+    received = await stream.read_chunk()
+    stream.stop_read_timeout()
+    while chunk := await stream.read_chunk():
+        received += chunk
+    assert received == b"firstsecond"
+    await response.aclose()
+    # The next request on the same pooled connection has its timeout again.
+    fake.reply_with(Reply(chunks=[], hang=True))
+    with pytest.raises(httpx.ReadTimeout):
+        await http.post(fake.url + "/chat/completions", json={})
+    assert fake.open_connections == 1
