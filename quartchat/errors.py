@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from typing import Any
 
 import orjson
-from quart import Quart, Response, g
+from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("quartchat")
@@ -85,6 +87,22 @@ def redact(text: str, secret: str | None = None, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+DISCARD_SECONDS = 2.0
+
+
+async def _discard_rest_of_body() -> None:
+    """Let the client finish sending a refused body (for up to DISCARD_SECONDS) before answering.
+
+    Closing a connection with unread bytes makes the kernel send a reset, and a proxy still
+    writing the body (Caddy) then reports 502 instead of our 413. Quart drops the bytes of a
+    body over the limit as they arrive; this only waits for the last of them, as nginx's
+    lingering close and Go's net/http do.
+    """
+    with contextlib.suppress(TimeoutError):
+        # Quart has no public "body complete" wait; `await request.body` raises at once.
+        await asyncio.wait_for(request.body._complete.wait(), DISCARD_SECONDS)
+
+
 def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(APIError)
     async def _api_error(error: APIError) -> Response:
@@ -100,6 +118,7 @@ def register_error_handlers(app: Quart) -> None:
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"The request body is larger than the {limit} byte limit."
+            await _discard_rest_of_body()
         response = error_response(APIError(status, code, message))
         if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)

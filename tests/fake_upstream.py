@@ -98,6 +98,7 @@ class FakeUpstream:
         self.port = port
         self.requests: list[Seen] = []
         self.disconnects: list[float] = []
+        self.replies_sent: list[float] = []  # monotonic time each reply's last byte went out
         self.replies: deque[Reply] = deque()
         self.default_delay = 0.0
         self.bench_chunks: int | None = None  # when set: that many chunks of "tok" per reply
@@ -296,6 +297,7 @@ class FakeUpstream:
                 return False
             writer.write(b"0\r\n\r\n")
             await writer.drain()
+            self.replies_sent.append(time.monotonic())
             return True
         except ConnectionError:
             return self._hung_up()
