@@ -22,14 +22,13 @@ fixture's own code.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import time
 from collections import deque
 from typing import Any
 
 from tests.fake_upstream import FakeUpstream, Reply, Seen
+from tests.fake_upstream import main as serve
 
 _LIMIT = 256 * 1024  # write-buffer bytes above which a stream waits for the socket to drain
 
@@ -88,28 +87,13 @@ class BenchUpstream(FakeUpstream):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--chunks", type=int, default=200, help="chunks per streamed reply")
-    parser.add_argument("--interval", type=float, default=0.02, help="seconds between chunks")
-    args = parser.parse_args()
     try:
         import uvloop
     except ImportError:  # pragma: no cover
         pass
     else:  # the server thread's `asyncio.new_event_loop()` then makes a uvloop loop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    fake = BenchUpstream(args.host, args.port)
-    fake.bench_chunks = args.chunks
-    fake.default_delay = args.interval
-    fake.start()
-    print(f"bench upstream on {fake.url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
+    serve(BenchUpstream, chunks=200, interval=0.02, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
@@ -72,7 +71,7 @@ async def serve(settings: Settings, config: Config, sockets: Sockets | None = No
     )
 
 
-def _serve_workers(settings: Settings, config: Config, run: Callable[[Sockets], None]) -> int:
+def _serve_workers(settings: Settings, config: Config) -> int:
     """Fork `APP_WORKERS` processes onto one listening socket; pass stop signals on to them.
 
     If a worker dies on its own, the others are stopped too and the exit status says so, so that
@@ -87,7 +86,7 @@ def _serve_workers(settings: Settings, config: Config, run: Callable[[Sockets], 
                 signal.signal(sig, signal.SIG_DFL)
             status = 0
             try:
-                run(sockets)
+                asyncio.run(serve(settings, config, sockets))
             except BaseException:
                 status = 1
                 raise
@@ -125,11 +124,7 @@ def main() -> None:
     if settings.app_workers == 1:
         asyncio.run(serve(settings, config))
         return
-    sys.exit(
-        _serve_workers(
-            settings, config, lambda sockets: asyncio.run(serve(settings, config, sockets))
-        )
-    )
+    sys.exit(_serve_workers(settings, config))
 
 
 if __name__ == "__main__":

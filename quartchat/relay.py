@@ -10,7 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
@@ -108,13 +108,25 @@ def _in_band_error(data: str) -> APIError:
     )
 
 
-def _chunk_reader(
-    response: httpx.Response,
-) -> tuple[Callable[[], Awaitable[bytes]], Callable[[], None]]:
-    """A `read()` whose wait can be abandoned (for a ping) without losing data, and its cleanup."""
+class _Reader(NamedTuple):
+    read: Callable[[], Awaitable[bytes]]
+    """Whatever bytes have arrived (b"" at the end); its wait can be abandoned losing nothing."""
+    cancel: Callable[[], None]
+    """Drop a read still pending (cleanup)."""
+    stop_transport_timeout: Callable[[], None]
+    """From now on the caller times the gaps between reads (the StreamWatch does, once the
+    stream has begun, with one timer event per ping period rather than the transport's timer
+    re-armed on every packet)."""
+
+
+def _noop() -> None:
+    pass
+
+
+def _chunk_reader(response: httpx.Response) -> _Reader:
     stream = response.extensions.get(STREAM_EXTENSION)
     if isinstance(stream, AiohttpStream):
-        return stream.read_chunk, lambda: None
+        return _Reader(stream.read_chunk, _noop, stream.stop_read_timeout)
     # Any other transport (respx in tests): park the pending read in a task that outlives a ping.
     chunks = response.aiter_raw()
     pending: asyncio.Future[bytes] | None = None
@@ -131,15 +143,7 @@ def _chunk_reader(
         if pending is not None:
             pending.cancel()
 
-    return read, cancel
-
-
-def _stop_transport_idle_timeout(response: httpx.Response) -> None:
-    # Once the stream has begun its StreamWatch times the gaps between chunks, with one timer
-    # event per ping period instead of the transport's timer re-armed on every packet.
-    stream = response.extensions.get(STREAM_EXTENSION)
-    if isinstance(stream, AiohttpStream):
-        stream.stop_read_timeout()
+    return _Reader(read, cancel, _noop)
 
 
 async def relay(
@@ -154,7 +158,7 @@ async def relay(
     """
     response, model = await upstream.open_stream(chat)
     record.upstream_status = response.status_code
-    read, cancel_read = _chunk_reader(response)
+    read, cancel_read, stop_transport_timeout = _chunk_reader(response)
     watch: StreamWatch | None = None
     try:
         try:
@@ -163,7 +167,7 @@ async def relay(
             raise upstream.error_for_exception(exc) from None
         yield PRIMED
         watch = streams.watch()
-        _stop_transport_idle_timeout(response)
+        stop_transport_timeout()
         now = asyncio.get_running_loop().time  # the clock the watch's timer runs on
         record.outcome = "disconnected"
         completion = Completion(model)

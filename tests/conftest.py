@@ -14,6 +14,9 @@ from quart.typing import TestClientProtocol as Client
 from quartchat import create_app
 from quartchat.config import Settings
 
+from .fake_upstream import FakeUpstream
+from .service import Service
+
 UPSTREAM = "https://upstream.test/v1"
 SECRET = "sk-test-9f8e7d6c5b4a3210SECRET"
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sse"
@@ -55,6 +58,20 @@ def client(app: Quart) -> Client:
 
 def _text(body: str | bytes) -> str:
     return body if isinstance(body, str) else body.decode()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    """A fake OpenAI-compatible upstream on a real socket (tests/fake_upstream.py)."""
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def service(fake: FakeUpstream) -> Iterator[Service]:
+    """The real service (`python -m quartchat`) in front of `fake`, with short pings and timeout."""
+    with Service(fake.url, SSE_PING_SECONDS="0.3", REQUEST_TIMEOUT_SECONDS="2") as service:
+        yield service
 
 
 def assert_error(response_status: int, body: str | bytes, status: int, code: str) -> dict[str, Any]:

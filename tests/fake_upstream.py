@@ -315,18 +315,26 @@ class FakeUpstream:
         return False
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(
+    upstream: type[FakeUpstream] = FakeUpstream,
+    *,
+    chunks: int | None = None,
+    interval: float = 0.0,
+    description: str | None = None,
+) -> None:
+    """Serve `upstream` until Ctrl-C (`python -m tests.fake_upstream`; bench/upstream.py too)."""
+    doc = description or (__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--chunks", type=int, default=None, help="chunks per streamed reply")
-    parser.add_argument("--interval", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--chunks", type=int, default=chunks, help="chunks per streamed reply")
+    parser.add_argument("--interval", type=float, default=interval, help="seconds between chunks")
     args = parser.parse_args()
-    fake = FakeUpstream(args.host, args.port)
+    fake = upstream(args.host, args.port)
     fake.bench_chunks = args.chunks
     fake.default_delay = args.interval
     fake.start()
-    print(f"fake upstream on {fake.url}", flush=True)
+    print(f"{upstream.__name__} on {fake.url}", flush=True)
     try:
         while True:
             time.sleep(3600)

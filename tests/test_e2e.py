@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import orjson
@@ -15,18 +14,6 @@ from .fake_upstream import FakeUpstream, Reply, completion_chunks
 from .service import Service, free_port
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture
-def service(fake: FakeUpstream) -> Iterator[Service]:
-    with Service(fake.url, SSE_PING_SECONDS="0.3", REQUEST_TIMEOUT_SECONDS="2") as service:
-        yield service
 
 
 def test_health_page_and_models(service: Service) -> None:

@@ -11,11 +11,10 @@ from .fake_upstream import FakeUpstream
 
 
 @pytest.fixture
-def sdk() -> Iterator[tuple[openai.OpenAI, FakeUpstream]]:
-    with FakeUpstream() as fake:
-        client = openai.OpenAI(base_url=fake.url, api_key="sk-fake", max_retries=0, timeout=5)
-        yield client, fake
-        client.close()
+def sdk(fake: FakeUpstream) -> Iterator[tuple[openai.OpenAI, FakeUpstream]]:
+    client = openai.OpenAI(base_url=fake.url, api_key="sk-fake", max_retries=0, timeout=5)
+    yield client, fake
+    client.close()
 
 
 def test_the_sdk_streams_the_fakes_reply_with_usage(

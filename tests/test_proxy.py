@@ -150,18 +150,6 @@ def installed(name: str) -> pytest.MarkDecorator:
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture
-def service(fake: FakeUpstream) -> Iterator[Service]:
-    with Service(fake.url, SSE_PING_SECONDS="0.3", REQUEST_TIMEOUT_SECONDS="2") as service:
-        yield service
-
-
 @pytest.fixture(params=[pytest.param(n, marks=installed(n)) for n in STARTERS])
 def proxy(request: pytest.FixtureRequest, service: Service) -> Iterator[Proxy]:
     name: str = request.param

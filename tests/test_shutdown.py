@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import psutil
@@ -58,12 +57,6 @@ async def test_new_chats_are_refused_once_draining(app: Quart) -> None:
 
 
 # -- the real process: python -m quartchat, signals from outside --------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
 
 
 def _slow_reply(words: int, delay: float) -> Reply:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -14,17 +14,19 @@ from .service import free_port
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
         transport=AiohttpTransport(max_connections=10), timeout=1
     ) as client:
         yield client
+
+
+async def open_body(http: httpx.AsyncClient, url: str) -> tuple[httpx.Response, AiohttpStream]:
+    """POST and return the open response with the transport's own body stream."""
+    response = await http.send(http.build_request("POST", url, json={}), stream=True)
+    stream = response.extensions[STREAM_EXTENSION]
+    assert isinstance(stream, AiohttpStream)
+    return response, stream
 
 
 async def test_refused_connection_is_connect_error_not_a_timeout(http: httpx.AsyncClient) -> None:
@@ -62,10 +64,7 @@ async def test_closing_an_unfinished_body_closes_the_socket(
     http: httpx.AsyncClient, fake: FakeUpstream
 ) -> None:
     fake.reply_with(Reply(chunks=completion_chunks(["a"])[:2], hang=True))
-    request = http.build_request("POST", fake.url + "/chat/completions", json={})
-    response = await http.send(request, stream=True)
-    stream = response.extensions[STREAM_EXTENSION]
-    assert isinstance(stream, AiohttpStream)
+    response, stream = await open_body(http, fake.url + "/chat/completions")
     assert await stream.read_chunk()
     await response.aclose()
     assert await asyncio.to_thread(fake.wait_for_disconnect, 2) is not None
@@ -75,11 +74,7 @@ async def test_an_abandoned_read_loses_no_bytes(
     http: httpx.AsyncClient, fake: FakeUpstream
 ) -> None:
     fake.reply_with(Reply(chunks=[b"first", b"second"], delay=0.3))
-    response = await http.send(
-        http.build_request("POST", fake.url + "/x/chat/completions", json={}), stream=True
-    )
-    stream = response.extensions[STREAM_EXTENSION]
-    assert isinstance(stream, AiohttpStream)
+    response, stream = await open_body(http, fake.url + "/x/chat/completions")
     received = await stream.read_chunk()
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):  # what a keep-alive ping does to a pending read
@@ -98,8 +93,7 @@ async def test_the_relay_reads_the_aiohttp_stream_directly(
     response = await http.send(
         http.build_request("POST", fake.url + "/chat/completions", json={}), stream=True
     )
-    read, _ = _chunk_reader(response)
-    assert read == response.extensions[STREAM_EXTENSION].read_chunk
+    assert _chunk_reader(response).read == response.extensions[STREAM_EXTENSION].read_chunk
     await response.aclose()
 
 
@@ -122,11 +116,7 @@ async def test_stop_read_timeout_lifts_it_for_this_response_only(
 ) -> None:
     # `http` has a 1 s read timeout; this reply pauses 1.5 s between its two pieces.
     fake.reply_with(Reply(chunks=[b"first", b"second"], delay=1.5))
-    response = await http.send(
-        http.build_request("POST", fake.url + "/chat/completions", json={}), stream=True
-    )
-    stream = response.extensions[STREAM_EXTENSION]
-    assert isinstance(stream, AiohttpStream)
+    response, stream = await open_body(http, fake.url + "/chat/completions")
     received = await stream.read_chunk()
     stream.stop_read_timeout()
     while chunk := await stream.read_chunk():
