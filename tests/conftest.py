@@ -19,7 +19,7 @@ from .service import Service
 
 UPSTREAM = "https://upstream.test/v1"
 SECRET = "sk-test-9f8e7d6c5b4a3210SECRET"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sse"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sse"  # copies of ../shared/fixtures/sse
 
 
 def make_settings(**overrides: Any) -> Settings:

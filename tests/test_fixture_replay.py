@@ -1,4 +1,4 @@
-"""Every capture in ../shared/fixtures/sse/ through the whole app, over a real socket.
+"""Every capture in tests/fixtures/sse/ (copies of ../shared/fixtures/sse) through the whole app, over a real socket.
 
 The expected text, usage and outcome come from a deliberately simple, whole-body reference
 decoder below -- a second implementation, so the incremental relay is checked against

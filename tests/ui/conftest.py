@@ -1,26 +1,29 @@
 """Shared browser-test fixtures: one fake upstream, one service and one Chromium for the package
 (torn down when it ends: sync Playwright's event loop must not outlive it, or the asyncio tests
 collected after it cannot start theirs);
-a fresh browser context (empty storage) per test that fails the test on any page error, console
-error or Content-Security-Policy violation."""
+a fresh browser context (empty storage) per test, and a page that fails the test on any page error,
+console error or Content-Security-Policy report it did not provoke on purpose."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from ..fake_upstream import FakeUpstream
 from ..service import Service
 from .browser import CHROMIUM, CHROMIUM_ARGS, ChatPage
 
-# Records CSP violations in the page; an init script is injected by the browser, not the page,
-# so the policy does not apply to it.
+# Records CSP violations in the page as the standard `securitypolicyviolation` events describe
+# them; an init script is injected by the browser, not the page, so the policy does not apply to
+# it. The page's CSP asks for 'report-sample', so a report of blocked inline code carries its
+# first 40 characters, which is what ties a report to the markup that caused it.
 WATCH_CSP = """
 window.__cspViolations = [];
-document.addEventListener('securitypolicyviolation',
-  (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+document.addEventListener('securitypolicyviolation', (e) => window.__cspViolations.push({
+  directive: e.effectiveDirective, blocked: e.blockedURI, sample: e.sample }));
 """
 
 
@@ -69,27 +72,58 @@ def context(
 
 
 @pytest.fixture
-def expected_problems() -> list[str]:
-    """Substrings of console errors or CSP reports a test provokes on purpose."""
+def blocked_payloads() -> list[str]:
+    """Markup a test puts into the page on purpose: the CSP reports of its blocked inline code
+    (a report whose sample is part of one of these strings) are what the test wants, not problems.
+    """
     return []
 
 
+def unexpected_violations(violations: list[dict[str, str]], payloads: list[str]) -> list[str]:
+    """CSP reports no declared payload explains: anything but inline code, or code not in them."""
+    return [
+        f"CSP violation: {v['directive']} {v['blocked']} {v['sample']!r}"
+        for v in violations
+        if not (
+            v["blocked"] == "inline" and v["sample"] and any(v["sample"] in p for p in payloads)
+        )
+    ]
+
+
 @pytest.fixture
-def page(context: BrowserContext, expected_problems: list[str]) -> Iterator[Page]:
+def page(context: BrowserContext, blocked_payloads: list[str]) -> Iterator[Page]:
+    """A page that fails its test on a page error, a console error, or a CSP report no declared
+    payload explains.
+
+    Chromium's own log entries are told apart by their source, not their wording (which changes
+    between versions): "security" entries are the console form of CSP reports (judged above from
+    the reports themselves), and "network" entries are failed loads (error statuses a test asks
+    for; a load from a foreign origin is a CSP report too).
+    """
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    cdp = context.new_cdp_session(page)
 
-    def console(message: ConsoleMessage) -> None:
-        # A failed fetch (an error status the test asked for) is logged by Chromium itself.
-        if message.type == "error" and "Failed to load resource" not in message.text:
-            problems.append(f"console error: {message.text}")
+    def console_api(event: dict[str, Any]) -> None:
+        if event["type"] in ("error", "assert"):
+            args = " ".join(str(a.get("value", a.get("description", ""))) for a in event["args"])
+            problems.append(f"console.{event['type']}: {args}")
 
-    page.on("console", console)
+    def log_entry(event: dict[str, Any]) -> None:
+        entry = event["entry"]
+        if entry["level"] == "error" and entry["source"] not in ("security", "network"):
+            problems.append(f"browser {entry['source']} error: {entry['text']}")
+
+    cdp.on("Runtime.consoleAPICalled", console_api)
+    cdp.on("Log.entryAdded", log_entry)
+    cdp.send("Runtime.enable")
+    cdp.send("Log.enable")
     yield page
     if not page.is_closed():
-        problems += [f"CSP violation: {v}" for v in page.evaluate("window.__cspViolations || []")]
-    assert [p for p in problems if not any(e in p for e in expected_problems)] == []
+        violations = page.evaluate("window.__cspViolations || []")
+        problems += unexpected_violations(violations, blocked_payloads)
+    assert problems == []
 
 
 @pytest.fixture

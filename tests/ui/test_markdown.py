@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Dialog, Frame, Locator, Page, expect
+from playwright.sync_api import Dialog, Frame, Locator, Page, Request, expect
 
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
 from ..service import Service
@@ -132,14 +132,26 @@ CHECK_INERT = """(root) => {
 
 
 class Watch:
-    """Dialogs opened and navigations away from the page, the two ways an exploit shows."""
+    """Dialogs opened, navigations away from the page and requests to other origins: the ways
+    an exploit shows."""
 
     def __init__(self, page: Page, home: str) -> None:
         self.home = home
         self.dialogs: list[str] = []
         self.navigations: list[str] = []
+        self.foreign_requests: list[str] = []
         page.on("dialog", self._dialog)
         page.on("framenavigated", self._navigated)
+        page.on("request", self._request)
+
+    def _request(self, request: Request) -> None:
+        if not request.url.startswith((self.home + "/", "data:")):
+            self.foreign_requests.append(request.url)
+
+    def assert_nothing_happened(self) -> None:
+        assert self.dialogs == []
+        assert self.navigations == []
+        assert self.foreign_requests == []
 
     def _dialog(self, dialog: Dialog) -> None:
         self.dialogs.append(dialog.message)
@@ -167,8 +179,7 @@ def test_model_output_cannot_run_script(
     assert content.evaluate(CHECK_INERT) == []
     click_everything(content)
     chat.page.evaluate("new Promise((done) => setTimeout(done, 100))")  # let any handler fire
-    assert watch.dialogs == []
-    assert watch.navigations == []
+    watch.assert_nothing_happened()
 
 
 RAW_HTML = [
@@ -184,12 +195,13 @@ RAW_HTML = [
 
 
 def test_the_sanitiser_makes_raw_html_inert_too(
-    chat: ChatPage, service: Service, expected_problems: list[str]
+    chat: ChatPage, service: Service, blocked_payloads: list[str]
 ) -> None:
     """Raw HTML in replies is shown as text; this checks the second layer, the sanitiser, alone."""
     # Chromium applies the page's CSP even to the inert document DOMPurify parses into, so the
-    # style attribute in a payload is reported (and blocked) before DOMPurify removes it.
-    expected_problems += ["style-src", "inline style"]
+    # payloads' handlers and styles are reported (and blocked) before DOMPurify removes them:
+    # those reports are expected; any other (a foreign URL, code not from a payload) is not.
+    blocked_payloads += RAW_HTML
     watch = Watch(chat.page, service.url)
     chat.page.evaluate(
         """async (payloads) => {
@@ -209,5 +221,5 @@ def test_the_sanitiser_makes_raw_html_inert_too(
     expect(safe).to_have_attribute("target", "_blank")
     expect(safe).to_have_attribute("rel", "noopener noreferrer")
     click_everything(box)
-    assert watch.dialogs == []
-    assert watch.navigations == []
+    chat.page.evaluate("new Promise((done) => setTimeout(done, 100))")  # let any handler fire
+    watch.assert_nothing_happened()
