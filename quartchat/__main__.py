@@ -18,7 +18,7 @@ from hypercorn.utils import wrap_app
 
 from .app import create_app
 from .config import Settings, get_settings
-from .streams import LiveStreams
+from .streaming.watch import LiveStreams
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

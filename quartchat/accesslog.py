@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from .streaming.completion import Completion
+
 log = logging.getLogger("quartchat.access")
 
 QUIET_PATHS = frozenset({"/health"})
@@ -24,12 +26,22 @@ class AccessRecord:
     upstream_status: int | None = None
     ttft_ms: float | None = None
     usage: dict[str, int] | None = None
-    outcome: str | None = None  # streams only: done / error / disconnected
+    outcome: str | None = None  # streams only: done / error / shutdown / disconnected
     streaming: bool = False
 
-    def mark_first_token(self) -> None:
-        if self.ttft_ms is None:
-            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 1)
+    # The relay's observer (streaming/relay.py): a stream logs itself when it ends.
+
+    def opened(self, upstream_status: int) -> None:
+        self.upstream_status = upstream_status
+
+    def first_output(self) -> None:
+        self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 1)
+
+    def ended(self, outcome: str, completion: Completion) -> None:
+        self.outcome = outcome
+        self.usage = completion.usage
+        self.status = 200
+        self.emit()
 
     def emit(self) -> None:
         # Never the messages, the key, or upstream text: only what an operator needs to see.

@@ -14,8 +14,10 @@ from .accesslog import AccessRecord
 from .blueprints import api, health, ui
 from .config import Settings, get_settings
 from .errors import register_error_handlers
-from .streams import LiveStreams
-from .upstream import UpstreamClient
+from .guards import HostCheck, check_cross_site, check_host, require_json
+from .openapi import init_openapi
+from .streaming.watch import LiveStreams
+from .upstream.client import UpstreamClient
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -51,11 +53,21 @@ def create_app(
         yield
         await upstream.aclose()
 
+    init_openapi(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(ui.blueprint)
     app.register_blueprint(api.blueprint)
     register_error_handlers(app)
-    app.before_request(_start_access_record)
+    hosts = HostCheck(settings.allowed_hosts)
+
+    @app.before_request
+    async def _guard() -> None:
+        await _start_access_record()
+        check_host(hosts)
+        check_cross_site()
+        if request.url_rule is not None:  # an unknown route is a 404 whatever its body
+            require_json()
+
     app.after_request(_finish_response)
     return app
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OPENAI_HOSTS = frozenset({"api.openai.com"})
 
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
     models_cache_seconds: float = Field(300.0, ge=0)
     upstream_max_connections: int = Field(1000, gt=0)
     log_level: str = "INFO"
+    # Host names the service answers to besides loopback ones (comma-separated; `.example.com`
+    # for a domain and its subdomains). Empty: any. See quartchat/guards.py.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Serving (python -m quartchat): see docs/deploy.md.
     app_workers: int = Field(1, ge=1)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
@@ -38,6 +42,13 @@ class Settings(BaseSettings):
         # `OPENAI_API_KEY=` in a .env file means "no key", not "an empty key".
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("openai_api_base")

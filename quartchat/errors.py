@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import re
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -70,21 +72,70 @@ def error_response(error: APIError) -> Response:
     return response
 
 
-_KEY_PATTERNS = (
-    re.compile(r"\b(sk|pk|rk|gsk|xai|sess)-[A-Za-z0-9_\-*.]{6,}"),
-    re.compile(r"(?i)\bbearer\s+\S+"),
-    re.compile(r"(?i)(api[_-]?key[\"'=:\s]+)[^\s\"',}]+"),
+_CREDENTIAL_SHAPES = (
+    # Provider key prefixes (OpenAI sk-/sk-proj-, Groq gsk_, xAI, Anthropic sk-ant-, Google AIza).
+    (re.compile(r"\b(?:sk|pk|rk|gsk|xai|sess)[-_][A-Za-z0-9_\-*.]{6,}"), "[redacted]"),
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), "[redacted]"),
+    # Any Authorization value, whatever its scheme, and a bare bearer token.
+    (
+        re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+(?:\s+[^\s\"',}]+)?"),
+        r"\1[redacted]",
+    ),
+    (re.compile(r"(?i)\bbearer\s+[^\s\"',}]+"), "Bearer [redacted]"),
+    (
+        re.compile(
+            r"(?i)((?:api[_-]?key|x-api-key|access[_-]?token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
+        ),
+        r"\1[redacted]",
+    ),
 )
+_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.IGNORECASE | re.DOTALL)
+_SPACE = re.compile(r"\s+")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 
 
-def redact(text: str, secret: str | None = None, limit: int = 500) -> str:
-    """Strip anything that looks like a credential from upstream text before it leaves the server."""
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    text = _KEY_PATTERNS[0].sub("[redacted]", text)
-    text = _KEY_PATTERNS[1].sub("Bearer [redacted]", text)
-    text = _KEY_PATTERNS[2].sub(r"\1[redacted]", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+class Redactor:
+    """Removes credentials from upstream text before it reaches a client or a log.
+
+    The configured key is removed whatever it looks like (an Azure key is 32 hex digits, which
+    no pattern could tell from a hash); then anything shaped like a credential.
+    """
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, *secrets: str | None) -> None:
+        # Longest first, so a key that contains another secret is removed whole.
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str, limit: int = 500) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        for pattern, replacement in _CREDENTIAL_SHAPES:
+            text = pattern.sub(replacement, text)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plain_text(body: str) -> str:
+    """Readable text from an upstream error body: an HTML page becomes its title (or its text)."""
+    if "<" not in body or not re.search(r"(?i)<(!doctype|html|head|body|title|h1|p|div)\b", body):
+        return body.strip()
+    title = _TITLE.search(body)
+    text = _TAGS.sub(" ", title.group(1) if title else body)
+    return html.unescape(_SPACE.sub(" ", text)).strip()
+
+
+def retry_after(value: str | None) -> str | None:
+    """`value` if it is a valid Retry-After (delay-seconds or an HTTP date), else None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit() and len(value) <= 10:
+        return value
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return value
 
 
 DISCARD_SECONDS = 2.0

@@ -4,24 +4,41 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_TOKENS = 2**31 - 1
 
 
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     role: Literal["system", "user", "assistant"]
     content: str
 
 
 class ChatRequest(BaseModel):
-    """The body of `POST /api/chat` and `POST /api/chat/stream`; unknown fields are ignored."""
+    """The body of `POST /api/chat` and `POST /api/chat/stream`; unknown fields are ignored.
 
-    model_config = ConfigDict(extra="ignore")
+    Types are strict, as the schema says: `"5"` is not an integer and `true` is not a number.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: str | None = Field(None, min_length=1, max_length=256)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(None, gt=0)
+    # Bounded so that every accepted value can be sent on (orjson stops at 64 bits) and no
+    # upstream sees a number it could not parse.
+    max_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _integral_number_is_an_integer(cls, value: object) -> object:
+        # JSON Schema counts 512.0 as an integer; strict mode alone would refuse it.
+        if type(value) is float and value.is_integer():
+            return int(value)
+        return value
 
     def upstream_payload(
         self, default_model: str, *, stream: bool, include_usage: bool
@@ -53,7 +70,7 @@ class AssistantMessage(BaseModel):
 
 
 class ChatResponse(BaseModel):
-    """The envelope of `POST /api/chat`, and the `done` event of the stream."""
+    """The reply: the envelope of `POST /api/chat`, and the `done` event of the stream."""
 
     id: str
     model: str
@@ -64,16 +81,29 @@ class ChatResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: str = Field(description="Stable, e.g. INVALID_REQUEST or UPSTREAM_TIMEOUT (docs/api.md)")
     message: str
-    request_id: str
-    details: list[dict[str, Any]] | None = None
+    request_id: str = Field(description="The X-Request-ID of the request, for the logs")
+    details: list[dict[str, Any]] | None = Field(
+        None, description="Invalid requests only: one {loc, msg, type} per failing field"
+    )
 
 
 class ErrorResponse(BaseModel):
+    """An error: the one shape every error has, on every route."""
+
     error: ErrorDetail
 
 
+class HealthResponse(BaseModel):
+    """The service is up (the upstream is not asked)."""
+
+    status: Literal["ok"]
+    version: str
+
+
 class ModelsResponse(BaseModel):
+    """Models to choose from, the configured default first."""
+
     default: str
     models: list[str]

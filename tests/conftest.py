@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,29 @@ def fake() -> Iterator[FakeUpstream]:
         yield fake
 
 
+LiveClient = Callable[..., AbstractAsyncContextManager[Client]]
+
+
+@pytest.fixture
+def live(fake: FakeUpstream) -> LiveClient:
+    """The app in-process on the production path -- the aiohttp transport, over a real socket to
+    `fake` -- as `async with live(**settings) as client`."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Client]:
+        app = create_app(make_settings(openai_api_base=fake.url, **overrides))
+        async with app.test_app() as test_app:
+            yield test_app.test_client()
+
+    return start
+
+
+@pytest.fixture
+async def live_client(live: LiveClient) -> AsyncIterator[Client]:
+    async with live() as client:
+        yield client
+
+
 @pytest.fixture
 def service(fake: FakeUpstream) -> Iterator[Service]:
     """The real service (`python -m quartchat`) in front of `fake`, with short pings and timeout."""
@@ -85,6 +109,22 @@ def assert_error(response_status: int, body: str | bytes, status: int, code: str
     assert isinstance(error["request_id"], str) and error["request_id"]
     assert SECRET not in _text(body)
     return dict(error)
+
+
+def error_event(events: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The stream's terminal `error` event (asserting that is how it ended)."""
+    kind, data = events[-1]
+    assert kind == "error", events
+    assert set(data) == {"error"}
+    error: dict[str, Any] = data["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert not any(k == "done" for k, _ in events)
+    return error
+
+
+def texts(events: list[tuple[str, Any]]) -> str:
+    """The text the `chunk` events carried, joined."""
+    return "".join(data["delta"] for kind, data in events if kind == "chunk")
 
 
 def parse_events(body: str | bytes) -> list[tuple[str, Any]]:

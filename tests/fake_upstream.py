@@ -103,6 +103,7 @@ class FakeUpstream:
         self.default_delay = 0.0
         self.bench_chunks: int | None = None  # when set: that many chunks of "tok" per reply
         self.reject_stream_options = False
+        self.models_rejecting_stream_options: set[str] = set()  # only these, when not all
         self.open_connections = 0
         self._disconnected = threading.Event()
         self._hangups = threading.Condition()
@@ -267,7 +268,10 @@ class FakeUpstream:
         self, seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         request = seen.json
-        if self.reject_stream_options and "stream_options" in request:
+        refuses = self.reject_stream_options or request.get("model") in (
+            self.models_rejecting_stream_options
+        )
+        if refuses and "stream_options" in request:
             body = (
                 b'{"error": {"message": "Unrecognized request argument supplied: stream_options"}}'
             )

@@ -10,9 +10,7 @@ from quart.typing import TestClientProtocol as Client
 
 from quartchat import create_app
 
-from .conftest import CHAT, SECRET, UPSTREAM, assert_error, make_settings, parse_events
-from .fake_upstream import completion_chunks
-from .upstream_helpers import ChunkStream, sse_response
+from .conftest import CHAT, SECRET, assert_error, make_settings
 
 COMPLETION = {
     "id": "chatcmpl-1",
@@ -28,10 +26,6 @@ COMPLETION = {
     ],
     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
 }
-
-
-def stream_of(*words: str, usage: bool = True) -> httpx.Response:
-    return sse_response(*completion_chunks(list(words), usage=usage))
 
 
 async def test_chat_returns_the_envelope_with_usage(
@@ -74,62 +68,6 @@ async def test_chat_uses_the_configured_model_by_default(
     route = upstream.post("/chat/completions").respond(json=COMPLETION)
     await client.post("/api/chat", json=CHAT)
     assert orjson.loads(route.calls.last.request.content)["model"] == "gpt-4o-mini"
-
-
-async def test_stream_relays_deltas_in_order_then_done_with_usage(
-    client: Client, upstream: respx.MockRouter
-) -> None:
-    upstream.post("/chat/completions").mock(return_value=stream_of("Hel", "lo", " you"))
-    response = await client.post("/api/chat/stream", json=CHAT)
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    assert response.headers["Cache-Control"] == "no-cache"
-    assert response.headers["X-Accel-Buffering"] == "no"
-    assert "Content-Encoding" not in response.headers
-    events = parse_events(await response.get_data())
-    assert [e for e in events if e[0] == "chunk"] == [
-        ("chunk", {"delta": "Hel"}),
-        ("chunk", {"delta": "lo"}),
-        ("chunk", {"delta": " you"}),
-    ]
-    kind, done = events[-1]
-    assert kind == "done"
-    assert done["message"] == {"role": "assistant", "content": "Hello you"}
-    assert done["finish_reason"] == "stop"
-    assert done["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
-    assert set(done) == {"id", "model", "created", "message", "finish_reason", "usage"}
-
-
-async def test_stream_asks_the_upstream_for_usage(
-    client: Client, upstream: respx.MockRouter
-) -> None:
-    route = upstream.post("/chat/completions").mock(return_value=stream_of("x"))
-    await (await client.post("/api/chat/stream", json=CHAT)).get_data()
-    sent = orjson.loads(route.calls.last.request.content)
-    assert sent["stream"] is True
-    assert sent["stream_options"] == {"include_usage": True}
-
-
-async def test_stream_retries_once_without_stream_options_when_rejected(
-    client: Client, upstream: respx.MockRouter
-) -> None:
-    rejected = httpx.Response(
-        400, json={"error": {"message": "Unrecognized argument: stream_options"}}
-    )
-    route = upstream.post("/chat/completions").mock(
-        side_effect=[rejected, stream_of("ok", usage=False), stream_of("again", usage=False)]
-    )
-    events = parse_events(await (await client.post("/api/chat/stream", json=CHAT)).get_data())
-    assert events[-1][0] == "done"
-    assert events[-1][1]["message"]["content"] == "ok"
-    assert events[-1][1]["usage"] is None
-    first, second = (orjson.loads(c.request.content) for c in route.calls)
-    assert "stream_options" in first
-    assert "stream_options" not in second
-    # Learned once: the next stream does not pay for the refusal again.
-    await (await client.post("/api/chat/stream", json=CHAT)).get_data()
-    assert route.call_count == 3
-    assert "stream_options" not in orjson.loads(route.calls.last.request.content)
 
 
 async def test_stream_does_not_retry_other_rejections(
@@ -209,108 +147,6 @@ async def test_transport_failures_map_to_our_error(
     upstream.post("/chat/completions").mock(side_effect=exc)
     response = await client.post(path, json=CHAT)
     assert_error(response.status_code, await response.get_data(), status, code)
-
-
-async def test_timeout_before_the_first_chunk_is_an_http_504(
-    client: Client, upstream: respx.MockRouter
-) -> None:
-    upstream.post("/chat/completions").mock(
-        return_value=sse_response(httpx.ReadTimeout("no first byte"))
-    )
-    response = await client.post("/api/chat/stream", json=CHAT)
-    assert_error(response.status_code, await response.get_data(), 504, "UPSTREAM_TIMEOUT")
-
-
-@pytest.mark.parametrize(
-    ("pieces", "why"),
-    [
-        (
-            (
-                b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
-                b'data: {"error":{"message":"overloaded"}}\n\n',
-            ),
-            "in-band",
-        ),
-        (
-            (
-                b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
-                b"data: {not json\n\n",
-            ),
-            "malformed",
-        ),
-        ((b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',), "truncated"),
-        (
-            (
-                b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
-                httpx.ReadError("reset"),
-            ),
-            "cut",
-        ),
-    ],
-)
-async def test_failure_after_the_stream_began_is_an_error_event(
-    client: Client, upstream: respx.MockRouter, pieces: tuple[bytes, ...], why: str
-) -> None:
-    upstream.post("/chat/completions").mock(return_value=sse_response(*pieces))
-    response = await client.post("/api/chat/stream", json=CHAT, headers={"X-Request-ID": "req-42"})
-    assert response.status_code == 200
-    events = parse_events(await response.get_data())
-    assert events[0] == ("chunk", {"delta": "a"})
-    kind, error = events[-1]
-    assert kind == "error", why
-    assert error["error"]["code"] == "UPSTREAM_ERROR"
-    assert error["error"]["request_id"] == "req-42"
-    assert not any(k == "done" for k, _ in events)
-
-
-async def test_finish_reason_without_done_marker_still_completes(
-    client: Client, upstream: respx.MockRouter
-) -> None:
-    upstream.post("/chat/completions").mock(
-        return_value=sse_response(
-            b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}'
-        )
-    )
-    events = parse_events(await (await client.post("/api/chat/stream", json=CHAT)).get_data())
-    assert events[-1][0] == "done"
-
-
-async def test_idle_stream_gets_ping_comments() -> None:
-    with respx.mock(base_url=UPSTREAM) as upstream:
-        upstream.post("/chat/completions").mock(
-            return_value=sse_response(*completion_chunks(["a", "b"]), delay=0.25)
-        )
-        app = create_app(
-            make_settings(sse_ping_seconds=0.05),
-            transport=httpx.MockTransport(upstream.async_handler),
-        )
-        async with app.test_app() as test_app:
-            response = await test_app.test_client().post("/api/chat/stream", json=CHAT)
-            events = parse_events(await response.get_data())
-    assert ("comment", "ping") in events
-    assert "".join(e[1]["delta"] for e in events if e[0] == "chunk") == "ab"
-    assert events[-1][0] == "done"
-
-
-async def test_upstream_silent_mid_stream_ends_with_an_idle_timeout_error() -> None:
-    chunks = completion_chunks(["a", "b"])
-    body = ChunkStream([b"".join(chunks[:2]), *chunks[2:]], delay=30)  # silent 30 s after "a"
-    with respx.mock(base_url=UPSTREAM) as upstream:
-        upstream.post("/chat/completions").respond(
-            headers={"Content-Type": "text/event-stream"}, stream=body
-        )
-        app = create_app(
-            make_settings(sse_ping_seconds=0.1, request_timeout_seconds=0.35),
-            transport=httpx.MockTransport(upstream.async_handler),
-        )
-        async with app.test_app() as test_app:
-            response = await test_app.test_client().post("/api/chat/stream", json=CHAT)
-            events = parse_events(await response.get_data())
-    assert events[0] == ("chunk", {"delta": "a"})
-    assert ("comment", "ping") in events
-    assert events[-1][0] == "error"
-    assert events[-1][1]["error"]["code"] == "UPSTREAM_TIMEOUT"
-    assert body.closed
 
 
 async def test_missing_key_for_openai_is_not_configured_and_calls_nothing() -> None:
@@ -394,32 +230,6 @@ async def test_models_falls_back_to_the_configured_model(
     }
 
 
-async def test_one_access_log_line_per_request_without_secrets_or_messages(
-    client: Client, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
-) -> None:
-    upstream.post("/chat/completions").mock(return_value=stream_of("a", "b"))
-    caplog.set_level(logging.DEBUG)
-    body = {"messages": [{"role": "user", "content": "my private question"}]}
-    await (
-        await client.post("/api/chat/stream", json=body, headers={"X-Request-ID": "abc-1"})
-    ).get_data()
-    lines = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "quartchat.access"]
-    assert len(lines) == 1
-    line = lines[0]
-    assert line["request_id"] == "abc-1"
-    assert (line["method"], line["path"], line["status"], line["upstream_status"]) == (
-        "POST",
-        "/api/chat/stream",
-        200,
-        200,
-    )
-    assert line["ttft_ms"] is not None and line["duration_ms"] >= line["ttft_ms"]
-    assert line["tokens"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-    everything = "\n".join(r.getMessage() for r in caplog.records)
-    assert SECRET not in everything
-    assert "my private question" not in everything
-
-
 async def test_cookies_an_upstream_sets_are_not_sent_back(
     client: Client, upstream: respx.MockRouter
 ) -> None:
@@ -444,3 +254,121 @@ async def test_successful_health_checks_log_at_debug_so_they_do_not_drown_the_lo
         if r.name == "quartchat.access"
     }
     assert levels == {"/health": logging.DEBUG, "/api/no-such-route": logging.INFO}
+
+
+@pytest.mark.parametrize(
+    ("sent", "passed_on"),
+    [
+        ("17", "17"),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", "Wed, 21 Oct 2026 07:28:00 GMT"),
+        ("soon", None),
+        ("1.5", None),
+        ("-3", None),
+        ("17, 18", None),
+    ],
+)
+async def test_retry_after_is_passed_on_only_as_seconds_or_an_http_date(
+    client: Client, upstream: respx.MockRouter, sent: str, passed_on: str | None
+) -> None:
+    upstream.post("/chat/completions").respond(
+        429, headers={"Retry-After": sent}, json={"error": {"message": "slow down"}}
+    )
+    response = await client.post("/api/chat", json=CHAT)
+    assert_error(response.status_code, await response.get_data(), 429, "UPSTREAM_RATE_LIMITED")
+    assert response.headers.get("Retry-After") == passed_on
+
+
+async def test_an_upstream_html_error_page_becomes_its_title(
+    client: Client, upstream: respx.MockRouter
+) -> None:
+    page = (
+        "<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body{}</style></head>"
+        "<body><h1>502 Bad Gateway</h1><script>track()</script>" + "<p>padding</p>" * 500
+    )
+    upstream.post("/chat/completions").respond(
+        502, text=page, headers={"Content-Type": "text/html"}
+    )
+    response = await client.post("/api/chat", json=CHAT)
+    error = assert_error(response.status_code, await response.get_data(), 502, "UPSTREAM_ERROR")
+    assert error["message"] == "The upstream failed (502): 502 Bad Gateway"
+
+
+async def test_a_long_upstream_error_text_is_cut(
+    client: Client, upstream: respx.MockRouter
+) -> None:
+    upstream.post("/chat/completions").respond(400, json={"error": {"message": "x" * 5000}})
+    response = await client.post("/api/chat", json=CHAT)
+    error = assert_error(response.status_code, await response.get_data(), 400, "UPSTREAM_REJECTED")
+    assert 100 < len(error["message"]) <= 300
+    assert error["message"].endswith("…")
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        "Authorization: Bearer tok-without-a-known-prefix-123",
+        "the token Bearer tok-without-a-known-prefix-123 was refused",
+        "bad header authorization=Basic dXNlcjpwYXNz",
+        "Incorrect API key provided: KEY",
+        "x-api-key: KEY",
+    ],
+)
+async def test_no_credential_echoed_by_the_upstream_reaches_the_client(
+    upstream: respx.MockRouter, echoed: str
+) -> None:
+    key = "0123456789abcdef0123456789abcdef"  # an Azure-style key, not shaped like sk-…
+    upstream.post("/chat/completions").respond(
+        401, json={"error": {"message": echoed.replace("KEY", key)}}
+    )
+    app = create_app(
+        make_settings(openai_api_key=key), transport=httpx.MockTransport(upstream.async_handler)
+    )
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().post("/api/chat", json=CHAT)
+        body = await response.get_data()
+    error = assert_error(response.status_code, body, 502, "UPSTREAM_AUTH")
+    assert key.encode() not in body
+    assert "tok-without" not in error["message"] and "dXNlcjpwYXNz" not in error["message"]
+    assert "[redacted]" in error["message"]
+
+
+@pytest.mark.parametrize("max_tokens", [2**63, 2**64, 10**30])
+async def test_max_tokens_beyond_what_can_be_sent_on_is_a_400(
+    client: Client, max_tokens: int
+) -> None:
+    body = b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": %d}' % max_tokens
+    response = await client.post(
+        "/api/chat", data=body, headers={"Content-Type": "application/json"}
+    )
+    error = assert_error(response.status_code, await response.get_data(), 400, "INVALID_REQUEST")
+    assert [d["loc"] for d in error["details"]] == ["max_tokens"]
+
+
+async def test_the_largest_max_tokens_allowed_reaches_the_upstream(
+    client: Client, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post("/chat/completions").respond(json=COMPLETION)
+    response = await client.post("/api/chat", json={**CHAT, "max_tokens": 2**31 - 1})
+    assert response.status_code == 200
+    assert orjson.loads(route.calls.last.request.content)["max_tokens"] == 2**31 - 1
+
+
+async def test_the_access_line_of_a_whole_chat_has_the_real_upstream_status(
+    client: Client, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quartchat.access")
+    upstream.post("/chat/completions").respond(201, json=COMPLETION)
+    await client.post("/api/chat", json=CHAT, headers={"X-Request-ID": "whole-1"})
+    (line,) = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "quartchat.access"]
+    assert (line["status"], line["upstream_status"]) == (200, 201)
+    assert line["tokens"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+async def test_the_access_line_of_a_refused_chat_has_the_upstream_status(
+    client: Client, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quartchat.access")
+    upstream.post("/chat/completions").respond(503, json={"error": {"message": "busy"}})
+    await client.post("/api/chat/stream", json=CHAT)
+    (line,) = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "quartchat.access"]
+    assert (line["status"], line["upstream_status"]) == (502, 503)

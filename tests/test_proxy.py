@@ -265,7 +265,7 @@ def test_a_client_hanging_up_closes_the_upstream_request(proxy: Proxy, fake: Fak
 def test_the_request_id_comes_back_and_matches_quartchats_log(
     proxy: Proxy, service: Service
 ) -> None:
-    response = httpx.post(proxy.url + "/api/chat", content=b"{}")
+    response = httpx.post(proxy.url + "/api/chat", json={})
     assert response.status_code == 400
     request_id = response.headers["x-request-id"]
     assert response.json()["error"]["request_id"] == request_id
@@ -274,7 +274,7 @@ def test_the_request_id_comes_back_and_matches_quartchats_log(
 
 @pytest.mark.parametrize("proxy", [pytest.param("nginx", marks=installed("nginx"))], indirect=True)
 def test_quartchat_answers_with_the_request_id_nginx_logs(proxy: Proxy) -> None:
-    response = httpx.post(proxy.url + "/api/chat", content=b"{}")
+    response = httpx.post(proxy.url + "/api/chat", json={})
     line = f"{response.headers['x-request-id']} 400 /api/chat\n"
     assert eventually(lambda: line in (proxy.workdir / "access.log").read_text())
 

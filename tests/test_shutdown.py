@@ -9,16 +9,14 @@ import time
 import httpx
 import psutil
 import pytest
-import respx
 from quart import Quart
 
 from quartchat.app import create_app
-from quartchat.streams import LiveStreams
+from quartchat.streaming.watch import LiveStreams
 
-from .conftest import CHAT, UPSTREAM, assert_error, make_settings, parse_events
+from .conftest import CHAT, assert_error, make_settings, parse_events
 from .fake_upstream import FakeUpstream, Reply, completion_chunks
 from .service import Service
-from .upstream_helpers import ChunkStream
 
 
 def _streams(app: Quart) -> LiveStreams:
@@ -26,24 +24,21 @@ def _streams(app: Quart) -> LiveStreams:
     return streams
 
 
-async def test_drain_ends_a_running_stream_with_an_error_event_and_closes_the_upstream() -> None:
-    body = ChunkStream(completion_chunks([f"w{i} " for i in range(100)]), delay=0.05)
-    with respx.mock(base_url=UPSTREAM) as upstream:
-        upstream.post("/chat/completions").respond(
-            headers={"Content-Type": "text/event-stream"}, stream=body
-        )
-        app = create_app(make_settings(), transport=httpx.MockTransport(upstream.async_handler))
-        async with app.test_app() as test_app:
-            asyncio.get_running_loop().call_later(0.3, _streams(app).drain, 0.2)
-            response = await test_app.test_client().post("/api/chat/stream", json=CHAT)
-            body_bytes = await response.get_data()
-    events = parse_events(body_bytes)
+async def test_drain_ends_a_running_stream_with_an_error_event_and_closes_the_upstream(
+    fake: FakeUpstream,
+) -> None:
+    fake.reply_with(_slow_reply(words=100, delay=0.05))
+    app = create_app(make_settings(openai_api_base=fake.url))
+    async with app.test_app() as test_app:
+        asyncio.get_running_loop().call_later(0.3, _streams(app).drain, 0.2)
+        response = await test_app.test_client().post("/api/chat/stream", json=CHAT)
+        events = parse_events(await response.get_data())
     texts = [data["delta"] for kind, data in events if kind == "chunk"]
     assert len(texts) >= 2, "the stream should go on during the grace period"
     assert len(texts) < 100
     assert events[-1][0] == "error"
     assert events[-1][1]["error"]["code"] == "SERVER_SHUTTING_DOWN"
-    assert body.closed
+    assert fake.wait_for_disconnect(timeout=5) is not None
     assert len(_streams(app)) == 0
 
 

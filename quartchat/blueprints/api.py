@@ -1,17 +1,24 @@
 from __future__ import annotations
 
+from functools import partial
+
 import orjson
 from pydantic import ValidationError
 from quart import Blueprint, Response, current_app, g, request
+from quart_schema import document_request, document_response
 
 from ..config import Settings
 from ..errors import APIError
-from ..relay import relay
-from ..schemas import ChatRequest, ModelsResponse
-from ..streams import LiveStreams
-from ..upstream import UpstreamClient
+from ..openapi import EventStream, document_errors
+from ..schemas import ChatRequest, ChatResponse, ModelsResponse
+from ..streaming import relay
+from ..streaming.encoders import ChatEvents
+from ..streaming.watch import LiveStreams
+from ..upstream.client import UpstreamClient
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+CHAT_EVENTS = ChatEvents()
 
 
 def _settings() -> Settings:
@@ -60,6 +67,7 @@ async def _chat_request() -> ChatRequest:
 
 
 @blueprint.get("/models")
+@document_response(ModelsResponse)
 async def models() -> Response:
     """Models to choose from.
 
@@ -69,20 +77,29 @@ async def models() -> Response:
     return _json(ModelsResponse(default=_settings().openai_model, models=listed).model_dump())
 
 
+CHAT_ERRORS = (400, 403, 413, 415, 429, 500, 502, 503, 504)
+
+
 @blueprint.post("/chat")
+@document_request(ChatRequest)
+@document_response(ChatResponse)
+@document_errors(*CHAT_ERRORS)
 async def chat() -> Response:
     """A whole chat completion.
 
     Returns the reply in one JSON envelope with finish_reason and token usage.
     """
     chat_request = await _chat_request()
-    reply = await _upstream().complete(chat_request)
-    g.access.upstream_status = 200
+    status, reply = await _upstream().complete(chat_request)
+    g.access.upstream_status = status
     g.access.usage = reply.usage.model_dump() if reply.usage else None
     return _json(reply.model_dump())
 
 
 @blueprint.post("/chat/stream")
+@document_request(ChatRequest)
+@document_response(EventStream)
+@document_errors(*CHAT_ERRORS)
 async def chat_stream() -> Response:
     """A chat completion as server-sent events.
 
@@ -90,13 +107,17 @@ async def chat_stream() -> Response:
     the stream began; failures before it are plain HTTP errors.
     """
     chat_request = await _chat_request()
-    events = relay(_upstream(), chat_request, g.access, _streams())
-    await anext(events)  # raises APIError (an HTTP error) until the upstream has started
+    body = await relay.start(
+        partial(_upstream().open_stream, chat_request),
+        CHAT_EVENTS,
+        _streams(),
+        g.access,
+        g.request_id,
+    )
     g.access.streaming = True
-    response = Response(events, content_type="text/event-stream; charset=utf-8")
+    response = Response(body, content_type=CHAT_EVENTS.content_type)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    response.timeout = (
-        None  # a reply may take minutes; idle gaps are bounded by the upstream timeout
-    )
+    # A reply may take minutes; the stream's watch bounds each idle gap instead.
+    response.timeout = None
     return response

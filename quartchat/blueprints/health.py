@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from quart import Blueprint
+from quart_schema import document_response
 
 from .. import __version__
+from ..schemas import HealthResponse
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/health")
+@document_response(HealthResponse)
 async def health() -> dict[str, str]:
     """Liveness.
 

@@ -253,3 +253,14 @@ def test_a_finished_reply_is_announced_politely(chat: ChatPage) -> None:
     expect(announcer).to_have_text("Echo: announce me")
     # The growing reply itself is not a live region, so readers are not flooded token by token.
     assert chat.page.locator("#messages [aria-live]").count() == 0
+
+
+def test_the_api_docs_page_renders_the_description_under_the_strict_csp(page: Page) -> None:
+    response = page.goto("/docs")
+    assert response is not None
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    expect(page.get_by_role("heading", name="quartchat")).to_be_visible()
+    for path in ("/api/chat/stream", "/api/chat", "/api/models", "/health"):
+        expect(page.get_by_text(path, exact=True)).to_be_visible()
+    page.get_by_text("/api/chat/stream", exact=True).click()
+    expect(page.get_by_text("text/event-stream").first).to_be_visible()

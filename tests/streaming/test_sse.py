@@ -5,9 +5,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quartchat.sse import SSEEvent, SSEParser, encode
+from quartchat.streaming.sse import SSEEvent, SSEParser, encode
 
-from .conftest import FIXTURES
+from ..conftest import FIXTURES
 
 
 def parse(*chunks: bytes) -> list[SSEEvent]:

@@ -6,16 +6,20 @@ upstream silent for `REQUEST_TIMEOUT_SECONDS`, and the end of the shutdown grace
 per read does the first two -- `asyncio.timeout()` around every read, aiohttp's `sock_read`
 re-armed on every packet -- at the cost of a timer (and, for the former, a `Timeout` object and a
 `current_task()` lookup) per relayed chunk: together about a sixth of the relay's CPU. Here each
-stream has one timer that fires about once per ping period and re-arms itself from what the relay
-recorded since, so a busy stream pays for a few attribute stores per read. The reads it
-interrupts must be cancel-safe (`AiohttpStream.read_chunk()` is).
+stream has one timer that fires about once per ping period and re-arms itself from what the
+stream recorded since, so a busy stream pays for two clock reads per chunk. The reads it
+interrupts must be cancel-safe (`UpstreamStream.__anext__` is).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
-from .errors import APIError
+from ..errors import APIError
+
+T = TypeVar("T")
 
 
 def shutting_down() -> APIError:
@@ -26,55 +30,86 @@ def shutting_down() -> APIError:
     )
 
 
-class StreamWatch:
-    """One stream's timer. It wakes the stream's upstream read (by cancelling it) when a ping is
-    due, when the upstream has been silent for the idle timeout, or at shutdown.
+def idle_timeout() -> APIError:
+    return APIError(504, "UPSTREAM_TIMEOUT", "The upstream did not answer in time.")
 
-    The relay sets `reading` around each read, `waiting_since` when a read begins after new data,
-    `last_sent` after each send, and calls `woken()` when a read is cancelled; then `timed_out` or
-    `stopping` say why, and otherwise a ping is due.
+
+class StreamWatch:
+    """One stream's timer: it wakes the stream's wait for the upstream (by cancelling it) when a
+    ping is due, when the upstream has been silent for the idle timeout, or at shutdown.
+
+    The stream calls `next()` to wait for its upstream and `sent()` after each write to its
+    client; nothing else of the watch's state is shared.
     """
 
     __slots__ = (
         "_handle",
         "_idle",
+        "_last_sent",
         "_loop",
         "_ping",
+        "_reading",
         "_task",
+        "_timed_out",
+        "_waiting_since",
         "_woke",
-        "last_sent",
-        "reading",
         "stopping",
-        "timed_out",
-        "waiting_since",
     )
 
-    def __init__(self, ping_seconds: float, idle_seconds: float) -> None:
+    def __init__(self, ping_seconds: float, idle_seconds: float, *, stopping: bool) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        if task is None:  # pragma: no cover - relay() always runs in a task
+        if task is None:  # pragma: no cover - streams always run in a task
             raise RuntimeError("StreamWatch needs a running task")
         self._task = task
         self._ping = ping_seconds
         self._idle = idle_seconds
         self._woke = False
-        self.reading = False
-        self.stopping = False
-        self.timed_out = False
-        self.last_sent = self.waiting_since = now = self._loop.time()
+        self._reading = False
+        self._timed_out = False
+        self.stopping = stopping
+        self._last_sent = self._waiting_since = now = self._loop.time()
         self._handle = self._loop.call_at(now + min(ping_seconds, idle_seconds), self._tick)
+
+    async def next(self, stream: AsyncIterator[T]) -> T | None:
+        """The stream's next item, or None when a keep-alive ping is due.
+
+        Raises StopAsyncIteration at the stream's end, and APIError when the upstream has been
+        silent for the idle timeout (`UPSTREAM_TIMEOUT`) or the server is shutting down.
+        """
+        if self.stopping:
+            raise shutting_down()
+        self._reading = True
+        try:
+            item = await stream.__anext__()
+            self._waiting_since = self._loop.time()
+            return item
+        except asyncio.CancelledError:
+            if not self._woken():
+                raise
+        finally:
+            self._reading = False
+        if self._timed_out:
+            raise idle_timeout()
+        if self.stopping:
+            raise shutting_down()
+        return None
+
+    def sent(self) -> None:
+        """The stream has just written to its client: no ping is due for a while."""
+        self._last_sent = self._loop.time()
 
     def _tick(self) -> None:
         now = self._loop.time()
-        ping_due = self.last_sent + self._ping
-        idle_due = self.waiting_since + self._idle
-        if self.reading:  # a stream that is not reading is sending: it needs no ping
+        ping_due = self._last_sent + self._ping
+        idle_due = self._waiting_since + self._idle
+        if self._reading:  # a stream that is not reading is sending: it needs no ping
             if now >= idle_due:
-                self.timed_out = True
+                self._timed_out = True
                 self._wake()
             elif now >= ping_due:
                 self._wake()
-        # Re-armed for whichever is due next, from what the relay has recorded since: one timer
+        # Re-armed for whichever is due next, from what the stream has recorded since: one timer
         # event per ping period, however many chunks went by.
         self._handle = self._loop.call_at(
             min(
@@ -85,20 +120,21 @@ class StreamWatch:
         )
 
     def _wake(self) -> None:
-        if self.reading and not self._woke:
+        if self._reading and not self._woke:
             self._woke = True
             self._task.cancel()
 
-    def woken(self) -> bool:
-        """After a read raised CancelledError: True if this watch caused it (and nothing else)."""
+    def _woken(self) -> bool:
+        """After the wait raised CancelledError: True if this watch alone caused it."""
         if not self._woke:
             return False
         self._woke = False
-        # Like asyncio.timeout(): a cancellation from elsewhere (the client left) still counts.
+        # Like asyncio.timeout(): if anything else cancelled the task too (the client left), the
+        # count stays above zero and the cancellation goes on.
         return self._task.uncancel() == 0
 
     def stop(self) -> None:
-        """End the stream: interrupt its read now, or have it notice after its current send."""
+        """End the stream: interrupt its wait now, or have it notice before its next one."""
         self.stopping = True
         self._wake()
 
@@ -125,8 +161,8 @@ class LiveStreams:
             raise shutting_down()
 
     def watch(self) -> StreamWatch:
-        watch = StreamWatch(self.ping_seconds, self.idle_seconds)
-        watch.stopping = self._stopped
+        """A watch for the stream running in the current task; `forget()` it when it ends."""
+        watch = StreamWatch(self.ping_seconds, self.idle_seconds, stopping=self._stopped)
         self._watches.add(watch)
         return watch
 

@@ -6,11 +6,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from quartchat.relay import _chunk_reader
-from quartchat.transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport
+from quartchat.upstream.transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport
 
-from .fake_upstream import FakeUpstream, Reply, completion_chunks
-from .service import free_port
+from ..fake_upstream import FakeUpstream, Reply, completion_chunks
+from ..service import free_port
 
 
 @pytest.fixture
@@ -82,18 +81,6 @@ async def test_an_abandoned_read_loses_no_bytes(
     while chunk := await stream.read_chunk():
         received += chunk
     assert received == b"firstsecond"
-    await response.aclose()
-
-
-async def test_the_relay_reads_the_aiohttp_stream_directly(
-    http: httpx.AsyncClient, fake: FakeUpstream
-) -> None:
-    # httpx wraps a transport's stream; the relay must still find the cancel-safe reader
-    # rather than fall back to a task per read.
-    response = await http.send(
-        http.build_request("POST", fake.url + "/chat/completions", json={}), stream=True
-    )
-    assert _chunk_reader(response).read == response.extensions[STREAM_EXTENSION].read_chunk
     await response.aclose()
 
 

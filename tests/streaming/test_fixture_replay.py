@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,16 @@ import pytest
 from quart import Quart
 
 from quartchat import create_app
+from quartchat.schemas import ChatRequest
+from quartchat.streaming import relay
+from quartchat.streaming.completion import Completion
+from quartchat.streaming.encoders import OpenAIPassthrough
+from quartchat.streaming.sse import SSEParser
+from quartchat.streaming.watch import LiveStreams
+from quartchat.upstream.client import UpstreamClient
 
-from .conftest import CHAT, FIXTURES, make_settings, parse_events
-from .fake_upstream import FakeUpstream
+from ..conftest import CHAT, FIXTURES, make_settings, parse_events
+from ..fake_upstream import FakeUpstream
 
 CAPTURES = sorted(p for p in FIXTURES.iterdir() if p.suffix in (".sse", ".jsonl"))
 
@@ -30,6 +38,7 @@ class Expected:
     text: str
     usage: dict[str, int] | None
     outcome: str  # "done" or "error"
+    payloads: list[str]  # the `data` of every chunk before the end, as sent
 
 
 def wire_bytes(path: Path) -> list[bytes]:
@@ -49,23 +58,25 @@ def wire_bytes(path: Path) -> list[bytes]:
 def reference(raw: bytes) -> Expected:
     text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     parts: list[str] = []
+    payloads: list[str] = []
     usage = None
     finish = None
     for block in re.split(r"\n\n+", text):
         lines = [ln for ln in block.split("\n") if ln and not ln.startswith(":")]
         if any(ln.startswith("error:") for ln in lines):
-            return Expected("".join(parts), None, "error")
+            return Expected("".join(parts), None, "error", payloads)
         data = "\n".join(ln[5:].removeprefix(" ") for ln in lines if ln.startswith("data:"))
         if not lines or not data:
             continue
         if data == "[DONE]":
-            return Expected("".join(parts), usage, "done")
+            return Expected("".join(parts), usage, "done", payloads)
         try:
             obj: dict[str, Any] = json.loads(data)
         except ValueError:
-            return Expected("".join(parts), None, "error")
+            return Expected("".join(parts), None, "error", payloads)
         if obj.get("error"):
-            return Expected("".join(parts), None, "error")
+            return Expected("".join(parts), None, "error", payloads)
+        payloads.append(data)
         if obj.get("usage"):
             usage = {
                 k: obj["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -75,7 +86,7 @@ def reference(raw: bytes) -> Expected:
                 delta = choice.get("delta") or {}
                 parts.append(delta.get("content") or delta.get("refusal") or "")
                 finish = choice.get("finish_reason") or finish
-    return Expected("".join(parts), usage, "done" if finish else "error")
+    return Expected("".join(parts), usage, "done" if finish else "error", payloads)
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +165,52 @@ async def test_u2028_and_characters_split_between_reads_survive_the_relay(
 
     assert "".join(d["delta"] for k, d in events if k == "chunk") == "".join(words)
     assert events[-1][1]["message"]["content"] == "".join(words)
+
+
+class Quiet:
+    """An observer that only remembers how the stream ended."""
+
+    outcome = ""
+
+    def opened(self, upstream_status: int) -> None:
+        pass
+
+    def first_output(self) -> None:
+        pass
+
+    def ended(self, outcome: str, completion: Completion) -> None:
+        self.outcome = outcome
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+async def test_capture_passes_through_with_the_same_events_and_bytes(
+    fake: FakeUpstream, capture: Path
+) -> None:
+    """The OpenAI passthrough encoder re-emits every chunk as sent, tool calls and n>1 included."""
+    pieces = wire_bytes(capture)
+    expected = reference(b"".join(pieces))
+    fake.replay_bytes(b"", pieces=pieces)
+    upstream = UpstreamClient(make_settings(openai_api_base=fake.url))
+    observer = Quiet()
+    try:
+        body = await relay.start(
+            partial(upstream.open_stream, ChatRequest.model_validate(CHAT)),
+            OpenAIPassthrough(),
+            LiveStreams(ping_seconds=15, idle_seconds=60),
+            observer,
+            "req-1",
+        )
+        out = b"".join([piece async for piece in body])
+    finally:
+        await upstream.aclose()
+
+    parser = SSEParser()
+    events = parser.feed(out) + parser.close()
+    assert all(kind == "" for kind, _ in events)
+    datas = [data for _, data in events]
+    assert observer.outcome == expected.outcome
+    if expected.outcome == "done":
+        assert datas == [*expected.payloads, "[DONE]"]
+    else:
+        assert datas[:-1] == expected.payloads
+        assert json.loads(datas[-1])["error"]["code"] == "UPSTREAM_ERROR"

@@ -1,0 +1,1 @@
+"""From upstream bytes to client events: parse, fold, relay, encode."""

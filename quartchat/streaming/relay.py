@@ -1,0 +1,126 @@
+"""The streaming relay: a flat loop from an `UpstreamStream` to an encoder's bytes.
+
+`start()` opens the upstream stream and returns the response body once the upstream has sent its
+first bytes, so every failure before that is still an HTTP error status. After it, every failure
+ends the stream with the encoder's `error` event -- never a cut connection -- and the upstream
+response is closed in `finally`, so a client that goes away stops the upstream at once.
+
+Everything in the loop runs once per upstream read, so it is kept flat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol
+
+from ..errors import APIError
+from ..upstream.client import UpstreamStream
+from .completion import Chunk, Completion
+from .watch import LiveStreams, StreamWatch
+
+log = logging.getLogger("quartchat")
+
+
+class Encoder(Protocol):
+    """A wire format for the client (streaming/encoders.py)."""
+
+    content_type: str
+    ping: bytes
+
+    def chunk(self, batch: Sequence[Chunk], completion: Completion) -> bytes:
+        """What the chunks just folded into `completion` become (b"" for nothing)."""
+
+    def done(self, completion: Completion) -> bytes: ...
+
+    def error(self, error: APIError, request_id: str) -> bytes: ...
+
+
+class Observer(Protocol):
+    """Who wants to know how a stream went: the access log now; later the saved reply, metrics."""
+
+    def opened(self, upstream_status: int) -> None: ...
+
+    def first_output(self) -> None: ...
+
+    def ended(self, outcome: str, completion: Completion) -> None:
+        """Once, when the stream is over: `done`, `error`, `shutdown` or `disconnected`."""
+
+
+def internal_error() -> APIError:
+    return APIError(500, "INTERNAL_ERROR", "An unexpected error ended this reply.")
+
+
+async def start(
+    open_stream: Callable[[], Awaitable[UpstreamStream]],
+    encoder: Encoder,
+    streams: LiveStreams,
+    observer: Observer,
+    request_id: str,
+) -> AsyncIterator[bytes]:
+    """Open the upstream stream; return the response body once its first bytes have arrived.
+
+    Raises APIError if the upstream fails before then.
+    """
+    body = _relay(open_stream, encoder, streams, observer, request_id)
+    await anext(body)
+    return body
+
+
+async def _relay(
+    open_stream: Callable[[], Awaitable[UpstreamStream]],
+    encoder: Encoder,
+    streams: LiveStreams,
+    observer: Observer,
+    request_id: str,
+) -> AsyncIterator[bytes]:
+    stream = await open_stream()  # opened here, so that closing this generator closes it
+    observer.opened(stream.status)
+    completion = Completion(stream.model)
+    outcome = "disconnected"
+    watch: StreamWatch | None = None
+    try:
+        yield b""  # primed: from here on, the response is a 200 stream
+        # The watch belongs to the task that sends the body, which starts here.
+        watch = streams.watch()
+        silent = True
+        try:
+            while True:
+                try:
+                    batch = await watch.next(stream)
+                except StopAsyncIteration:
+                    break
+                if batch is None:
+                    yield encoder.ping
+                    watch.sent()
+                    continue
+                malformed = None
+                try:
+                    completion.fold(batch)
+                except APIError as error:
+                    malformed = error
+                out = encoder.chunk(batch, completion)  # with a malformed chunk: what came before
+                if out:
+                    if silent:
+                        silent = False
+                        observer.first_output()
+                    yield out
+                    watch.sent()
+                if malformed is not None:
+                    raise malformed
+            completion.finish(stream.saw_done)
+            outcome = "done"
+            yield encoder.done(completion)
+        except APIError as error:
+            outcome = "shutdown" if watch.stopping else "error"
+            yield encoder.error(error, request_id)
+        except Exception as exc:  # a bug: still a terminal event, not a cut connection
+            # The type only: exception text can carry request data or upstream secrets.
+            log.error("unhandled %s in stream %s", type(exc).__name__, request_id)
+            outcome = "error"
+            yield encoder.error(internal_error(), request_id)
+    finally:
+        if watch is not None:
+            streams.forget(watch)
+        await stream.aclose()
+        observer.ended(outcome, completion)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible upstream: its HTTP client and transport."""

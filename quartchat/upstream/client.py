@@ -1,0 +1,363 @@
+"""The OpenAI-compatible upstream: one shared HTTP client, and the one place its failures are mapped.
+
+Every way the upstream can fail -- an error status, a transport failure, an error reported inside
+a stream that began with 200 -- becomes an `APIError` here, with its text stripped of markup and
+credentials. Callers see `APIError`s and chat-completion chunks, never httpx or aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from ..config import Settings
+from ..errors import APIError, Redactor, plain_text, retry_after
+from ..schemas import AssistantMessage, ChatRequest, ChatResponse, ChatUsage
+from ..streaming.completion import Chunk
+from ..streaming.sse import SSEEvent, SSEParser
+from .transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport
+
+STREAM_OPTIONS_MEMORY_SECONDS = 3600.0
+"""How long a model's refusal of `stream_options` is remembered (a server may be upgraded)."""
+STREAM_OPTIONS_MEMORY_SIZE = 1024
+"""Models remembered at most: the model name comes from the request, so the memory is bounded."""
+
+
+def message_of(body: bytes) -> str:
+    """The human part of an upstream error body, whatever dialect it speaks."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return plain_text(body.decode("utf-8", "replace"))
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            for key in ("message", "detail", "msg"):
+                if isinstance(error.get(key), str):
+                    return str(error[key])
+        if isinstance(error, str):
+            return error
+        if isinstance(data.get("detail"), str):
+            return str(data["detail"])
+    return body.decode("utf-8", "replace").strip()
+
+
+def error_for_exception(exc: httpx.HTTPError) -> APIError:
+    if isinstance(exc, httpx.TimeoutException):
+        return APIError(504, "UPSTREAM_TIMEOUT", "The upstream did not answer in time.")
+    if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
+        return APIError(502, "UPSTREAM_UNREACHABLE", "Could not connect to the upstream.")
+    return APIError(502, "UPSTREAM_ERROR", "The connection to the upstream failed.")
+
+
+def malformed_data() -> APIError:
+    return APIError(502, "UPSTREAM_ERROR", "The upstream sent data that is not a JSON object.")
+
+
+class UpstreamStream:
+    """A streamed completion that has begun: batches of chunks, one batch per network read.
+
+    Iterate with `async for` or `await stream.__anext__()`. The wait inside `__anext__` can be
+    abandoned (cancelled) without losing anything: state changes only after a read returns.
+    A batch may be empty (the read held only comments or part of a line), which still tells the
+    caller the upstream is alive. The stream ends (StopAsyncIteration) at `data: [DONE]` or when
+    the upstream closes; `saw_done` says which. An in-band error, malformed data or a transport
+    failure raises `APIError` -- an error found in the data only on the call after the one that
+    hands out the chunks before it (so no text is lost, and an error in the first bytes is
+    reported the same way, after the stream began, however the reads fell).
+    """
+
+    __slots__ = (
+        "_close",
+        "_end",
+        "_error",
+        "_parser",
+        "_primed",
+        "_read",
+        "_redact",
+        "model",
+        "saw_done",
+        "status",
+    )
+
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[bytes]],
+        close: Callable[[], Awaitable[None]],
+        *,
+        model: str,
+        status: int = 200,
+        redact: Redactor | None = None,
+    ) -> None:
+        self._read = read
+        self._close = close
+        self._redact = redact or Redactor()
+        self._parser = SSEParser()
+        self._error: APIError | None = None
+        self._end = False
+        self._primed: list[Chunk] | None = None
+        self.model = model
+        self.status = status
+        self.saw_done = False
+
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    async def prime(self) -> None:
+        """Wait for the first bytes (the next `__anext__` returns their chunks).
+
+        A failure, or a body that ends before saying anything, raises APIError.
+        """
+        try:
+            self._primed = await self.__anext__()
+        except StopAsyncIteration:
+            raise APIError(
+                502, "UPSTREAM_ERROR", "The upstream ended the stream without sending anything."
+            ) from None
+
+    async def __anext__(self) -> list[Chunk]:
+        if self._primed is not None:
+            batch, self._primed = self._primed, None
+            return batch
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._end = True
+            raise error
+        if self._end:
+            raise StopAsyncIteration
+        try:
+            data = await self._read()
+        except httpx.HTTPError as exc:
+            self._end = True
+            raise error_for_exception(exc) from None
+        if data:
+            return self._batch(self._parser.feed(data))
+        self._end = True
+        batch = self._batch(self._parser.close())
+        if batch or self._error is not None:
+            return batch
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._end = True
+        await self._close()
+
+    def _batch(self, events: list[SSEEvent]) -> list[Chunk]:
+        batch: list[Chunk] = []
+        for kind, data in events:
+            if data == "[DONE]":
+                self.saw_done = self._end = True
+                break
+            if kind == "error":
+                self._error = self._in_band_error(data)
+                break
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                self._error = malformed_data()
+                break
+            if type(obj) is not dict:
+                self._error = malformed_data()
+                break
+            if obj.get("error"):
+                self._error = self._in_band_error(data)
+                break
+            batch.append(Chunk(data, obj))
+        return batch
+
+    def _in_band_error(self, data: str) -> APIError:
+        detail = self._redact(message_of(data.encode()))
+        return APIError(502, "UPSTREAM_ERROR", f"The upstream reported an error: {detail}")
+
+
+class UpstreamClient:
+    """Talks to `OPENAI_API_BASE`; opened and closed with the app's serving lifecycle."""
+
+    def __init__(
+        self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        headers = {"Accept-Encoding": "identity", "Content-Type": "application/json"}
+        if settings.api_key:
+            headers["Authorization"] = f"Bearer {settings.api_key}"
+        self.redact = Redactor(settings.api_key)
+        self.http = httpx.AsyncClient(
+            base_url=settings.openai_api_base + "/",
+            headers=headers,
+            timeout=httpx.Timeout(settings.request_timeout_seconds),
+            transport=transport
+            or AiohttpTransport(max_connections=settings.upstream_max_connections),
+        )
+        self._completions_url = self.http.base_url.join("chat/completions")
+        self._timeout = self.http.timeout.as_dict()
+        # Models whose server refused `stream_options`, until when (monotonic): a refusal is
+        # remembered per model, so one request naming an old model changes nothing for others.
+        self._no_stream_options: OrderedDict[str, float] = OrderedDict()
+        self._models: tuple[float, list[str]] | None = None
+        self._models_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def error_for_status(self, response: httpx.Response, body: bytes) -> APIError:
+        status = response.status_code
+        detail = self.redact(message_of(body), limit=300) or response.reason_phrase
+        if status in (401, 403):
+            message = f"The upstream refused our credentials ({status}): {detail}"
+            return APIError(502, "UPSTREAM_AUTH", message, upstream_status=status)
+        if status == 429:
+            wait = retry_after(response.headers.get("retry-after"))
+            return APIError(
+                429,
+                "UPSTREAM_RATE_LIMITED",
+                f"The upstream is rate limiting: {detail}",
+                headers={"Retry-After": wait} if wait else None,
+                upstream_status=status,
+            )
+        if 400 <= status < 500:
+            return APIError(400, "UPSTREAM_REJECTED", detail, upstream_status=status)
+        message = f"The upstream failed ({status}): {detail}"
+        return APIError(502, "UPSTREAM_ERROR", message, upstream_status=status)
+
+    async def _post(self, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+        # Built directly rather than by `build_request()`, which re-merges the base URL, headers
+        # and cookie jar on every call (a tenth of a request's CPU). A side benefit: cookies an
+        # upstream sets are never sent back, so no user's session leaks into another's requests.
+        request = httpx.Request(
+            "POST",
+            self._completions_url,
+            headers=self.http.headers,
+            content=orjson.dumps(payload),
+            extensions={"timeout": self._timeout},
+        )
+        try:
+            return await self.http.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            raise error_for_exception(exc) from None
+
+    async def _read_error(self, response: httpx.Response) -> APIError:
+        try:
+            body = await response.aread()
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        return self.error_for_status(response, body)
+
+    async def complete(self, chat: ChatRequest) -> tuple[int, ChatResponse]:
+        """A whole (non-streamed) completion, and the upstream's status."""
+        payload = chat.upstream_payload(
+            self.settings.openai_model, stream=False, include_usage=False
+        )
+        response = await self._post(payload, stream=False)
+        if response.status_code >= 400:
+            raise self.error_for_status(response, response.content)
+        try:
+            data = orjson.loads(response.content)
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+            usage = data.get("usage")
+            return response.status_code, ChatResponse(
+                id=str(data.get("id") or ""),
+                model=str(data.get("model") or payload["model"]),
+                created=int(data.get("created") or time.time()),
+                message=AssistantMessage(
+                    content=message.get("content") or message.get("refusal") or ""
+                ),
+                finish_reason=choice.get("finish_reason"),
+                usage=ChatUsage.model_validate(usage) if usage else None,
+            )
+        except (orjson.JSONDecodeError, LookupError, TypeError, ValueError, AttributeError):
+            raise APIError(
+                502, "UPSTREAM_ERROR", "The upstream sent a response that is not a chat completion."
+            ) from None
+
+    async def open_stream(self, chat: ChatRequest) -> UpstreamStream:
+        """Start a streamed completion and wait for its first bytes.
+
+        Everything that fails before then (status, connection, no first byte in time) raises
+        `APIError`, so the caller can still answer with a real HTTP status.
+        """
+        model = chat.model or self.settings.openai_model
+        include_usage = self._may_ask_for_usage(model)
+        while True:
+            payload = chat.upstream_payload(model, stream=True, include_usage=include_usage)
+            response = await self._post(payload, stream=True)
+            if response.status_code < 400:
+                break
+            error = await self._read_error(response)
+            if include_usage and _rejects_stream_options(response.status_code, error.message):
+                self._no_stream_options[model] = time.monotonic() + STREAM_OPTIONS_MEMORY_SECONDS
+                while len(self._no_stream_options) > STREAM_OPTIONS_MEMORY_SIZE:
+                    self._no_stream_options.popitem(last=False)
+                include_usage = False
+                continue
+            raise error
+        body = response.extensions.get(STREAM_EXTENSION)
+        if not isinstance(body, AiohttpStream):
+            await response.aclose()
+            raise TypeError("streams need the aiohttp transport (its reads are cancel-safe)")
+        stream = UpstreamStream(
+            body.read_chunk,
+            response.aclose,
+            model=model,
+            status=response.status_code,
+            redact=self.redact,
+        )
+        try:
+            await stream.prime()
+        except BaseException:
+            await response.aclose()
+            raise
+        # From here the caller times the gaps between reads (streaming/watch.py does, with one
+        # timer per stream instead of aiohttp's, re-armed on every packet).
+        body.stop_read_timeout()
+        return stream
+
+    def _may_ask_for_usage(self, model: str) -> bool:
+        until = self._no_stream_options.get(model)
+        if until is None:
+            return True
+        if until > time.monotonic():
+            return False
+        del self._no_stream_options[model]
+        return True
+
+    async def models(self) -> list[str]:
+        """Model ids the upstream offers (cached), the configured default first."""
+        default = self.settings.openai_model
+        async with self._models_lock:
+            now = time.monotonic()
+            if self._models and self._models[0] > now:
+                return self._models[1]
+            ids = await self._fetch_models()
+            ttl = (
+                self.settings.models_cache_seconds
+                if ids
+                else min(30.0, self.settings.models_cache_seconds)
+            )
+            models = [default, *sorted(set(ids) - {default})]
+            self._models = (now + ttl, models)
+            return models
+
+    async def _fetch_models(self) -> list[str]:
+        if self.settings.needs_key:
+            return []
+        try:
+            response = await self.http.get("models")
+            if response.status_code >= 400:
+                return []
+            data = orjson.loads(response.content).get("data") or []
+            return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+        except (httpx.HTTPError, orjson.JSONDecodeError, AttributeError, TypeError):
+            return []
+
+
+def _rejects_stream_options(status: int, message: str) -> bool:
+    return status in (400, 422) and ("stream_options" in message or "include_usage" in message)

@@ -1,0 +1,87 @@
+"""The two wire formats a relayed stream can take."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from quartchat.errors import APIError
+from quartchat.streaming.completion import Chunk, Completion
+from quartchat.streaming.encoders import ChatEvents, OpenAIPassthrough
+from quartchat.streaming.sse import SSEParser
+
+from ..conftest import parse_events
+
+
+def folded(*datas: str) -> tuple[list[Chunk], Completion]:
+    batch = [Chunk(d, orjson.loads(d)) for d in datas]
+    completion = Completion("asked")
+    completion.fold(batch)
+    return batch, completion
+
+
+A = '{"id":"c","model":"m","created":5,"choices":[{"index":0,"delta":{"content":"a\\nb"}}]}'
+TOOL = '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}'
+USAGE = '{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+
+
+def test_chat_events_carry_the_new_text_then_the_envelope() -> None:
+    batch, completion = folded(A, TOOL, USAGE)
+    encoder = ChatEvents()
+    assert parse_events(encoder.chunk(batch, completion)) == [("chunk", {"delta": "a\nb"})]
+    assert encoder.chunk(batch, completion) == b""  # nothing new since
+    assert parse_events(encoder.done(completion)) == [
+        (
+            "done",
+            {
+                "id": "c",
+                "model": "m",
+                "created": 5,
+                "message": {"role": "assistant", "content": "a\nb"},
+                "finish_reason": None,
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            },
+        )
+    ]
+
+
+def test_an_envelope_without_upstream_labels_gets_an_id_and_a_time() -> None:
+    _, completion = folded('{"choices":[{"index":0,"delta":{"content":"x"}}]}')
+    ((_, done),) = parse_events(ChatEvents().done(completion))
+    assert done["id"].startswith("chatcmpl-") and len(done["id"]) > 20
+    assert done["created"] > 1_700_000_000
+    assert done["model"] == "asked"
+
+
+def test_passthrough_re_emits_every_payload_as_sent_tool_calls_included() -> None:
+    multiline = '{"choices":\n[]}'
+    batch, completion = folded(A, TOOL, USAGE, multiline)
+    out = OpenAIPassthrough().chunk(batch, completion)
+    parser = SSEParser()
+    assert [e.data for e in parser.feed(out)] == [A, TOOL, USAGE, multiline]
+    assert OpenAIPassthrough().done(completion) == b"data: [DONE]\n\n"
+
+
+def test_passthrough_stops_before_a_malformed_chunk() -> None:
+    batch = [Chunk(A, orjson.loads(A)), Chunk('{"choices":"x"}', {"choices": "x"})]
+    completion = Completion("m")
+    with pytest.raises(APIError):
+        completion.fold(batch)
+    assert SSEParser().feed(OpenAIPassthrough().chunk(batch, completion))[0].data == A
+    assert len(SSEParser().feed(OpenAIPassthrough().chunk(batch, completion))) == 1
+
+
+def test_errors_take_each_format_s_own_shape() -> None:
+    error = APIError(502, "UPSTREAM_ERROR", "it broke")
+    assert parse_events(ChatEvents().error(error, "r1")) == [
+        ("error", {"error": {"code": "UPSTREAM_ERROR", "message": "it broke", "request_id": "r1"}})
+    ]
+    (event,) = SSEParser().feed(OpenAIPassthrough().error(error, "r1"))
+    assert orjson.loads(event.data) == {
+        "error": {
+            "message": "it broke",
+            "type": "upstream_error",
+            "code": "UPSTREAM_ERROR",
+            "request_id": "r1",
+        }
+    }

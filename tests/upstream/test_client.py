@@ -1,0 +1,141 @@
+"""The upstream client's memory: which models refuse `stream_options`, and the model list."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+import respx
+from quart.typing import TestClientProtocol as Client
+
+from quartchat import create_app
+from quartchat.upstream import client as client_module
+
+from ..conftest import CHAT, LiveClient, make_settings, parse_events
+from ..fake_upstream import FakeUpstream
+
+
+class Clock:
+    """Stands in for the client module's `time`, so expiry can be tested to the second."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(client_module, "time", clock)
+    return clock
+
+
+async def chat_in(client: Client, model: str) -> list[tuple[str, object]]:
+    body = {**CHAT, "model": model}
+    return parse_events(await (await client.post("/api/chat/stream", json=body)).get_data())
+
+
+def asked_for_usage(fake: FakeUpstream) -> list[bool]:
+    return [("stream_options" in r.json) for r in fake.chat_requests()]
+
+
+async def test_a_refusal_of_stream_options_is_retried_without_them_and_remembered(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    fake.models_rejecting_stream_options = {"old-model"}
+    for _ in range(2):
+        events = await chat_in(live_client, "old-model")
+        assert events[-1][0] == "done"
+    assert asked_for_usage(fake) == [True, False, False]
+
+
+async def test_one_model_refusing_stream_options_changes_nothing_for_other_models(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    fake.models_rejecting_stream_options = {"old-model"}
+    await chat_in(live_client, "old-model")
+    events = await chat_in(live_client, "new-model")
+    assert asked_for_usage(fake) == [True, False, True]
+    assert events[-1][1]["usage"] is not None  # type: ignore[index]
+
+
+async def test_a_refusal_is_forgotten_after_an_hour_so_an_upgraded_server_gives_usage(
+    live_client: Client, fake: FakeUpstream, clock: Clock
+) -> None:
+    fake.models_rejecting_stream_options = {"old-model"}
+    await chat_in(live_client, "old-model")
+    clock.now += client_module.STREAM_OPTIONS_MEMORY_SECONDS - 1
+    await chat_in(live_client, "old-model")
+    fake.models_rejecting_stream_options = set()
+    clock.now += 2
+    await chat_in(live_client, "old-model")
+    assert asked_for_usage(fake) == [True, False, False, True]
+
+
+async def test_the_memory_of_refusals_is_bounded(live: LiveClient, fake: FakeUpstream) -> None:
+    fake.reject_stream_options = True
+    async with live() as client:
+        upstream = client.app.extensions["upstream"]
+        for i in range(client_module.STREAM_OPTIONS_MEMORY_SIZE + 3):
+            upstream._no_stream_options[f"m{i}"] = 1e18
+        await chat_in(client, "one-more")
+        assert len(upstream._no_stream_options) == client_module.STREAM_OPTIONS_MEMORY_SIZE
+        assert "one-more" in upstream._no_stream_options
+        assert "m0" not in upstream._no_stream_options
+
+
+MODELS = {"data": [{"id": "zeta"}, {"id": "gpt-4o-mini"}, {"id": "alpha"}]}
+
+
+async def models(client: Client) -> object:
+    return orjson.loads(await (await client.get("/api/models")).get_data())
+
+
+async def test_the_model_list_is_cached_for_exactly_the_configured_time(
+    upstream: respx.MockRouter, clock: Clock
+) -> None:
+    route = upstream.get("/models").respond(json=MODELS)
+    app = create_app(
+        make_settings(models_cache_seconds=300),
+        transport=httpx.MockTransport(upstream.async_handler),
+    )
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert await models(client) == {
+            "default": "gpt-4o-mini",
+            "models": ["gpt-4o-mini", "alpha", "zeta"],
+        }
+        clock.now += 299
+        await models(client)
+        assert route.call_count == 1
+        clock.now += 2
+        await models(client)
+        assert route.call_count == 2
+
+
+async def test_a_failed_model_list_is_retried_after_thirty_seconds(
+    upstream: respx.MockRouter, clock: Clock
+) -> None:
+    route = upstream.get("/models").mock(
+        side_effect=[httpx.Response(500), httpx.Response(200, json=MODELS)]
+    )
+    app = create_app(
+        make_settings(models_cache_seconds=300),
+        transport=httpx.MockTransport(upstream.async_handler),
+    )
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert await models(client) == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini"]}
+        clock.now += 29
+        await models(client)
+        assert route.call_count == 1
+        clock.now += 2
+        assert await models(client) == {
+            "default": "gpt-4o-mini",
+            "models": ["gpt-4o-mini", "alpha", "zeta"],
+        }
