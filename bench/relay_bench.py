@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Load benchmark of the streaming relay: quartchat (hypercorn, uvloop, one process) vs. its upstream.
+"""Load benchmark of the streaming relay: quartchat (hypercorn, one process) vs. its upstream.
 
     .venv/bin/python bench/relay_bench.py                      # default run, about 1.5 minutes
     .venv/bin/python bench/relay_bench.py --levels 50,200 --json out.json
     .venv/bin/python bench/relay_bench.py --profile 500        # + py-spy profiles of the service
+    .venv/bin/python bench/relay_bench.py --baseline-ref <ref> --levels 200,500,1000 --repeat 3
 
 Three processes, all on 127.0.0.1:
 
@@ -21,6 +22,14 @@ from /proc/<pid>/stat over the phase) and its memory. Then whole (non-streamed) 
 second through `POST /api/chat` at a fixed concurrency over keep-alive connections, against the
 same straight to the upstream.
 
+With `--baseline-ref REF` the tree of that commit is extracted (`git archive`) into
+artifacts/bench/baseline-<sha>/ and served as a second service (same interpreter, same env, same
+core, same fake upstream; PYTHONPATH and cwd point at that tree, and the script checks which
+`quartchat/__init__.py` each service imported). Every phase then runs for both services, one after
+the other in an order that alternates from level to level and run to run (`--repeat N`), so a
+machine whose speed drifts slows both alike; a table of ratios (working tree / baseline, medians
+over the runs) follows the figures.
+
 This is a script, not a test: it prints a table (and `--json`); it exits 0 unless the harness
 itself failed. The targets are checked and marked in the output, not enforced.
 """
@@ -36,8 +45,10 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +70,12 @@ TARGET_ADDED_TTFC_P99_MS = (200, 10.0)  # at 200 streams
 TARGET_PACE_LEVEL = 500
 TARGET_PACE_RATIO = 1.05
 TARGET_RPS = 1000.0
+# What the relay redesign must hold against the relay it replaces (`--baseline-ref`).
+COMPARE_CPU_LEVELS = (200, 500)
+COMPARE_CPU_MAX_RATIO = 1.05
+COMPARE_ERROR_LEVEL = 1000
+# Printed by the service's launcher before it serves, so the script can tell whose code it runs.
+IMPORTED_MARK = "relay_bench: quartchat imported from"
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +134,12 @@ def stop_children() -> None:
 
 
 def spawn(
-    name: str, argv: Sequence[str], cpu: int | None, env: dict[str, str], logdir: Path
+    name: str,
+    argv: Sequence[str],
+    cpu: int | None,
+    env: dict[str, str],
+    logdir: Path,
+    cwd: Path = ROOT,
 ) -> Child:
     log = logdir / f"{name}.log"
 
@@ -130,7 +152,7 @@ def spawn(
     with open(log, "wb") as out:
         popen = subprocess.Popen(
             list(argv),
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -154,6 +176,91 @@ def wait_for_port(child: Child, port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"{child.name} did not listen on {HOST}:{port} in {timeout} s; {child.log}")
+
+
+def service_argv(python: str, prelude: str, *, report: bool) -> list[str]:
+    """How to start the service: `python -m quartchat`, or the same through runpy after `prelude`
+    and, if `report`, after printing which quartchat package the interpreter found."""
+    if not prelude and not report:
+        return [python, "-m", "quartchat"]
+    code = [prelude] if prelude else []
+    if report:
+        code.append(f"import quartchat; print({IMPORTED_MARK!r}, quartchat.__file__, flush=True)")
+    # runpy is what `-m` itself uses, so this runs quartchat/__main__.py just as `-m` would,
+    # wherever the package keeps its `main()`.
+    code.append("import runpy; runpy.run_module('quartchat', run_name='__main__', alter_sys=True)")
+    return [python, "-c", "\n".join(code)]
+
+
+def check_imported_from(child: Child, tree: Path) -> Path:
+    """The quartchat package `child` imported, which must be the one in `tree` (and its cwd `tree`).
+
+    The editable install of the working tree is on every interpreter's path; only PYTHONPATH
+    (searched first) keeps it from serving the baseline's requests with today's code.
+    """
+    found = None
+    for line in child.log.read_text(errors="replace").splitlines():
+        if line.startswith(IMPORTED_MARK):
+            found = Path(line[len(IMPORTED_MARK) :].strip()).resolve()
+            break
+    if found is None:
+        raise SystemExit(f"{child.name} did not say which quartchat it imported; see {child.log}")
+    cwd = Path(os.readlink(f"/proc/{child.pid}/cwd"))
+    if found != tree.resolve() / "quartchat" / "__init__.py" or cwd != tree.resolve():
+        raise SystemExit(
+            f"{child.name} should run the code in {tree} but imported {found} (cwd {cwd})"
+        )
+    return found
+
+
+@dataclass
+class Baseline:
+    """The commit `--baseline-ref` names, extracted where its service can run from."""
+
+    ref: str
+    commit: str
+    tree: Path
+
+
+def materialise_baseline(ref: str, outdir: Path) -> Baseline:
+    """Extract the tree of commit `ref` into outdir/baseline-<short sha>/ (kept for the next run).
+
+    `git archive` reads the object store only: the working tree, the index and HEAD stay as they
+    are, so this is safe while someone works in the checkout.
+    """
+    if ref.startswith("-"):
+        raise SystemExit(f"--baseline-ref {ref!r}: not a git ref")
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *argv], capture_output=True, text=True, check=False
+        )
+        if done.returncode:
+            why = done.stderr.strip() or "not a commit"
+            raise SystemExit(f"--baseline-ref {ref!r}: git {argv[0]}: {why}")
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    tree = outdir / f"baseline-{git('rev-parse', '--short', commit)}"
+    stamp = tree / ".relay-bench-commit"  # written last: a tree without it is incomplete
+    if stamp.is_file() and stamp.read_text().strip() == commit:
+        return Baseline(ref, commit, tree)
+    outdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{tree.name}.", dir=outdir))
+    with subprocess.Popen(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit], stdout=subprocess.PIPE
+    ) as archive:
+        assert archive.stdout is not None
+        untar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout, check=False)
+        archive.stdout.close()
+    if archive.returncode or untar.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"--baseline-ref {ref!r}: git archive | tar failed")
+    (tmp / stamp.name).write_text(commit + "\n")
+    if tree.exists():  # an extraction that was interrupted
+        shutil.rmtree(tree)
+    tmp.rename(tree)
+    return Baseline(ref, commit, tree)
 
 
 def free_port() -> int:
@@ -334,6 +441,7 @@ class Target:
     whole_request: bytes
     first_re: re.Pattern[bytes]  # the first content chunk, for time-to-first-chunk
     judge: Callable[[int, bytes], Verdict]
+    proc: Child  # the service whose CPU and memory a phase reports (for "direct": the idle one)
 
 
 def judge_service_stream(status: int, body: bytes, expected: str) -> Verdict:
@@ -462,25 +570,33 @@ class StreamPhase:
 
 class Bench:
     def __init__(
-        self, args: argparse.Namespace, service: Child, upstream: Child, targets: dict[str, Target]
+        self,
+        args: argparse.Namespace,
+        services: Sequence[Child],
+        upstream: Child,
+        targets: dict[str, Target],
     ) -> None:
         self.args = args
-        self.service = service
+        self.services = services
+        self.service = services[0]  # the working tree's
         self.upstream = upstream
         self.targets = targets
         self.loop = asyncio.get_running_loop()
 
+    def _busy(self) -> float:
+        return sum(c.cpu_seconds() for c in (*self.services, self.upstream))
+
     async def settle(self, quiet: float = 0.3, limit: float = 60.0) -> None:
-        """Wait until the service and the upstream are idle (leftovers of the last phase)."""
+        """Wait until the services and the upstream are idle (leftovers of the last phase)."""
         end = time.monotonic() + limit
-        before = self.service.cpu_seconds() + self.upstream.cpu_seconds()
+        before = self._busy()
         while time.monotonic() < end:
             await asyncio.sleep(quiet)
-            now = self.service.cpu_seconds() + self.upstream.cpu_seconds()
+            now = self._busy()
             if now - before <= 1.5 / CLK_TCK:
                 return
             before = now
-        say(f"  warning: service or upstream still busy after {limit:g} s")
+        say(f"  warning: a service or the upstream is still busy after {limit:g} s")
 
     @staticmethod
     def my_cpu() -> float:
@@ -517,11 +633,12 @@ class Bench:
         timeout = self.args.chunks * self.args.interval * self.args.timeout_factor + 10
         sampling = True
         peak = 0
+        proc = target.proc
 
         async def sample_rss() -> None:
             nonlocal peak
             while sampling:
-                peak = max(peak, self.service.status_kb("VmRSS"))
+                peak = max(peak, proc.status_kb("VmRSS"))
                 await asyncio.sleep(0.05)
 
         async def probes() -> list[Response | None]:
@@ -537,7 +654,7 @@ class Bench:
         await self.settle()
         sampler = asyncio.create_task(sample_rss())
         drops0 = listen_drops()
-        (su0, ss0), up0, me0 = self.service.cpu_times(), self.upstream.cpu_seconds(), self.my_cpu()
+        (su0, ss0), up0, me0 = proc.cpu_times(), self.upstream.cpu_seconds(), self.my_cpu()
         core0, soft0 = core_busy(self.args.service_cpu)
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout
@@ -547,7 +664,7 @@ class Bench:
         )
         probed = await probing if probing else []
         phase.wall_s = time.perf_counter() - t0
-        su1, ss1 = self.service.cpu_times()
+        su1, ss1 = proc.cpu_times()
         phase.service_cpu_s = su1 + ss1 - su0 - ss0
         phase.service_sys_s = ss1 - ss0
         core1, soft1 = core_busy(self.args.service_cpu)
@@ -558,7 +675,7 @@ class Bench:
         sampling = False
         await sampler
         phase.peak_rss_kb = peak
-        phase.hwm_kb = self.service.status_kb("VmHWM")
+        phase.hwm_kb = proc.status_kb("VmHWM")
         # The clock has stopped: now judge what arrived.
         for i, proto in enumerate([*results, *probed]):
             if proto is None:
@@ -621,11 +738,12 @@ class Bench:
         tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
         await asyncio.sleep(warmup)
         measuring = True
-        svc0, up0, me0 = self.service.cpu_seconds(), self.upstream.cpu_seconds(), self.my_cpu()
+        proc = target.proc
+        svc0, up0, me0 = proc.cpu_seconds(), self.upstream.cpu_seconds(), self.my_cpu()
         t0 = time.perf_counter()
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
-        svc, up = self.service.cpu_seconds() - svc0, self.upstream.cpu_seconds() - up0
+        svc, up = proc.cpu_seconds() - svc0, self.upstream.cpu_seconds() - up0
         harness = up + self.my_cpu() - me0
         ok = counts.pop("ok", 0)
         return {
@@ -822,16 +940,94 @@ def check_targets(res: dict[str, Any]) -> dict[str, list[Any]]:
     return t
 
 
-def print_table(res: dict[str, Any], out: Any = sys.stdout) -> None:
-    a, m = res["config"], res["machine"]
-    w = out.write
-    w(
-        f"\nquartchat relay bench: upstream {a['upstream']} with {a['chunks']} chunks x "
-        f"{a['interval'] * 1000:g} ms (nominal {a['chunks'] * a['interval']:g} s); service on cpu "
-        f"{a['service_cpu']}, harness on cpu {a['harness_cpu']}; {m['nproc']} x {m['cpu_model']}"
-        + (f"; service backlog {a['service_backlog']}" if a["service_backlog"] else "")
-        + "\n\n"
-    )
+def compare(res: dict[str, Any]) -> dict[str, Any]:
+    """The working tree against the baseline: medians over the runs, and their ratios."""
+    base = res["baseline"]
+
+    def med(rows: Sequence[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in rows) if rows else float("nan")
+
+    levels = []
+    for n in dict.fromkeys(r["n"] for r in res["levels"]):
+        cur = [r for r in res["levels"] if r["n"] == n]
+        old = [r for r in base["levels"] if r["n"] == n]
+        cpu_c, cpu_b = med(cur, "service_cpu_us_per_chunk"), med(old, "service_cpu_us_per_chunk")
+        ttfc_c, ttfc_b = med(cur, "added_ttfc_ms_p99"), med(old, "added_ttfc_ms_p99")
+        levels.append({
+            "n": n,
+            "runs": len(cur),
+            "cpu_us_per_chunk": {
+                "current": cpu_c, "baseline": cpu_b, "ratio": ratio(cpu_c, cpu_b),
+                "current_runs": [r["service_cpu_us_per_chunk"] for r in cur],
+                "baseline_runs": [r["service_cpu_us_per_chunk"] for r in old],
+            },
+            "errors": {
+                "current": sum(r["errors"] for r in cur),
+                "baseline": sum(r["errors"] for r in old),
+                "direct": sum(r["direct_errors"] for r in cur),  # one direct phase per run
+            },
+            "pace_ratio_p99": {
+                "current": med(cur, "pace_ratio_p99"), "baseline": med(old, "pace_ratio_p99"),
+            },
+            "added_ttfc_ms_p99": {"current": ttfc_c, "baseline": ttfc_b, "delta": ttfc_c - ttfc_b},
+            "chunks_per_event": {
+                "current": med(cur, "chunks_per_event"), "baseline": med(old, "chunks_per_event"),
+            },
+        })  # fmt: skip
+    out: dict[str, Any] = {"levels": levels}
+    if res.get("whole") and base.get("whole"):
+        cur = [r["service"] for r in res["whole"].get("runs") or [res["whole"]]]
+        old = [r["service"] for r in base["whole"].get("runs") or [base["whole"]]]
+        rps_c, rps_b = med(cur, "rps"), med(old, "rps")
+        us_c, us_b = med(cur, "service_cpu_us_per_request"), med(old, "service_cpu_us_per_request")
+        out["whole"] = {
+            "concurrency": cur[0]["concurrency"],
+            "runs": len(cur),
+            "rps": {"current": rps_c, "baseline": rps_b, "ratio": ratio(rps_c, rps_b)},
+            "errors": {"current": sum(x["errors"] for x in cur), "baseline": sum(x["errors"] for x in old)},
+            "cpu_us_per_request": {"current": us_c, "baseline": us_b, "ratio": ratio(us_c, us_b)},
+            "latency_ms_p99": {"current": med(cur, "latency_ms_p99"), "baseline": med(old, "latency_ms_p99")},
+        }  # fmt: skip
+    by_n = {x["n"]: x for x in levels}
+    criteria: dict[str, list[Any]] = {}
+    for n in COMPARE_CPU_LEVELS:
+        if n in by_n:
+            c = by_n[n]["cpu_us_per_chunk"]
+            criteria[f"CPU per chunk at {n} streams <= {COMPARE_CPU_MAX_RATIO:g} x baseline"] = [
+                c["ratio"] <= COMPARE_CPU_MAX_RATIO,
+                f"{c['current']:.1f} / {c['baseline']:.1f} us = {c['ratio']:.3f}",
+            ]
+    if COMPARE_ERROR_LEVEL in by_n:
+        e = by_n[COMPARE_ERROR_LEVEL]["errors"]
+        criteria[f"zero errors at {COMPARE_ERROR_LEVEL} streams"] = [
+            e["current"] == 0,
+            f"{e['current']} errors (baseline {e['baseline']})",
+        ]
+    if "whole" in out:
+        r = out["whole"]["rps"]
+        criteria[
+            f"non-streamed req/s at concurrency {out['whole']['concurrency']} not below baseline"
+        ] = [
+            r["ratio"] >= 1.0,
+            f"{r['current']:.0f} / {r['baseline']:.0f} req/s = {r['ratio']:.3f}",
+        ]
+    out["criteria"] = criteria
+    return out
+
+
+def _table(hdr: Sequence[str], rows: Sequence[Sequence[str]], w: Callable[[str], Any]) -> None:
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(hdr)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(widths[i]) for i, c in enumerate(cells)) + "\n"
+
+    w(line(hdr))
+    w(line(["-" * x for x in widths]))
+    for row in rows:
+        w(line(row))
+
+
+def print_levels(rows_in: Sequence[dict[str, Any]], w: Callable[[str], Any]) -> None:
     hdr = (
         "streams", "errors", "TTFC p50 svc/direct", "added TTFC p50", "added p99",
         "probe added p50/p99",
@@ -839,7 +1035,7 @@ def print_table(res: dict[str, Any], out: Any = sys.stdout) -> None:
         "chunks/event", "peak RSS", "harness core",
     )  # fmt: skip
     rows = []
-    for r in res["levels"]:
+    for r in rows_in:
         s, d = r["service"], r["direct"]
         err = str(r["errors"])
         if r["errors"]:
@@ -863,15 +1059,90 @@ def print_table(res: dict[str, Any], out: Any = sys.stdout) -> None:
             f"{r['peak_rss_mb']:.0f} MB",
             f"{100 * s['harness_core_busy']:.0f}%/{100 * d['harness_core_busy']:.0f}%",
         ))  # fmt: skip
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(hdr)]
+    _table(hdr, rows, w)
 
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(widths[i]) for i, c in enumerate(cells)) + "\n"
 
-    w(line(hdr))
-    w(line(["-" * x for x in widths]))
-    for row in rows:
-        w(line(row))
+def print_whole(wh: dict[str, Any], w: Callable[[str], Any]) -> None:
+    s, d = wh["service"], wh["direct"]
+    runs = len(wh.get("runs") or [wh])
+    w(
+        f"\nnon-streamed POST /api/chat, {s['concurrency']} keep-alive connections, "
+        f"{s['seconds']:.1f} s each"
+        + (f" (the median of {runs} runs by service req/s)" if runs > 1 else "")
+        + ":\n"
+    )
+    for name, x in (("service", s), ("direct", d)):
+        w(
+            f"  {name:8s}{x['rps']:8.0f} req/s  p50 {x['latency_ms_p50']:.1f} ms, "
+            f"p99 {x['latency_ms_p99']:.1f} ms, errors {x['errors']}, "
+            + (
+                f"{x['service_cpu_us_per_request']:.0f} us service CPU/request, "
+                f"service core {100 * x['service_core_busy']:.0f}%\n"
+                if name == "service"
+                else f"harness core {100 * x['harness_core_busy']:.0f}%\n"
+            )
+        )
+    w(f"  service/direct {wh['ratio']:.2f}\n")
+
+
+def print_comparison(res: dict[str, Any], w: Callable[[str], Any]) -> None:
+    base, cmp = res["baseline"], res["comparison"]
+    runs = max([x["runs"] for x in cmp["levels"]] + [cmp.get("whole", {}).get("runs", 1)])
+    w(
+        f"\nworking tree (current) vs baseline {base['ref']} ({base['commit'][:12]}), "
+        + (f"medians of {runs} alternating runs each" if runs > 1 else "one run each, alternating")
+        + ":\n\n"
+    )
+    hdr = (
+        "streams", "us/chunk cur/base", "ratio", "errors cur/base", "pace cur/base",
+        "added TTFC p99 cur/base", "TTFC p99 delta", "chunks/event cur/base",
+    )  # fmt: skip
+    rows = []
+    for x in cmp["levels"]:
+        c, e, p = x["cpu_us_per_chunk"], x["errors"], x["pace_ratio_p99"]
+        t, k = x["added_ttfc_ms_p99"], x["chunks_per_event"]
+        rows.append((
+            str(x["n"]),
+            f"{c['current']:.1f}/{c['baseline']:.1f}",
+            f"{c['ratio']:.3f}",
+            f"{e['current']}/{e['baseline']}" + (f" [direct {e['direct']}]" if e["direct"] else ""),
+            f"{p['current']:.3f}/{p['baseline']:.3f}",
+            f"{t['current']:+.1f}/{t['baseline']:+.1f} ms",
+            f"{t['delta']:+.1f} ms",
+            f"{k['current']:.2f}/{k['baseline']:.2f}",
+        ))  # fmt: skip
+    _table(hdr, rows, w)
+    wh = cmp.get("whole")
+    if wh:
+        r, u, e = wh["rps"], wh["cpu_us_per_request"], wh["errors"]
+        w(
+            f"\n  non-streamed req/s at concurrency {wh['concurrency']}: {r['current']:.0f}/"
+            f"{r['baseline']:.0f} = {r['ratio']:.3f}; service CPU per request {u['current']:.0f}/"
+            f"{u['baseline']:.0f} us = {u['ratio']:.3f}; errors {e['current']}/{e['baseline']}\n"
+        )
+    w(
+        "\n  ratio = current / baseline (below 1: the working tree spends less CPU per chunk);"
+        " TTFC p99 delta =\n  current minus baseline added TTFC p99. Ratios within a few % of 1"
+        " are noise on a shared machine: --repeat 3\n\n  against the baseline:\n"
+    )
+    for name, (ok, detail) in cmp["criteria"].items():
+        w(f"  [{'ok' if ok else 'MISS'}] {name}: {detail}\n")
+
+
+def print_table(res: dict[str, Any], out: Any = sys.stdout) -> None:
+    a, m = res["config"], res["machine"]
+    w = out.write
+    base = res.get("baseline")
+    w(
+        f"\nquartchat relay bench: upstream {a['upstream']} with {a['chunks']} chunks x "
+        f"{a['interval'] * 1000:g} ms (nominal {a['chunks'] * a['interval']:g} s); service on cpu "
+        f"{a['service_cpu']}, harness on cpu {a['harness_cpu']}; {m['nproc']} x {m['cpu_model']}"
+        + (f"; service backlog {a['service_backlog']}" if a["service_backlog"] else "")
+        + "\n\n"
+    )
+    if base:
+        w(f"current (the working tree, {res['service_imported_from']}):\n\n")
+    print_levels(res["levels"], w)
     w(
         "\n  added TTFC = service percentile minus direct percentile (time to the first content chunk)\n"
         "  probe added = the same for single streams opened one by one while the N run (no burst)\n"
@@ -882,26 +1153,14 @@ def print_table(res: dict[str, Any], out: Any = sys.stdout) -> None:
         "  chunks/event = upstream chunks per `chunk` event (>1: the relay merged reads, it was behind)\n"
         "  harness core = load generator + upstream CPU / wall, service/direct phase (near 100%: harness-bound)\n"
     )
-    wh = res.get("whole")
-    if wh:
-        s, d = wh["service"], wh["direct"]
-        w(
-            f"\nnon-streamed POST /api/chat, {s['concurrency']} keep-alive connections, "
-            f"{s['seconds']:.1f} s each:\n"
-        )
-        for name, x in (("service", s), ("direct", d)):
-            w(
-                f"  {name:8s}{x['rps']:8.0f} req/s  p50 {x['latency_ms_p50']:.1f} ms, "
-                f"p99 {x['latency_ms_p99']:.1f} ms, errors {x['errors']}, "
-                + (
-                    f"{x['service_cpu_us_per_request']:.0f} us service CPU/request, "
-                    f"service core {100 * x['service_core_busy']:.0f}%\n"
-                    if name == "service"
-                    else f"harness core {100 * x['harness_core_busy']:.0f}%\n"
-                )
-            )
-        w(f"  service/direct {wh['ratio']:.2f}\n")
-    w("\ntargets:\n")
+    if res.get("whole"):
+        print_whole(res["whole"], w)
+    if base:
+        w(f"\nbaseline {base['ref']} ({base['commit'][:12]}, {base['imported_from']}):\n\n")
+        print_levels(base["levels"], w)
+        if base.get("whole"):
+            print_whole(base["whole"], w)
+    w("\ntargets" + (" (the working tree)" if base else "") + ":\n")
     for name, (ok, detail) in res["targets"].items():
         w(f"  [{'ok' if ok else 'MISS'}] {name}: {detail}\n")
     for key, prof in (res.get("profile") or {}).items():
@@ -914,6 +1173,8 @@ def print_table(res: dict[str, Any], out: Any = sys.stdout) -> None:
         w(f"  {'self%':>6} {'total%':>6}  function (by self time)\n")
         for row in prof["top_self"][:12]:
             w(f"  {row['self_pct']:6.1f} {row['total_pct']:6.1f}  {row['function']}\n")
+    if base:
+        print_comparison(res, w)
     w("\n")
 
 
@@ -956,11 +1217,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "phase and one more non-streamed run")  # fmt: skip
     add("--profile-rate", type=int, default=250, help="py-spy samples per second")
     add("--profile-native", action="store_true", help="py-spy --native (C frames too)")
-    add("--outdir", default=str(ROOT / "artifacts" / "bench"), help="logs and profiles go here")
+    add("--baseline-ref", default=None, metavar="REF",
+        help="also serve the relay of git commit REF (extracted into OUTDIR/baseline-<sha>) and "
+        "measure it alternately with the working tree's; prints the ratios")  # fmt: skip
+    add("--repeat", type=int, default=1, metavar="N",
+        help="measure every level and the non-streamed run N times (alternating with the "
+        "baseline's); the comparison takes medians")  # fmt: skip
+    add("--outdir", default=str(ROOT / "artifacts" / "bench"),
+        help="logs, profiles and baseline trees go here")  # fmt: skip
     add("--json", nargs="?", const="-", default=None, metavar="PATH",
         help="also write the results as JSON, to PATH or to stdout")  # fmt: skip
     args = p.parse_args(argv)
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     return args
 
 
@@ -984,9 +1254,21 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+LABELS = {"service": "current", "baseline": "baseline"}
+
+
+def whole_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One non-streamed result: the run with the (lower) median service req/s; all in `runs`."""
+    out = dict(sorted(runs, key=lambda r: float(r["service"]["rps"]))[(len(runs) - 1) // 2])
+    if len(runs) > 1:
+        out["runs"] = runs
+    return out
+
+
 async def run(
-    args: argparse.Namespace, service: Child, upstream: Child, sport: int, uport: int
+    args: argparse.Namespace, services: dict[str, tuple[Child, int]], upstream: Child, uport: int
 ) -> dict[str, Any]:
+    """Measure every service in `services` ("service": the working tree's, and "baseline")."""
     main_task = asyncio.current_task()
     assert main_task is not None
     for signum in (signal.SIGINT, signal.SIGTERM):  # stop between awaits, then clean up
@@ -999,51 +1281,93 @@ async def run(
     direct_stream = json.dumps({**stream_body, "stream_options": {"include_usage": True}}).encode()
     direct_whole = json.dumps({**chat, "model": "gpt-4o-mini", "stream": False}).encode()
     targets = {
-        "service": Target(
-            "service",
-            sport,
-            http_post("/api/chat/stream", sport, body, close=True),
-            http_post("/api/chat", sport, body, close=False),
+        name: Target(
+            name,
+            port,
+            http_post("/api/chat/stream", port, body, close=True),
+            http_post("/api/chat", port, body, close=False),
             re.compile(rb"event: chunk\n"),
             lambda status, b: judge_service_stream(status, b, expected),
-        ),
-        "direct": Target(
-            "direct",
-            uport,
-            http_post("/v1/chat/completions", uport, direct_stream, close=True),
-            http_post("/v1/chat/completions", uport, direct_whole, close=False),
-            re.compile(rb'"content": ?"[^"]'),
-            lambda status, b: judge_upstream_stream(status, b, expected),
-        ),
+            child,
+        )
+        for name, (child, port) in services.items()
     }
-    bench = Bench(args, service, upstream, targets)
-    warm = await bench.stream_phase(targets["service"], 20)  # imports, pools, code paths
-    if warm.errors:
-        raise SystemExit(f"warm-up failed: {warm.errors} {warm.error_samples}; see {service.log}")
+    current = services["service"][0]
+    targets["direct"] = Target(
+        "direct",
+        uport,
+        http_post("/v1/chat/completions", uport, direct_stream, close=True),
+        http_post("/v1/chat/completions", uport, direct_whole, close=False),
+        re.compile(rb'"content": ?"[^"]'),
+        lambda status, b: judge_upstream_stream(status, b, expected),
+        current,
+    )
+    names = list(services)
+    compared = len(names) > 1
+
+    def order(i: int) -> list[str]:
+        # Who goes first alternates, so that neither service is always the one measured after
+        # the other's leftovers, or always the later one on a machine that is slowing down.
+        return names if i % 2 == 0 else names[::-1]
+
+    def label(name: str) -> str:
+        return f" {LABELS[name]}" if compared else ""
+
+    bench = Bench(args, [child for child, _ in services.values()], upstream, targets)
+    for name in names:
+        warm = await bench.stream_phase(targets[name], 20)  # imports, pools, code paths
+        if warm.errors:
+            raise SystemExit(
+                f"warm-up{label(name)} failed: {warm.errors} {warm.error_samples}; "
+                f"see {targets[name].proc.log}"
+            )
     res: dict[str, Any] = {"levels": []}
-    # Non-streamed first, on a service that only the warm-up has touched: after the 1000-stream
-    # level its upstream pool still holds ~1000 idle connections for 30 s.
+    # Non-streamed first, on services that only the warm-up has touched: after the 1000-stream
+    # level a service's upstream pool still holds ~1000 idle connections for 30 s.
+    whole_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     if args.whole_seconds > 0:
         c, secs = args.whole_concurrency, args.whole_seconds
-        await asyncio.sleep(args.pause)
-        d = await bench.whole_phase(targets["direct"], c, secs)
-        await asyncio.sleep(args.pause)
-        s = await bench.whole_phase(targets["service"], c, secs)
-        res["whole"] = {"service": s, "direct": d, "ratio": ratio(s["rps"], d["rps"])}
-        say(f"  non-streamed: {s['rps']:.0f} req/s through the service, {d['rps']:.0f} direct")
-    for n in args.levels:
-        await asyncio.sleep(args.pause)
-        base = await bench.stream_phase(targets["direct"], n)
-        await asyncio.sleep(args.pause)
-        svc = await bench.stream_phase(targets["service"], n)
-        row = level_row(args, svc, base)
-        res["levels"].append(row)
-        say(
-            f"  {n:5d} streams: errors {row['errors']} (direct {row['direct_errors']}), added TTFC "
-            f"p99 {row['added_ttfc_ms_p99']:+.1f} ms, pace {row['pace_ratio_p99']:.3f}, "
-            f"{row['service_cpu_us_per_chunk']:.1f} us/chunk, service core "
-            f"{100 * row['service_core_busy']:.0f}%, SYN drops {svc.listen_drops}"
-        )
+        for i in range(args.repeat):
+            await asyncio.sleep(args.pause)
+            d = await bench.whole_phase(targets["direct"], c, secs)
+            for name in order(i):
+                await asyncio.sleep(args.pause)
+                s = await bench.whole_phase(targets[name], c, secs)
+                whole_runs[name].append(
+                    {"service": s, "direct": d, "ratio": ratio(s["rps"], d["rps"])}
+                )
+                say(
+                    f"  non-streamed{label(name)}: {s['rps']:.0f} req/s through the service, "
+                    f"{d['rps']:.0f} direct"
+                )
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for li, n in enumerate(args.levels):
+        for i in range(args.repeat):
+            await asyncio.sleep(args.pause)
+            base = await bench.stream_phase(targets["direct"], n)  # shared by this run's services
+            for name in order(li + i):
+                await asyncio.sleep(args.pause)
+                svc = await bench.stream_phase(targets[name], n)
+                row = level_row(args, svc, base)
+                row["run"] = i
+                rows[name].append(row)
+                say(
+                    f"  {n:5d} streams{label(name)}: errors {row['errors']} (direct "
+                    f"{row['direct_errors']}), added TTFC p99 {row['added_ttfc_ms_p99']:+.1f} ms, "
+                    f"pace {row['pace_ratio_p99']:.3f}, {row['service_cpu_us_per_chunk']:.1f} "
+                    f"us/chunk, service core {100 * row['service_core_busy']:.0f}%, SYN drops "
+                    f"{svc.listen_drops}"
+                )
+    res["levels"] = rows["service"]
+    if whole_runs["service"]:
+        res["whole"] = whole_summary(whole_runs["service"])
+    if compared:
+        baseline = services["baseline"][0]
+        res["baseline"] = {
+            "levels": rows["baseline"],
+            "whole": whole_summary(whole_runs["baseline"]) if whole_runs["baseline"] else None,
+            "vmhwm_mb": baseline.status_kb("VmHWM") / 1024,
+        }
     if args.profile:
         outdir = Path(args.outdir)
         prof: dict[str, Any] = {}
@@ -1062,7 +1386,7 @@ async def run(
             lambda: bench.whole_phase(targets["service"], c, max(3.0, args.whole_seconds)),
         )  # fmt: skip
         res["profile"] = prof
-    res["service_vmhwm_mb"] = service.status_kb("VmHWM") / 1024
+    res["service_vmhwm_mb"] = current.status_kb("VmHWM") / 1024
     return res
 
 
@@ -1076,10 +1400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("warning: one core only; the service and the harness share it")
         args.service_cpu = args.harness_cpu = 0
     top = max([*args.levels, args.profile, args.whole_concurrency])
-    limit = raise_fd_limit(4 * top + 1024)
+    # A baseline's upstream pool is one more connection per stream held open by the upstream.
+    limit = raise_fd_limit((5 if args.baseline_ref else 4) * top + 1024)
     os.sched_setaffinity(0, {args.harness_cpu})
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    baseline = materialise_baseline(args.baseline_ref, outdir) if args.baseline_ref else None
     logdir = Path(tempfile.mkdtemp(prefix="logs-", dir=outdir))
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -1087,7 +1413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     atexit.register(stop_children)
-    uport, sport = free_port(), free_port()
+    uport, sport, bport = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "APP_"))}
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
     module = "bench.upstream" if args.upstream == "bench" else "tests.fake_upstream"
@@ -1104,28 +1430,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if top > 1000:  # the service's default pool holds 1000 upstream connections
         service_env["UPSTREAM_MAX_CONNECTIONS"] = str(top + 100)
-    service_argv = [args.service_python, "-m", "quartchat"]
     prelude = args.service_prelude
     if args.service_backlog:  # hypercorn's Config() reads the class default; quartchat keeps it
         prelude += f"\nimport hypercorn.config as c; c.Config.backlog = {args.service_backlog}"
-    if prelude:
-        code = prelude + "\nfrom quartchat.__main__ import main\nmain()"
-        service_argv = [args.service_python, "-c", code]
+    # Compared, both services start the same way, each saying which package it imported.
+    service_argv_ = service_argv(args.service_python, prelude, report=baseline is not None)
     try:
         upstream = spawn("upstream", upstream_argv, args.harness_cpu, env, logdir)
-        service = spawn("service", service_argv, args.service_cpu, service_env, logdir)
+        service = spawn("service", service_argv_, args.service_cpu, service_env, logdir)
+        services = {"service": (service, sport)}
+        if baseline:
+            baseline_env = {**service_env, "PYTHONPATH": str(baseline.tree), "APP_PORT": str(bport)}
+            services["baseline"] = (
+                spawn(
+                    "baseline", service_argv_, args.service_cpu, baseline_env, logdir, baseline.tree
+                ),
+                bport,
+            )
         wait_for_port(upstream, uport)
-        wait_for_port(service, sport)
+        for child, port in services.values():
+            wait_for_port(child, port)
         say(
             f"upstream ({module}) pid {upstream.pid} on :{uport} cpu {args.harness_cpu}; service "
             f"pid {service.pid} on :{sport} cpu {args.service_cpu}; fd limit {limit}; logs {logdir}"
         )
+        imported: dict[str, str] = {}
+        if baseline:
+            for name, tree in (("service", ROOT), ("baseline", baseline.tree)):
+                imported[name] = str(check_imported_from(services[name][0], tree))
+            say(
+                f"baseline {baseline.ref} ({baseline.commit[:12]}) pid {services['baseline'][0].pid}"
+                f" on :{bport} cpu {args.service_cpu}, serving {imported['baseline']}"
+            )
         try:
             import uvloop
         except ImportError:
-            res = asyncio.run(run(args, service, upstream, sport, uport))
+            res = asyncio.run(run(args, services, upstream, uport))
         else:
-            res = uvloop.run(run(args, service, upstream, sport, uport))
+            res = uvloop.run(run(args, services, upstream, uport))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted")
         return 130
@@ -1134,6 +1476,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["config"] = {k: v for k, v in vars(args).items()}
     res["machine"] = machine()
     res["targets"] = check_targets(res)
+    if baseline:
+        res["service_imported_from"] = imported["service"]
+        res["baseline"].update(
+            ref=baseline.ref,
+            commit=baseline.commit,
+            tree=str(baseline.tree),
+            imported_from=imported["baseline"],
+        )
+        res["comparison"] = compare(res)
     print_table(res)
     if args.json:
         text = json.dumps(res, indent=2, default=str)
