@@ -18,6 +18,7 @@ from hypercorn.utils import wrap_app
 
 from .app import create_app
 from .config import Settings, get_settings
+from .connections import guard_connections, raise_descriptor_limit
 from .streaming.watch import LiveStreams
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -63,6 +64,10 @@ async def serve(settings: Settings, config: Config, sockets: Sockets | None = No
         await stop.wait()
         streams.drain(settings.shutdown_grace_seconds)
 
+    # Closes connections their clients closed, caps them below the descriptor limit.
+    sockets = guard_connections(
+        config, sockets, upstream_connections=settings.upstream_max_connections
+    )
     await worker_serve(
         wrap_app(app, config.wsgi_max_body_size, mode="asgi"),
         config,
@@ -120,6 +125,7 @@ def main() -> None:
     # asyncio's own event loop, not uvloop: with hypercorn's stream-based server uvloop measured
     # ~20% more CPU per relayed chunk and fell behind at 500 streams (docs/benchmarks.md).
     settings = get_settings()
+    raise_descriptor_limit()  # before any socket opens; workers inherit it
     config = hypercorn_config(settings)
     if settings.app_workers == 1:
         asyncio.run(serve(settings, config))
