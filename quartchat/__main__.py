@@ -6,7 +6,9 @@ Use this rather than the `hypercorn` command in production: it drains streams on
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import getpass
 import logging
 import os
 import signal
@@ -16,9 +18,12 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
 
-from .app import create_app
+from .app import configure_logging, create_app
+from .auth import bootstrap
 from .config import Settings, get_settings
 from .connections import guard_connections, raise_descriptor_limit
+from .db.migrate import DatabaseTooNew, migrate
+from .errors import APIError
 from .streaming.watch import LiveStreams
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -66,7 +71,9 @@ async def serve(settings: Settings, config: Config, sockets: Sockets | None = No
 
     # Closes connections their clients closed, caps them below the descriptor limit.
     sockets = guard_connections(
-        config, sockets, upstream_connections=settings.upstream_max_connections
+        config,
+        sockets,
+        upstream_connections=settings.upstream_max_connections + DATABASE_DESCRIPTORS,
     )
     await worker_serve(
         wrap_app(app, config.wsgi_max_body_size, mode="asgi"),
@@ -121,16 +128,87 @@ def _serve_workers(settings: Settings, config: Config) -> int:
     return status
 
 
-def main() -> None:
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+DATABASE_DESCRIPTORS = 20  # the database pool's connections (SQLAlchemy: 5, and 10 overflow)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`quartchat [serve]`, `quartchat migrate`, `quartchat create-admin --email …`."""
+    parser = argparse.ArgumentParser(prog="quartchat", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    commands.add_parser("serve", help="serve on APP_HOST:APP_PORT (what plain `quartchat` does)")
+    commands.add_parser("migrate", help="bring the database to this version's schema, then exit")
+    create = commands.add_parser(
+        "create-admin", help="make (or restore) an administrator account, then exit"
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of asking for it",
+    )
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "migrate":
+            asyncio.run(migrate(bootstrap.url_of(settings), bootstrap.backups(settings)))
+        elif args.command == "create-admin":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else _ask_password()
+            user = asyncio.run(bootstrap.create_admin(settings, args.email, password))
+            print(f"{user.email} is an administrator and can log in.", file=sys.stderr)
+        else:
+            _serve(settings)
+    except (DatabaseTooNew, APIError) as error:
+        sys.exit(f"quartchat: {error}")
+
+
+def _ask_password() -> str:
+    password = getpass.getpass("Password: ")
+    if password != getpass.getpass("Again: "):
+        sys.exit("quartchat: the two passwords differ")
+    return password
+
+
+def _serve(settings: Settings) -> None:
+    if not settings.accounts:
+        host = settings.app_host.strip("[]")
+        if host not in LOOPBACK_HOSTS and not settings.auth_none_allow_network:
+            sys.exit(
+                f"quartchat: AUTH_MODE=none serves without any login, so it listens only on a "
+                f"loopback address, not {settings.app_host}. Set AUTH_NONE_ALLOW_NETWORK=true "
+                "if everyone who can reach this address may use it."
+            )
+    else:
+        # Migrations run here, once, before any worker starts (docs/deploy.md, "Upgrades").
+        setup_token = asyncio.run(bootstrap.prepare(settings))
+        if setup_token:
+            _announce_setup(settings, setup_token)
     # asyncio's own event loop, not uvloop: with hypercorn's stream-based server uvloop measured
     # ~20% more CPU per relayed chunk and fell behind at 500 streams (docs/benchmarks.md).
-    settings = get_settings()
     raise_descriptor_limit()  # before any socket opens; workers inherit it
     config = hypercorn_config(settings)
     if settings.app_workers == 1:
         asyncio.run(serve(settings, config))
         return
     sys.exit(_serve_workers(settings, config))
+
+
+def _announce_setup(settings: Settings, token: str) -> None:
+    """Print the one-time setup link, as Jupyter prints its token: to the console, not the log
+    (it is a credential, valid until the first admin exists)."""
+    host = settings.app_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    print(
+        "\n    No account yet. To create the admin account, open\n"
+        f"    http://{host}:{settings.app_port}/setup?token={token}\n"
+        "    (or run `quartchat create-admin --email you@example.com`)\n",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

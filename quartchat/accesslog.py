@@ -27,6 +27,7 @@ class AccessRecord:
     ttft_ms: float | None = None
     usage: dict[str, int] | None = None
     outcome: str | None = None  # streams only: done / error / shutdown / disconnected
+    user_id: int | None = None  # who asked, when accounts are on
     streaming: bool = False
 
     # The relay's observer (streaming/relay.py): a stream logs itself when it ends.
@@ -54,6 +55,7 @@ class AccessRecord:
             "upstream_status": self.upstream_status,
             "ttft_ms": self.ttft_ms,
             "tokens": self.usage,
+            "user_id": self.user_id,
         }
         if self.outcome:
             line["outcome"] = self.outcome

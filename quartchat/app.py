@@ -11,8 +11,16 @@ import httpx
 from quart import Quart, Response, g, request
 
 from .accesslog import AccessRecord
-from .blueprints import api, health, ui
+from .auth.accounts import Accounts
+from .auth.bootstrap import backups, url_of
+from .auth.cookies import SessionCookies, secret_key
+from .auth.gate import admit
+from .auth.passwords import Passwords
+from .auth.principal import Authenticator, Networks, PrincipalCache
+from .blueprints import admin, api, auth, health, ui
 from .config import Settings, get_settings
+from .db import Database
+from .db.migrate import migrate
 from .errors import register_error_handlers
 from .guards import HostCheck, check_cross_site, check_host, require_json
 from .openapi import init_openapi
@@ -21,10 +29,11 @@ from .upstream.client import UpstreamClient
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
+# 'report-sample' only adds the first 40 characters of blocked inline code to a CSP report.
 PAGE_CSP = (
-    "default-src 'self'; script-src 'self' 'report-sample'; style-src 'self' 'report-sample'; img-src 'self' data:; "
-    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self' 'report-sample'; style-src 'self' 'report-sample'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
@@ -41,7 +50,7 @@ def create_app(
     # inline script, which the CSP forbids): revalidate every time (a 304 via ETag), so after an
     # upgrade a browser never runs a mix of old and new modules.
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     app.extensions["streams"] = LiveStreams(
         settings.sse_ping_seconds, settings.request_timeout_seconds
     )
@@ -57,19 +66,50 @@ def create_app(
     app.register_blueprint(health.blueprint)
     app.register_blueprint(ui.blueprint)
     app.register_blueprint(api.blueprint)
+    authenticator = _accounts(app, settings) if settings.accounts else None
     register_error_handlers(app)
-    hosts = HostCheck(settings.allowed_hosts)
+    hosts = HostCheck(settings.allowed_hosts, loopback_default=not settings.accounts)
 
     @app.before_request
-    async def _guard() -> None:
+    async def _guard() -> Response | None:
         await _start_access_record()
         check_host(hosts)
         check_cross_site()
         if request.url_rule is not None:  # an unknown route is a 404 whatever its body
             require_json()
+        return await admit(authenticator) if authenticator else None
 
     app.after_request(_finish_response)
     return app
+
+
+def _accounts(app: Quart, settings: Settings) -> Authenticator:
+    """Accounts on a database: the cookie, the credential parser, the service the views call."""
+    networks = Networks(settings.trusted_proxies)
+    cookies = SessionCookies(app, settings.cookie_secure, networks)
+    url = url_of(settings)
+    db = Database.open(url)
+    cache = PrincipalCache()
+    accounts = Accounts(settings, db, Passwords(), cache)
+    authenticator = Authenticator(
+        db, cookies, networks, settings.auth_trusted_header, accounts.user_from_header, cache
+    )
+    app.extensions.update(db=db, accounts=accounts, networks=networks)
+
+    @app.while_serving
+    async def _database() -> AsyncGenerator[None, None]:
+        # A no-op at head: `quartchat` migrated before it started the workers.
+        await migrate(url, backups(settings))
+        app.secret_key = secret_key(
+            settings.secret_key.get_secret_value() if settings.secret_key else None,
+            settings.data_dir,
+        )
+        yield
+        await db.close()
+
+    app.register_blueprint(auth.blueprint)
+    app.register_blueprint(admin.blueprint)
+    return authenticator
 
 
 async def _start_access_record() -> None:
@@ -96,7 +136,7 @@ async def _finish_response(response: Response) -> Response:
     return response
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if (
         not root.handlers
@@ -106,3 +146,4 @@ def _configure_logging(level: str) -> None:
         )
     logging.getLogger("quartchat").setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its per-request lines duplicate ours
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # quartchat.db says what migrated

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OPENAI_HOSTS = frozenset({"api.openai.com"})
@@ -36,15 +37,40 @@ class Settings(BaseSettings):
     app_workers: int = Field(1, ge=1)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
 
-    @field_validator("openai_api_key", mode="before")
+    # Data: an SQLite file in DATA_DIR unless DATABASE_URL names a PostgreSQL server.
+    data_dir: Path = Path("data")
+    database_url: SecretStr | None = None  # may hold a password
+
+    # Accounts (docs/deploy.md, "Accounts"). `none`: no accounts, loopback only.
+    auth_mode: Literal["accounts", "none"] = "accounts"
+    auth_none_allow_network: bool = False  # AUTH_MODE=none on a non-loopback address, knowingly
+    secret_key: SecretStr | None = None  # signs cookies; generated once into DATA_DIR if unset
+    signup_policy: Literal["closed", "invite", "approval", "open"] = "closed"
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # Addresses (or networks) of reverse proxies whose X-Forwarded-* and trusted header count.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    auth_trusted_header: str | None = None  # e.g. Remote-Email, set by an identity proxy
+    admin_email: str | None = None  # with ADMIN_PASSWORD: the first admin, made at start
+    admin_password: SecretStr | None = None
+    login_attempts_per_minute: int = Field(10, ge=1)
+
+    @field_validator(
+        "openai_api_key",
+        "database_url",
+        "secret_key",
+        "admin_password",
+        "admin_email",
+        "auth_trusted_header",
+        mode="before",
+    )
     @classmethod
-    def _blank_key_is_no_key(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
         # `OPENAI_API_KEY=` in a .env file means "no key", not "an empty key".
         if isinstance(value, str) and not value.strip():
             return None
         return value
 
-    @field_validator("allowed_hosts", mode="before")
+    @field_validator("allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -60,6 +86,17 @@ class Settings(BaseSettings):
                 "OPENAI_API_BASE must be an http(s) URL such as https://api.openai.com/v1"
             )
         return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _no_accounts_means_loopback(self) -> Settings:
+        # Without accounts the service must not be reachable from the network by default.
+        if self.auth_mode == "none" and "app_host" not in self.model_fields_set:
+            self.app_host = "127.0.0.1"
+        return self
+
+    @property
+    def accounts(self) -> bool:
+        return self.auth_mode == "accounts"
 
     @property
     def api_key(self) -> str | None:

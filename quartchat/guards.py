@@ -38,13 +38,14 @@ def host_name(host: str) -> str:
 class HostCheck:
     """Whether a Host header names this service: a loopback name or one of `allowed`.
 
-    An entry `.example.com` or `*.example.com` allows example.com and every subdomain; `*` (or no
-    entries at all) allows any host.
+    An entry `.example.com` or `*.example.com` allows example.com and every subdomain; `*` allows
+    any host, and so does no entry at all unless `loopback_default` (AUTH_MODE=none: a service
+    without accounts answers only loopback names unless told otherwise).
     """
 
-    def __init__(self, allowed: list[str]) -> None:
+    def __init__(self, allowed: list[str], *, loopback_default: bool = False) -> None:
         names = {a.strip().lower() for a in allowed if a.strip()}
-        self.any = not names or "*" in names
+        self.any = "*" in names or (not names and not loopback_default)
         self.exact = LOOPBACK_HOSTS | {n for n in names if not n.startswith((".", "*."))}
         self.suffixes = tuple("." + n.lstrip("*.") for n in names if n.startswith((".", "*.")))
 

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -11,11 +15,16 @@ import pytest
 import respx
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from quartchat import create_app
 from quartchat.config import Settings
+from quartchat.db import database_url
+from quartchat.db.migrate import migrate
 
 from .fake_upstream import FakeUpstream
+from .postgres import server_url
 from .service import Service
 
 UPSTREAM = "https://upstream.test/v1"
@@ -23,11 +32,83 @@ SECRET = "sk-test-9f8e7d6c5b4a3210SECRET"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sse"  # copies of ../shared/fixtures/sse
 
 
+# -- databases: every test that touches data runs on SQLite and on a real PostgreSQL ------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[URL | None]:
+    """A PostgreSQL server for the session (tests/postgres.py), or None: those tests skip, or
+    under CI=1 fail, since CI installs PostgreSQL."""
+    url, cluster, why = server_url()
+    if url is None and os.environ.get("CI"):
+        pytest.fail(f"CI needs PostgreSQL: {why}")
+    try:
+        yield url
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated once; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "quartchat.db"
+    asyncio.run(migrate(database_url(None, path.parent)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: URL | None) -> URL | None:
+    """A PostgreSQL database migrated once; each test gets a copy (CREATE DATABASE … TEMPLATE)."""
+    if postgres_server is None:
+        return None
+    template = postgres_server.set(database=f"quartchat_template_{os.getpid()}")
+    asyncio.run(_create_database(postgres_server, template.database or ""))
+    asyncio.run(migrate(template))
+    return template
+
+
+async def _create_database(server: URL, name: str, template: str | None = None) -> None:
+    engine = create_async_engine(
+        server, isolation_level="AUTOCOMMIT"
+    )  # no CREATE DATABASE in a transaction
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+            suffix = f' TEMPLATE "{template}"' if template else ""
+            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"{suffix}')
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_template: Path,
+    postgres_server: URL | None,
+    postgres_template: URL | None,
+) -> AsyncIterator[URL]:
+    """The URL of a migrated, empty database of each kind, made for this test."""
+    if request.param == "sqlite":
+        copy = tmp_path / "data" / "quartchat.db"
+        copy.parent.mkdir()
+        shutil.copy(sqlite_template, copy)
+        yield database_url(None, copy.parent)
+        return
+    if postgres_server is None or postgres_template is None:
+        pytest.skip("no PostgreSQL here (apt-get install postgresql, or set TEST_DATABASE_URL)")
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    await _create_database(postgres_server, name, postgres_template.database)
+    yield postgres_server.set(database=name)
+
+
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "openai_api_key": SECRET,
         "openai_api_base": UPSTREAM,
         "sse_ping_seconds": 15,
+        "auth_mode": "none",  # the relay's tests; tests/auth/ turn accounts on
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,14 +23,20 @@ def free_port() -> int:
 
 
 class Service:
+    """The service as `quartchat` runs it; without accounts unless `AUTH_MODE=accounts` is given
+    (its data then goes to a temporary DATA_DIR, unless one is given)."""
+
     def __init__(self, upstream_url: str, **env: str) -> None:
         self.port = free_port()
+        self.data_dir = Path(tempfile.mkdtemp(prefix="quartchat-data-"))
         self.env = {
             **os.environ,
             "OPENAI_API_BASE": upstream_url,
             "OPENAI_API_KEY": "sk-e2e-test-key-0000000000",
             "APP_HOST": "127.0.0.1",
             "APP_PORT": str(self.port),
+            "AUTH_MODE": "none",
+            "DATA_DIR": str(self.data_dir),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -66,6 +74,7 @@ class Service:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def log(self) -> str:
         return self.log_path.read_text()

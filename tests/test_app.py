@@ -9,6 +9,7 @@ from quartchat import __version__, create_app
 from quartchat.config import Settings
 
 from .conftest import assert_error, make_settings
+from .service import ROOT
 
 PROBE_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
@@ -45,6 +46,34 @@ def test_defaults_match_the_documentation() -> None:
     assert settings.request_timeout_seconds == 60
     assert (settings.app_host, settings.app_port) == ("0.0.0.0", 8333)
     assert settings.needs_key  # OpenAI's own API without a key cannot work
+
+
+def test_accounts_are_on_by_default_and_without_them_the_service_stays_on_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).accounts
+    monkeypatch.setenv("AUTH_MODE", "none")
+    assert Settings(_env_file=None).app_host == "127.0.0.1"
+    monkeypatch.setenv("APP_HOST", "0.0.0.0")
+    assert Settings(_env_file=None).app_host == "0.0.0.0"  # said explicitly: __main__ refuses it
+
+
+def test_lists_are_comma_separated_and_blanks_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTED_PROXIES", " 10.0.0.0/8, 192.0.2.1 ,")
+    monkeypatch.setenv("ALLOWED_HOSTS", "chat.example.com")
+    monkeypatch.setenv("ADMIN_EMAIL", "")
+    monkeypatch.setenv("DATABASE_URL", "")
+    settings = Settings(_env_file=None)
+    assert settings.trusted_proxies == ["10.0.0.0/8", "192.0.2.1"]
+    assert settings.allowed_hosts == ["chat.example.com"]
+    assert settings.admin_email is None and settings.database_url is None
+
+
+def test_the_example_env_file_is_valid_and_means_the_defaults() -> None:
+    example = Settings(_env_file=ROOT / ".env.example")
+    assert example.accounts and example.signup_policy == "closed"
+    assert example.secret_key is None and example.database_url is None
+    assert example.trusted_proxies == [] and example.admin_email is None
 
 
 def test_settings_reject_a_base_url_that_is_not_http() -> None:

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.docker
 COMPOSE_FILES = ("docker-compose.yml", "tests/docker/compose.test.yml")
 IMAGE = "quartchat:test"
 KEY = "sk-docker-test-key-0000000000"  # set in tests/docker/compose.test.yml
+ADMIN = {"email": "docker@example.com", "password": "docker-test-password"}  # ditto
 GRACE = 5.0  # SHUTDOWN_GRACE_SECONDS inside the container
 STOP_GRACE_PERIOD = 15.0  # compose.test.yml's stop_grace_period: Docker's SIGKILL comes after it
 MARGIN = 5.0  # slack for a loaded machine; never a measure of speed
@@ -97,10 +98,21 @@ class Stack:
     project: str
     port: int
     env: dict[str, str]
+    token: str = ""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """An API token of the admin the compose override makes (ADMIN_EMAIL), as a header."""
+        if not self.token:
+            with httpx.Client(base_url=self.url) as browser:
+                assert browser.post("/api/auth/login", json=ADMIN).status_code == 200
+                made = browser.post("/api/auth/tokens", json={"name": "docker tests"})
+                self.token = made.json()["token"]
+        return {"Authorization": f"Bearer {self.token}"}
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         files = [part for name in COMPOSE_FILES for part in ("-f", name)]
@@ -205,17 +217,35 @@ def test_health_answers_through_the_published_port(service: Stack) -> None:
     assert response.json()["status"] == "ok"
 
 
-def test_the_chat_page_is_served(service: Stack) -> None:
-    response = httpx.get(service.url + "/")
+def test_the_chat_page_is_served_after_a_login(service: Stack) -> None:
+    with httpx.Client(base_url=service.url) as browser:
+        assert browser.get("/").headers["location"] == "/login?next=/"
+        assert browser.post("/api/auth/login", json=ADMIN).status_code == 200
+        response = browser.get("/")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+
+
+def test_nobody_chats_without_an_account(service: Stack, fake: FakeUpstream) -> None:
+    before = len(fake.chat_requests())
+    body = {"messages": [{"role": "user", "content": "free tokens?"}]}
+    response = httpx.post(service.url + "/api/chat", json=body)
+    assert response.status_code == 401
+    assert len(fake.chat_requests()) == before
+
+
+def test_accounts_live_in_the_data_volume(service: Stack) -> None:
+    listing = service.exec("ls", "/data")
+    assert {"quartchat.db", "secret_key"} <= set(listing.stdout.split())
 
 
 def test_a_chat_streams_through_the_container_from_the_upstream_on_the_host(
     service: Stack,
 ) -> None:
     body = {"messages": [{"role": "user", "content": "hello from the host"}]}
-    with httpx.stream("POST", service.url + "/api/chat/stream", json=body, timeout=30) as response:
+    with httpx.stream(
+        "POST", service.url + "/api/chat/stream", json=body, headers=service.auth, timeout=30
+    ) as response:
         assert response.status_code == 200
         events = parse_events(response.read())
     assert "".join(data["delta"] for kind, data in events if kind == "chunk") == (
@@ -228,7 +258,8 @@ def test_a_chat_streams_through_the_container_from_the_upstream_on_the_host(
 def test_the_key_from_the_environment_reaches_the_upstream(
     service: Stack, fake: FakeUpstream
 ) -> None:
-    httpx.post(service.url + "/api/chat", json={"messages": [{"role": "user", "content": "hi"}]})
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(service.url + "/api/chat", json=body, headers=service.auth).status_code == 200
     assert fake.chat_requests()[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
@@ -249,7 +280,9 @@ def test_only_the_data_volume_and_tmp_are_writable(service: Stack) -> None:
     assert probe.returncode == 0, probe.stdout + probe.stderr
 
 
-def test_the_image_is_at_most_200_mb(stack: Stack) -> None:
+def test_the_image_is_at_most_225_mb(stack: Stack) -> None:
+    # python:3.12-slim is ~157 MB; the rest is quartchat and its dependencies, ~55 MB since
+    # accounts brought SQLAlchemy, Alembic, asyncpg and argon2 (bytecode only for what runs).
     size = int(
         subprocess.run(
             ["docker", "image", "inspect", "--format", "{{.Size}}", IMAGE],
@@ -258,7 +291,7 @@ def test_the_image_is_at_most_200_mb(stack: Stack) -> None:
             check=True,
         ).stdout
     )
-    assert size <= 200_000_000, f"{size / 1e6:.1f} MB"
+    assert size <= 225_000_000, f"{size / 1e6:.1f} MB"
 
 
 @dataclass
@@ -282,10 +315,12 @@ class StreamLog:
         return (kind, data["error"]["code"] if kind == "error" else None)
 
 
-def read_stream(url: str, log: StreamLog) -> None:
+def read_stream(url: str, auth: dict[str, str], log: StreamLog) -> None:
     body = {"messages": [{"role": "user", "content": "a long answer, please"}]}
     try:
-        with httpx.stream("POST", url + "/api/chat/stream", json=body, timeout=60) as response:
+        with httpx.stream(
+            "POST", url + "/api/chat/stream", json=body, headers=auth, timeout=60
+        ) as response:
             for data in response.iter_raw():
                 log.body += data
                 chunks = log.body.count(b"event: chunk\n")
@@ -318,9 +353,9 @@ def answers_health(url: str) -> bool:
         return False
 
 
-def start_stream(url: str) -> StreamLog:
+def start_stream(stack: Stack) -> StreamLog:
     log = StreamLog()
-    threading.Thread(target=read_stream, args=(url, log), daemon=True).start()
+    threading.Thread(target=read_stream, args=(stack.url, stack.auth, log), daemon=True).start()
     assert log.first_chunk.wait(30), "the stream never started"
     return log
 
@@ -332,8 +367,8 @@ def shutdown(stack: Stack, fake: FakeUpstream) -> Shutdown:
         Reply(chunks=completion_chunks(["tick"] * 120), delay=0.5),  # a minute: outlives the grace
         Reply(chunks=completion_chunks(["tock"] * 10), delay=0.25),  # 3 s: within it
     )
-    long = start_stream(stack.url)
-    short = start_stream(stack.url)
+    long = start_stream(stack)
+    short = start_stream(stack)
     stopper = threading.Thread(target=stack.compose, args=("stop",), kwargs={"timeout": 120})
     sigterm_at = time.monotonic()
     stopper.start()

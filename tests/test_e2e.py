@@ -62,7 +62,7 @@ def test_client_disconnect_closes_the_upstream_within_a_second(
     request = orjson.dumps(CHAT)
     with socket.create_connection(("127.0.0.1", service.port)) as client:
         client.sendall(
-            b"POST /api/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /api/chat/stream HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(request), request)
         )
         received = b""

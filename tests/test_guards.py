@@ -82,7 +82,7 @@ async def test_without_fetch_metadata_a_foreign_origin_is_refused(
 async def test_without_fetch_metadata_the_service_s_own_origin_passes(
     client: Client, completion: respx.Route
 ) -> None:
-    status, _ = await post(client, Origin="http://chat.test:8333", Host="chat.test:8333")
+    status, _ = await post(client, Origin="http://localhost:8333", Host="localhost:8333")
     assert status == 200
 
 
@@ -152,9 +152,27 @@ def test_without_allowed_hosts_any_host_is_answered() -> None:
     assert check("anything.example:8333") and check("10.0.0.3")
 
 
+def test_without_accounts_and_allowed_hosts_only_loopback_names_are_answered() -> None:
+    check = HostCheck([], loopback_default=True)
+    assert check("localhost:8333") and check("127.0.0.1") and check("[::1]:8333")
+    assert not check("anything.example") and not check("10.0.0.3:8333")
+    assert HostCheck(["chat.lan"], loopback_default=True)("chat.lan")
+
+
+async def test_without_accounts_a_rebound_host_name_gets_nothing(client: Client) -> None:
+    response = await client.get("/", headers={"Host": "attacker.example"})
+    assert_error(response.status_code, await response.get_data(), 400, "HOST_NOT_ALLOWED")
+
+
 @pytest.mark.parametrize(
     ("header", "name"),
-    [("Example.com:8333", "example.com"), ("[::1]:80", "[::1]"), ("::1", "::1"), ("a", "a")],
+    [
+        ("Example.com:8333", "example.com"),
+        ("[::1]:80", "[::1]"),
+        ("::1", "::1"),
+        ("a", "a"),
+        ("[::1", "[::1"),
+    ],
 )
 def test_the_host_name_is_the_header_without_its_port(header: str, name: str) -> None:
     assert host_name(header) == name

@@ -3,8 +3,7 @@ from __future__ import annotations
 from functools import partial
 
 import orjson
-from pydantic import ValidationError
-from quart import Blueprint, Response, current_app, g, request
+from quart import Blueprint, Response, current_app, g
 from quart_schema import document_request, document_response
 
 from ..config import Settings
@@ -15,6 +14,7 @@ from ..streaming import relay
 from ..streaming.encoders import ChatEvents
 from ..streaming.watch import LiveStreams
 from ..upstream.client import UpstreamClient
+from .validation import parse
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -49,21 +49,7 @@ async def _chat_request() -> ChatRequest:
             "No upstream API key: set OPENAI_API_KEY, or point OPENAI_API_BASE at a server "
             "that needs none (Ollama, llama.cpp, vLLM).",
         )
-    body = await request.get_data(cache=False)
-    try:
-        return ChatRequest.model_validate_json(body)
-    except ValidationError as exc:
-        details = [
-            {
-                "loc": ".".join(str(p) for p in e["loc"]) or "body",
-                "msg": e["msg"],
-                "type": e["type"],
-            }
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        raise APIError(
-            400, "INVALID_REQUEST", "The request body is not a valid chat request.", details=details
-        ) from None
+    return await parse(ChatRequest, "chat request")
 
 
 @blueprint.get("/models")

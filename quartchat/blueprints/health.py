@@ -4,12 +4,14 @@ from quart import Blueprint
 from quart_schema import document_response
 
 from .. import __version__
+from ..auth.gate import public
 from ..schemas import HealthResponse
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/health")
+@public
 @document_response(HealthResponse)
 async def health() -> dict[str, str]:
     """Liveness.

@@ -24,7 +24,7 @@ function newConversation() {
   return { id: newId(), title: DEFAULT_TITLE, createdAt: now, updatedAt: now, settings: emptySettings(), messages: [] };
 }
 
-const store = await openStore(newConversation);
+const store = await openStore(newConversation, document.body.dataset.owner ?? null);
 const streams = new Map(); // conversation id -> {conversation, reply, controller, ended}: replies in flight
 const saveTimers = new Map();
 let summaries = await store.list();
@@ -205,6 +205,7 @@ async function generate(conversation) {
   conversation.updatedAt = Date.now();
   const controller = new AbortController();
   let finished;
+  let loggedOut = false; // the session ended elsewhere: log in again, then come back here
   const ended = new Promise((resolve) => (finished = resolve));
   streams.set(conversation.id, { conversation, reply, controller, ended });
   if (conversation === current) {
@@ -230,6 +231,7 @@ async function generate(conversation) {
     reply.usage = done.usage ?? null;
     reply.finishReason = done.finish_reason ?? null;
   } catch (error) {
+    loggedOut = error.code === "UNAUTHENTICATED";
     if (error.name === "AbortError") {
       reply.status = "stopped";
     } else {
@@ -250,6 +252,7 @@ async function generate(conversation) {
     }
     await save(conversation);
     finished();
+    if (loggedOut) location.assign(`/login?next=${encodeURIComponent(location.pathname + location.hash).replaceAll("%2F", "/")}`);
   }
 }
 

@@ -20,9 +20,9 @@
 // error is synchronous and immediate, so the user is told at once; and the ~5 M characters a
 // browser allows hold thousands of messages. The interface being async keeps the move open.
 
-const PREFIX = "quartchat.v1.";
-const INDEX_KEY = `${PREFIX}index`;
-const CONVERSATION_PREFIX = `${PREFIX}c.`;
+// Keys: `quartchat.v1.` without accounts; `quartchat.v1.u<user id>.` with them, so people who
+// share a browser never see each other's conversations.
+const ROOT = "quartchat.v1.";
 const LEGACY_KEY = "quartchat.history"; // the first version of the page kept one flat history
 
 export class StorageFullError extends Error {
@@ -57,9 +57,12 @@ export function summaryOf(conversation) {
 }
 
 class LocalStore {
-  constructor(storage, persistent) {
+  constructor(storage, persistent, prefix = ROOT) {
     this.storage = storage;
     this.persistent = persistent;
+    this.prefix = prefix;
+    this.indexKey = `${prefix}index`;
+    this.conversationPrefix = `${prefix}c.`;
   }
 
   #write(key, value) {
@@ -82,7 +85,7 @@ class LocalStore {
   }
 
   #index() {
-    const index = this.#readJSON(INDEX_KEY);
+    const index = this.#readJSON(this.indexKey);
     return Array.isArray(index) ? index : [];
   }
 
@@ -90,39 +93,39 @@ class LocalStore {
     const stored = new Set();
     for (let i = 0; i < this.storage.length; i++) {
       const key = this.storage.key(i);
-      if (key?.startsWith(CONVERSATION_PREFIX)) stored.add(key.slice(CONVERSATION_PREFIX.length));
+      if (key?.startsWith(this.conversationPrefix)) stored.add(key.slice(this.conversationPrefix.length));
     }
     const index = this.#index().filter((s) => stored.delete(s.id));
     // Self-healing: a conversation written just before its index update failed still shows up.
     for (const id of stored) {
-      const conversation = this.#readJSON(CONVERSATION_PREFIX + id);
+      const conversation = this.#readJSON(this.conversationPrefix + id);
       if (conversation?.id === id) index.push(summaryOf(conversation));
     }
     return index.sort((a, b) => b.updatedAt - a.updatedAt);
   }
 
   async get(id) {
-    const conversation = this.#readJSON(CONVERSATION_PREFIX + id);
+    const conversation = this.#readJSON(this.conversationPrefix + id);
     return conversation && Array.isArray(conversation.messages) ? conversation : null;
   }
 
   async put(conversation) {
     // The conversation first: if it does not fit, nothing at all has changed.
-    this.#write(CONVERSATION_PREFIX + conversation.id, JSON.stringify(conversation));
+    this.#write(this.conversationPrefix + conversation.id, JSON.stringify(conversation));
     const index = this.#index().filter((s) => s.id !== conversation.id);
     index.push(summaryOf(conversation));
-    this.#write(INDEX_KEY, JSON.stringify(index));
+    this.#write(this.indexKey, JSON.stringify(index));
   }
 
   async remove(id) {
-    this.storage.removeItem(CONVERSATION_PREFIX + id);
+    this.storage.removeItem(this.conversationPrefix + id);
     const index = this.#index().filter((s) => s.id !== id);
-    this.#write(INDEX_KEY, JSON.stringify(index));
+    this.#write(this.indexKey, JSON.stringify(index));
   }
 
   subscribe(callback) {
     window.addEventListener("storage", (event) => {
-      if (event.storageArea === this.storage && (event.key === null || event.key.startsWith(PREFIX))) callback();
+      if (event.storageArea === this.storage && (event.key === null || event.key.startsWith(this.prefix))) callback();
     });
   }
 
@@ -131,7 +134,7 @@ class LocalStore {
     if (!needle) return (await this.list()).map((s) => s.id);
     const ids = [];
     for (const summary of await this.list()) {
-      const raw = this.storage.getItem(CONVERSATION_PREFIX + summary.id) ?? "";
+      const raw = this.storage.getItem(this.conversationPrefix + summary.id) ?? "";
       // Cheap test on the raw JSON first; parse only the candidates to rule out matches that
       // exist only in JSON syntax or in fields the user never sees.
       if (!raw.toLowerCase().includes(needle)) continue;
@@ -159,7 +162,7 @@ function memoryStorage() {
 
 function usableLocalStorage() {
   try {
-    const probe = `${PREFIX}probe`;
+    const probe = `${ROOT}probe`;
     localStorage.setItem(probe, "1");
     localStorage.removeItem(probe);
     return localStorage;
@@ -203,15 +206,31 @@ export function titleFrom(text) {
 }
 
 /**
- * The conversation store for this browser. `newConversation` builds an empty conversation (used
- * to import the first version's single history).
+ * The first user to log in on a browser that was used without accounts takes its conversations
+ * over (they were that person's), so nothing is lost when accounts are turned on.
  */
-export async function openStore(newConversation) {
+async function adoptConversationsWithoutOwner(storage, store) {
+  const unowned = new LocalStore(storage, true);
+  for (const summary of await unowned.list()) {
+    const conversation = await unowned.get(summary.id);
+    if (conversation) await store.put(conversation); // throws when full: adopt the rest later
+    await unowned.remove(summary.id);
+  }
+}
+
+/**
+ * The conversation store for this browser, and for `owner` (the logged-in user's id; null
+ * without accounts). `newConversation` builds an empty conversation (used to import the first
+ * version's single history).
+ */
+export async function openStore(newConversation, owner = null) {
   const storage = usableLocalStorage();
-  const store = new LocalStore(storage ?? memoryStorage(), storage !== null);
+  const prefix = owner === null ? ROOT : `${ROOT}u${owner}.`;
+  const store = new LocalStore(storage ?? memoryStorage(), storage !== null, prefix);
   if (storage) {
     try {
       await migrateLegacyHistory(store, newConversation);
+      if (owner !== null) await adoptConversationsWithoutOwner(storage, store);
     } catch (error) {
       if (!(error instanceof StorageFullError)) throw error;
     }

@@ -90,20 +90,16 @@ def unexpected_violations(violations: list[dict[str, str]], payloads: list[str])
     ]
 
 
-@pytest.fixture
-def page(context: BrowserContext, blocked_payloads: list[str]) -> Iterator[Page]:
-    """A page that fails its test on a page error, a console error, or a CSP report no declared
-    payload explains.
+def watch(page: Page, problems: list[str]) -> Page:
+    """Record the page's errors, its console errors and Chromium's own error entries in `problems`.
 
     Chromium's own log entries are told apart by their source, not their wording (which changes
-    between versions): "security" entries are the console form of CSP reports (judged above from
-    the reports themselves), and "network" entries are failed loads (error statuses a test asks
-    for; a load from a foreign origin is a CSP report too).
+    between versions): "security" entries are the console form of CSP reports (judged from the
+    reports themselves, see `csp_problems`), and "network" entries are failed loads (error
+    statuses a test asks for; a load from a foreign origin is a CSP report too).
     """
-    page = context.new_page()
-    problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    cdp = context.new_cdp_session(page)
+    cdp = page.context.new_cdp_session(page)
 
     def console_api(event: dict[str, Any]) -> None:
         if event["type"] in ("error", "assert"):
@@ -119,10 +115,24 @@ def page(context: BrowserContext, blocked_payloads: list[str]) -> Iterator[Page]
     cdp.on("Log.entryAdded", log_entry)
     cdp.send("Runtime.enable")
     cdp.send("Log.enable")
+    return page
+
+
+def csp_problems(page: Page, payloads: list[str]) -> list[str]:
+    """The CSP reports of a page still open that no declared payload explains."""
+    if page.is_closed():
+        return []
+    return unexpected_violations(page.evaluate("window.__cspViolations || []"), payloads)
+
+
+@pytest.fixture
+def page(context: BrowserContext, blocked_payloads: list[str]) -> Iterator[Page]:
+    """A page that fails its test on a page error, a console error, or a CSP report no declared
+    payload explains (see `watch`)."""
+    problems: list[str] = []
+    page = watch(context.new_page(), problems)
     yield page
-    if not page.is_closed():
-        violations = page.evaluate("window.__cspViolations || []")
-        problems += unexpected_violations(violations, blocked_payloads)
+    problems += csp_problems(page, blocked_payloads)
     assert problems == []
 
 

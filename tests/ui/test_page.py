@@ -3,15 +3,20 @@ keyboard use, screen-reader announcements; screenshots of the main views as arti
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 
 from ..fake_upstream import FakeUpstream, Reply
 from ..service import Service
-from .browser import AXE, SCREENSHOTS, ChatPage, conversation, needs_chromium
+from .browser import (
+    ChatPage,
+    axe_violations,
+    background,
+    conversation,
+    needs_chromium,
+    screenshot,
+)
 
 pytestmark = needs_chromium
 
@@ -48,28 +53,6 @@ SHOWCASE["messages"][1]["usage"] = {
     "total_tokens": 94,
 }
 SHOWCASE["messages"][1]["model"] = "gpt-4o-mini"
-
-
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png")
-
-
-def axe_violations(page: Page) -> list[dict[str, Any]]:
-    """Serious and critical axe-core violations. axe is served from the page's own origin (via a
-    route), so the page's Content-Security-Policy stays on while it runs."""
-
-    def serve_axe(route: Route) -> None:
-        route.fulfill(body=AXE.read_bytes(), content_type="text/javascript")
-
-    page.route("**/__axe__.js", serve_axe)
-    page.add_script_tag(url="/__axe__.js")
-    results = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-    return [
-        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]]}
-        for v in results["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
 
 
 def show_showcase(chat: ChatPage) -> None:
@@ -147,10 +130,6 @@ phone_size = pytest.mark.parametrize(
     ],
     ids=["phone"],
 )
-
-
-def background(page: Page) -> str:
-    return str(page.evaluate("getComputedStyle(document.body).backgroundColor"))
 
 
 @dark_system

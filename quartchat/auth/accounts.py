@@ -1,0 +1,329 @@
+"""What people do with accounts: log in, sign up, accept invites, manage their sessions and
+tokens, and what admins do with users. One method per action; each maps its own failures to
+`APIError`s and keeps the principal cache honest.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from ..config import Settings
+from ..db import Database
+from ..errors import APIError
+from . import invites, limits, sessions, setup, tokens, users
+from .passwords import Passwords, password_problem
+from .principal import Principal, PrincipalCache
+
+log = logging.getLogger("quartchat.auth")
+
+LOGIN_WINDOW = timedelta(minutes=1)
+# One message for a wrong password and an unknown email, so a login never tells which.
+BAD_LOGIN = "The email or the password is not right."
+
+
+def not_found(what: str = "There is no such thing here.") -> APIError:
+    return APIError(404, "NOT_FOUND", what)
+
+
+def forbidden(message: str = "Only an administrator may do this.") -> APIError:
+    return APIError(403, "FORBIDDEN", message)
+
+
+def check_password(password: str) -> None:
+    problem = password_problem(password)
+    if problem:
+        raise APIError(400, "WEAK_PASSWORD", problem)
+
+
+class Accounts:
+    def __init__(
+        self, settings: Settings, db: Database, passwords: Passwords, cache: PrincipalCache
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.passwords = passwords
+        self.cache = cache
+
+    # -- logging in ------------------------------------------------------------------------------
+
+    async def login(self, email: str, password: str, ip: str, user_agent: str) -> str:
+        """Check the password (rate-limited per IP and per account); a new session's token."""
+        keys = (f"login-ip:{ip}", f"login-email:{users.normal_email(email)}")
+        limit = self.settings.login_attempts_per_minute
+        async with self.db.read() as connection:
+            for key in keys:
+                wait = await limits.retry_after(connection, key, limit, LOGIN_WINDOW)
+                if wait is not None:
+                    raise APIError(
+                        429,
+                        "TOO_MANY_ATTEMPTS",
+                        f"Too many failed logins; try again in {wait} seconds.",
+                        headers={"Retry-After": str(wait)},
+                    )
+            user = await users.by_email(connection, email)
+        # The hash is checked whether or not the account exists: the same time either way.
+        ok = await self.passwords.verify(user.password_hash if user else None, password)
+        if not ok or user is None:
+            async with self.db.write() as connection:
+                for key in keys:
+                    await limits.failed(connection, key, LOGIN_WINDOW)
+            raise APIError(401, "INVALID_CREDENTIALS", BAD_LOGIN)
+        self._require_active(user)
+        async with self.db.write() as connection:
+            await limits.clear(connection, keys[1])
+            return await sessions.start(connection, user.id, user_agent, ip)
+
+    @staticmethod
+    def _require_active(user: users.User) -> None:
+        if user.status == "pending":
+            raise APIError(403, "ACCOUNT_PENDING", "An administrator has yet to approve you.")
+        if user.status != "active":
+            raise APIError(403, "ACCOUNT_DISABLED", "This account was disabled.")
+
+    async def logout(self, principal: Principal) -> None:
+        if principal.via == "session":
+            async with self.db.write() as connection:
+                await sessions.end(connection, principal.user_id, principal.credential)
+            self.cache.forget("s:" + principal.credential)
+
+    async def logout_everywhere(self, principal: Principal) -> None:
+        async with self.db.write() as connection:
+            await sessions.end_all(connection, principal.user_id)
+        self.cache.forget_user(principal.user_id)
+
+    # -- the first admin, sign-up, invites --------------------------------------------------------
+
+    async def setup_state(self) -> dict[str, Any]:
+        async with self.db.read() as connection:
+            needed = await users.count(connection) == 0
+        return {"setup_required": needed, "signup": self.settings.signup_policy}
+
+    async def set_up(self, secret: str, email: str, password: str, ip: str, user_agent: str) -> str:
+        check_password(password)
+        password_hash = await self.passwords.hash(password)
+        async with self.db.write() as connection:
+            admin = await setup.claim(connection, secret, email, password_hash)
+            if admin is None:
+                raise APIError(
+                    403,
+                    "SETUP_REFUSED",
+                    "This setup link is not valid, or the admin account exists already.",
+                )
+            log.info("first admin created (user %s)", admin.id)
+            return await sessions.start(connection, admin.id, user_agent, ip)
+
+    async def sign_up(self, email: str, password: str, ip: str, user_agent: str) -> str | None:
+        """Open and approval policies only; the new session's token, or None if it must wait."""
+        policy = self.settings.signup_policy
+        if policy not in ("open", "approval"):
+            raise APIError(403, "SIGNUP_CLOSED", "Accounts are made by an administrator here.")
+        check_password(password)
+        password_hash = await self.passwords.hash(password)
+        status = "active" if policy == "open" else "pending"
+        async with self.db.write() as connection:
+            user = await self._create(connection, email, password_hash, "user", status)
+            if status != "active":
+                return None
+            return await sessions.start(connection, user.id, user_agent, ip)
+
+    async def _create(
+        self, connection: Any, email: str, password_hash: str | None, role: str, status: str
+    ) -> users.User:
+        if await users.by_email(connection, email) is not None:
+            raise APIError(409, "EMAIL_TAKEN", "There is an account with this email already.")
+        return await users.create(connection, email, password_hash, role=role, status=status)
+
+    async def invite(self, principal: Principal, role: str, email: str | None) -> dict[str, Any]:
+        if not principal.is_admin and (self.settings.signup_policy != "invite" or role != "user"):
+            raise forbidden("Only an administrator may invite people here.")
+        async with self.db.write() as connection:
+            invite, secret = await invites.create(connection, principal.user_id, role, email)
+        return {**invite.public(), "token": secret}
+
+    async def invites(self, principal: Principal) -> list[dict[str, Any]]:
+        mine = None if principal.is_admin else principal.user_id
+        async with self.db.read() as connection:
+            return [i.public() for i in await invites.pending(connection, mine)]
+
+    async def withdraw_invite(self, principal: Principal, invite_id: str) -> None:
+        mine = None if principal.is_admin else principal.user_id
+        async with self.db.write() as connection:
+            if not await invites.withdraw(connection, invite_id, mine):
+                raise not_found("There is no such invite.")
+
+    async def invitation(self, secret: str) -> dict[str, Any]:
+        """What the invite page shows before anyone accepts: the fixed email, if any."""
+        async with self.db.read() as connection:
+            invite = await invites.find(connection, secret)
+        if invite is None:
+            raise bad_invite()
+        return {"email": invite.email, "role": invite.role}
+
+    async def accept_invite(
+        self, secret: str, email: str | None, password: str, ip: str, user_agent: str
+    ) -> str:
+        check_password(password)
+        password_hash = await self.passwords.hash(password)
+        async with self.db.write() as connection:
+            invite = await invites.find(connection, secret)
+            if invite is None:
+                raise bad_invite()
+            address = invite.email or email
+            if not address:
+                raise APIError(400, "INVALID_REQUEST", "Give the email to log in with.")
+            user = await self._create(connection, address, password_hash, invite.role, "active")
+            if not await invites.use(connection, invite.id, user.id):
+                raise bad_invite()
+            return await sessions.start(connection, user.id, user_agent, ip)
+
+    async def user_from_header(self, email: str) -> users.User | None:
+        """A user an identity proxy vouches for, seen for the first time, per the policy."""
+        policy = self.settings.signup_policy
+        if policy not in ("open", "approval"):
+            return None
+        async with self.db.write() as connection:
+            existing = await users.by_email(connection, email)
+            if existing is not None:
+                return existing
+            status = "active" if policy == "open" else "pending"
+            return await users.create(connection, email, None, status=status)
+
+    # -- my account --------------------------------------------------------------------------------
+
+    async def me(self, principal: Principal) -> dict[str, Any]:
+        async with self.db.read() as connection:
+            user = await users.get(connection, principal.user_id)
+        if user is None:
+            raise not_found()
+        return {**user.public(), "via": principal.via}
+
+    async def change_password(
+        self, principal: Principal, current: str, new: str, ip: str, user_agent: str
+    ) -> str | None:
+        """Every session ends; the caller's own browser gets a new one (its token, if a session)."""
+        check_password(new)
+        async with self.db.read() as connection:
+            user = await users.get(connection, principal.user_id)
+        if user is None or not await self.passwords.verify(user.password_hash, current):
+            raise APIError(401, "INVALID_CREDENTIALS", "The current password is not right.")
+        password_hash = await self.passwords.hash(new)
+        async with self.db.write() as connection:
+            await users.change(connection, user.id, password_hash=password_hash)
+            await sessions.end_all(connection, user.id)
+            token = None
+            if principal.via == "session":
+                token = await sessions.start(connection, user.id, user_agent, ip)
+        self.cache.forget_user(user.id)
+        return token
+
+    async def sessions(self, principal: Principal) -> list[dict[str, Any]]:
+        current = principal.credential if principal.via == "session" else None
+        async with self.db.read() as connection:
+            return [
+                s.public(current) for s in await sessions.of_user(connection, principal.user_id)
+            ]
+
+    async def end_session(self, principal: Principal, session_id: str) -> None:
+        async with self.db.write() as connection:
+            if not await sessions.end(connection, principal.user_id, session_id):
+                raise not_found("There is no such session.")
+        self.cache.forget("s:" + session_id)
+
+    async def tokens(self, principal: Principal) -> list[dict[str, Any]]:
+        async with self.db.read() as connection:
+            return [t.public() for t in await tokens.of_user(connection, principal.user_id)]
+
+    async def create_token(self, principal: Principal, name: str) -> dict[str, Any]:
+        async with self.db.write() as connection:
+            if len(await tokens.of_user(connection, principal.user_id)) >= tokens.MAX_PER_USER:
+                raise APIError(409, "TOO_MANY_TOKENS", "Revoke a token before making another.")
+            token, secret = await tokens.create(connection, principal.user_id, name)
+        return {**token.public(), "token": secret}
+
+    async def revoke_token(self, principal: Principal, token_id: int) -> None:
+        async with self.db.write() as connection:
+            if not await tokens.revoke(connection, principal.user_id, token_id):
+                raise not_found("There is no such token.")
+        self.cache.forget_user(principal.user_id)
+
+    # -- administration ----------------------------------------------------------------------------
+
+    async def list_users(self, principal: Principal, after: int) -> list[dict[str, Any]]:
+        self._admin(principal)
+        async with self.db.read() as connection:
+            return [u.public() for u in await users.page(connection, after=after)]
+
+    async def create_user(
+        self, principal: Principal, email: str, password: str, role: str
+    ) -> dict[str, Any]:
+        self._admin(principal)
+        check_password(password)
+        password_hash = await self.passwords.hash(password)
+        async with self.db.write() as connection:
+            user = await self._create(connection, email, password_hash, role, "active")
+        return user.public()
+
+    async def change_user(
+        self,
+        principal: Principal,
+        user_id: int,
+        *,
+        status: str | None = None,
+        role: str | None = None,
+        password: str | None = None,
+    ) -> dict[str, Any]:
+        """Enable, disable or approve; change the role; reset the password (ends its sessions)."""
+        self._admin(principal)
+        values: dict[str, Any] = {}
+        if status is not None:
+            values["status"] = status
+        if role is not None:
+            values["role"] = role
+        if password is not None:
+            check_password(password)
+            values["password_hash"] = await self.passwords.hash(password)
+        async with self.db.write() as connection:
+            before = await users.get(connection, user_id)
+            if before is None:
+                raise not_found("There is no such user.")
+            stays_admin = values.get("role", before.role) == "admin" and (
+                values.get("status", before.status) == "active"
+            )
+            was_admin = before.role == "admin" and before.status == "active"
+            if was_admin and not stays_admin and await users.active_admins(connection) <= 1:
+                raise APIError(409, "LAST_ADMIN", "Keep at least one active administrator.")
+            after = await users.change(connection, user_id, **values)
+            if "password_hash" in values or values.get("status", "active") != "active":
+                await sessions.end_all(connection, user_id)
+        self.cache.forget_user(user_id)
+        assert after is not None
+        return after.public()
+
+    @staticmethod
+    def _admin(principal: Principal) -> None:
+        if not principal.is_admin:
+            raise forbidden()
+
+    # -- at start ----------------------------------------------------------------------------------
+
+    async def first_admin_from_settings(self) -> bool:
+        """ADMIN_EMAIL and ADMIN_PASSWORD make the first admin, if there is no user yet."""
+        email, password = self.settings.admin_email, self.settings.admin_password
+        if not email or password is None:
+            return False
+        check_password(password.get_secret_value())
+        password_hash = await self.passwords.hash(password.get_secret_value())
+        async with self.db.write() as connection:
+            if await users.count(connection):
+                return False
+            await users.create(connection, email, password_hash, role="admin")
+        log.info("first admin created from ADMIN_EMAIL")
+        return True
+
+
+def bad_invite() -> APIError:
+    return APIError(
+        404, "INVALID_INVITE", "This invite link is not valid: used, expired or withdrawn."
+    )

@@ -1,0 +1,73 @@
+"""The session cookie, by quart-auth: HttpOnly, SameSite=Lax, signed with SECRET_KEY, 30 days,
+sliding (renewed as the session is used), and `Secure` decided per request.
+
+`COOKIE_SECURE=auto` (the default) marks it Secure when the browser reached the service over
+https -- directly, or through a reverse proxy in TRUSTED_PROXIES that says so in
+X-Forwarded-Proto; `always` and `never` override that (`never` for plain-http use on a LAN).
+quart-auth fixes `Secure` once per app, so this subclass sets it before each response.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from pathlib import Path
+from typing import Literal
+
+from quart import Quart, Response
+from quart_auth import QuartAuth
+
+from .principal import Networks
+from .sessions import LIFETIME
+
+COOKIE_NAME = "quartchat_session"
+
+
+class SessionCookies(QuartAuth):
+    def __init__(
+        self, app: Quart, policy: Literal["auto", "always", "never"], networks: Networks
+    ) -> None:
+        self.policy = policy
+        self.networks = networks
+        super().__init__(
+            app,
+            cookie_name=COOKIE_NAME,
+            cookie_http_only=True,
+            cookie_samesite="Lax",
+            cookie_secure=policy == "always",
+            duration=int(LIFETIME.total_seconds()),
+            salt="quartchat session cookie",
+        )
+
+    async def after_request(self, response: Response) -> Response:
+        self.cookie_secure = self.policy == "always" or (
+            self.policy == "auto" and self.networks.https()
+        )
+        with warnings.catch_warnings():
+            # quart-auth warns when a Secure cookie goes out on a plain-http request: behind a
+            # TLS-terminating proxy that is exactly right.
+            warnings.simplefilter("ignore")
+            return await super().after_request(response)
+
+
+def secret_key(configured: str | None, data_dir: Path) -> str:
+    """SECRET_KEY, or one generated at the first start and kept in DATA_DIR (mode 0600)."""
+    if configured:
+        return configured
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: two workers starting at once must agree on one key.
+    try:
+        with open(path, "x", encoding="utf-8", opener=_private) as file:
+            file.write(key)
+    except FileExistsError:
+        return path.read_text().strip()
+    return key
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)

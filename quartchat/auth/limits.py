@@ -1,0 +1,60 @@
+"""Counting failures per key (an IP, an account) in fixed windows, in the database, so that every
+worker process and every host counts together.
+
+One statement per failure: an upsert that starts a new window or adds one, atomically on both
+databases; no read-then-write.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from sqlalchemy import case, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..db.tables import now, rate_limits
+
+
+async def retry_after(
+    connection: AsyncConnection, key: str, limit: int, window: timedelta
+) -> int | None:
+    """Seconds until `key` may try again, if it has `limit` failures in its window; else None."""
+    row = (
+        await connection.execute(
+            select(rate_limits.c.window_start, rate_limits.c.count).where(rate_limits.c.key == key)
+        )
+    ).first()
+    if row is None:
+        return None
+    window_start, failures = row
+    if failures < limit:
+        return None
+    remaining = (window_start + window - now()).total_seconds()
+    return max(1, int(remaining) + 1) if remaining > 0 else None
+
+
+async def failed(connection: AsyncConnection, key: str, window: timedelta) -> int:
+    """Count one failure for `key`; returns the failures in its current window."""
+    at = now()
+    expired = rate_limits.c.window_start <= at - window
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(rate_limits).values(key=key, window_start=at, count=1)
+    statement = statement.on_conflict_do_update(
+        index_elements=[rate_limits.c.key],
+        set_={
+            "count": case((expired, 1), else_=rate_limits.c.count + 1),
+            "window_start": case((expired, at), else_=rate_limits.c.window_start),
+        },
+    ).returning(rate_limits.c.count)
+    count = int((await connection.execute(statement)).scalar_one())
+    if random.random() < 0.01:  # now and then, forget windows long over
+        await connection.execute(
+            delete(rate_limits).where(rate_limits.c.window_start < at - window * 60)
+        )
+    return count
+
+
+async def clear(connection: AsyncConnection, key: str) -> None:
+    await connection.execute(delete(rate_limits).where(rate_limits.c.key == key))

@@ -1,0 +1,211 @@
+"""Who is asking: the one place credentials are parsed.
+
+Before any view runs, `Authenticator.resolve()` turns the request's credential -- an API token
+(`Authorization: Bearer qc_…`), the trusted header of an identity proxy, or the session cookie --
+into one `Principal`, or none. Views only ask `current_principal()`.
+
+A credential costs at most one indexed lookup, and not even that when it was checked in the last
+`CACHE_SECONDS` in this process. Logging out, revoking, disabling and password changes drop the
+cached entries in the process that made them, so they take effect there on the next request;
+other worker processes notice within `CACHE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from quart import g, request
+from quart_auth import AuthUser, QuartAuth, login_user, renew_login
+
+from ..db import Database
+from ..db.tables import now
+from ..errors import APIError
+from . import sessions, tokens, users
+from .credentials import TOKEN_PREFIX, digest
+
+CACHE_SECONDS = 2.0
+CACHE_SIZE = 10_000
+
+Via = Literal["session", "token", "header"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The user a request acts for, and by what credential."""
+
+    user_id: int
+    email: str
+    role: str
+    via: Via
+    credential: str  # the session id, the token id, or the header's email
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def current_principal() -> Principal | None:
+    principal: Principal | None = g.get("principal")
+    return principal
+
+
+def unauthenticated(message: str = "Log in, or send an API token.") -> APIError:
+    return APIError(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Networks:
+    """Where a request came from, believing X-Forwarded-* only from TRUSTED_PROXIES."""
+
+    def __init__(self, trusted: list[str]) -> None:
+        self.trusted = [ipaddress.ip_network(t.strip(), strict=False) for t in trusted if t.strip()]
+
+    def is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    def client(self) -> str:
+        """The client's address: the peer's, or the nearest untrusted one a trusted proxy saw."""
+        address = request.remote_addr or ""
+        if not self.is_trusted(address):
+            return address
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+        for hop in reversed([h for h in hops if h]):
+            if not self.is_trusted(hop):
+                return hop
+        return address
+
+    def https(self) -> bool:
+        if request.scheme == "https":
+            return True
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return forwarded == "https" and self.is_trusted(request.remote_addr or "")
+
+
+class PrincipalCache:
+    """Recently checked credentials, in this process, for CACHE_SECONDS."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key: str) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: str, principal: Principal) -> None:
+        if len(self._entries) >= CACHE_SIZE:
+            self._entries.clear()  # rare; a full cache only costs lookups
+        self._entries[key] = (time.monotonic() + CACHE_SECONDS, principal)
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def forget_user(self, user_id: int) -> None:
+        for key in [k for k, (_, p) in self._entries.items() if p.user_id == user_id]:
+            del self._entries[key]
+
+
+class Authenticator:
+    def __init__(
+        self,
+        db: Database,
+        cookies: QuartAuth,
+        networks: Networks,
+        trusted_header: str | None,
+        on_new_header_user: Callable[[str], Awaitable[users.User | None]],
+        cache: PrincipalCache,
+    ) -> None:
+        self.db = db
+        self.cookies = cookies
+        self.networks = networks
+        self.trusted_header = trusted_header
+        self.on_new_header_user = on_new_header_user
+        self.cache = cache
+
+    async def resolve(self) -> Principal | None:
+        """The request's principal; a credential that is present but not valid is a 401."""
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer":
+                return await self._token(value.strip())
+        if self.trusted_header and self.networks.is_trusted(request.remote_addr or ""):
+            email = request.headers.get(self.trusted_header)
+            if email:
+                return await self._header(email)
+        auth_id = self.cookies.load_user().auth_id
+        if auth_id:
+            return await self._session(digest(auth_id))
+        return None
+
+    async def _token(self, secret: str) -> Principal:
+        if not secret.startswith(TOKEN_PREFIX):
+            raise unauthenticated("That is not a quartchat API token (they begin qc_).")
+        key = "t:" + digest(secret)
+        principal = self.cache.get(key)
+        if principal is not None:
+            return principal
+        async with self.db.read() as connection:
+            found = await tokens.owner(connection, secret)
+        if found is None or found[1].status != "active":
+            raise unauthenticated("This API token was revoked, or its owner cannot log in.")
+        token, row = found
+        principal = Principal(row.user_id, row.email, row.role, "token", str(token.id))
+        if token.last_used_at is None or (now() - token.last_used_at).total_seconds() > 600:
+            async with self.db.write() as connection:
+                await tokens.used(connection, token.id)
+        self.cache.put(key, principal)
+        return principal
+
+    async def _session(self, session_id: str) -> Principal | None:
+        key = "s:" + session_id
+        principal = self.cache.get(key)
+        if principal is not None:
+            return principal
+        async with self.db.read() as connection:
+            found = await sessions.owner(connection, session_id)
+        if found is None or found[1].status != "active":
+            return None  # an ended session is no session: the page offers the login form
+        session, row = found
+        if now() - session.last_seen_at > sessions.TOUCH_AFTER:
+            async with self.db.write() as connection:
+                await sessions.touch(connection, session_id)
+            renew_login()  # and the cookie's lifetime slides with it
+        principal = Principal(row.user_id, row.email, row.role, "session", session_id)
+        self.cache.put(key, principal)
+        return principal
+
+    async def _header(self, email: str) -> Principal:
+        key = "h:" + users.normal_email(email)
+        principal = self.cache.get(key)
+        if principal is not None:
+            return principal
+        async with self.db.read() as connection:
+            user = await users.by_email(connection, email)
+        if user is None:
+            user = await self.on_new_header_user(email)
+        if user is None or user.status != "active":
+            raise APIError(
+                403,
+                "ACCOUNT_NOT_ACTIVE",
+                "Your account waits for an administrator, or was disabled.",
+            )
+        principal = Principal(user.id, user.email, user.role, "header", user.email)
+        self.cache.put(key, principal)
+        return principal
+
+
+def login_cookie(token: str) -> None:
+    """Have the response set the session cookie (quart-auth signs it)."""
+    login_user(AuthUser(token), remember=True)

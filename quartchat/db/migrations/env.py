@@ -1,0 +1,20 @@
+"""Alembic's environment: always run by quartchat.db.migrate on a connection it opened."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from quartchat.db.tables import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:  # pragma: no cover - the alembic command line is not how we migrate
+    raise RuntimeError("run migrations with `quartchat migrate` (quartchat.db.migrate)")
+
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=True,  # SQLite alters a table by copying it; batch mode does that
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,128 @@
+"""The schema, as SQLAlchemy Core tables: one schema for SQLite and PostgreSQL.
+
+Alembic's migrations (db/migrations/) must match these tables exactly; `alembic check` in the tests
+(tests/db/test_migrations.py) fails on any drift. Secrets are never stored: sessions, API tokens,
+invites and the setup token are kept as SHA-256 hashes of random values (enough for 256-bit
+random secrets, and looked up by equality), passwords as argon2id hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+
+# Constraint names fixed by convention, so migrations can name them on both dialects.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """A UTC instant: stored without a zone (SQLite keeps none), always read back as aware UTC."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if isinstance(value, datetime) else None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # lower-cased
+    Column("password_hash", String(255)),  # none for users who only arrive by a trusted header
+    Column("role", String(16), nullable=False),  # admin | user
+    Column("status", String(16), nullable=False),  # active | pending | disabled
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie's token
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_seen_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("user_agent", String(200), nullable=False),
+    Column("ip", String(64), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),  # shown in lists: "qc_ab12cd"
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_used_at", Timestamp),
+    Column("revoked_at", Timestamp),
+)
+
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the link's token
+    Column("email", String(320)),  # when set, only this address may accept it
+    Column("role", String(16), nullable=False),
+    Column("created_by", ForeignKey("users.id", ondelete="SET NULL")),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("used_at", Timestamp),
+    Column("used_by", ForeignKey("users.id", ondelete="SET NULL")),
+)
+
+setup_token = Table(
+    "setup_token",
+    metadata,
+    Column("id", Integer, primary_key=True),  # one row, id 1
+    Column("hash", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("used_at", Timestamp),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(400), primary_key=True),  # "login-ip:203.0.113.5", "login-email:…"
+    Column("window_start", Timestamp, nullable=False),
+    Column("count", Integer, nullable=False),
+    Index("ix_rate_limits_window_start", "window_start"),
+)

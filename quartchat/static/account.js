@@ -1,0 +1,154 @@
+// The account page: change the password, see and end sessions, log out everywhere, make and
+// revoke API tokens. The page's state is the server's; each list below owns its own <ul>.
+
+import * as api from "./accounts-api.js";
+import { announce, copyText, flashCopied } from "./dom.js";
+import { act, bindForm, blame, confirmAction, samePasswords, time } from "./forms.js";
+import "./logout.js";
+import { RowList, badge, rowButton } from "./rows.js";
+
+const $ = (id) => document.getElementById(id);
+
+/** "Firefox on Windows": enough to recognise a browser, from its User-Agent. */
+export function describeBrowser(userAgent) {
+  const ua = userAgent || "";
+  const browser =
+    [
+      [/Edg\//, "Edge"],
+      [/OPR\//, "Opera"],
+      [/Firefox\//, "Firefox"],
+      [/Chrom(e|ium)\//, "Chrome"],
+      [/Safari\//, "Safari"],
+      [/curl\//, "curl"],
+    ].find(([pattern]) => pattern.test(ua))?.[1] ?? "A browser";
+  const system =
+    [
+      [/Android/, "Android"],
+      [/iPhone|iPad/, "iOS"],
+      [/Windows/, "Windows"],
+      [/Mac OS X|Macintosh/, "macOS"],
+      [/CrOS/, "ChromeOS"],
+      [/Linux/, "Linux"],
+    ].find(([pattern]) => pattern.test(ua))?.[1] ?? null;
+  return system ? `${browser} on ${system}` : browser;
+}
+
+// ---- sessions ----
+
+const sessionsPanel = $("sessions-title").closest("section");
+const sessionList = new RowList(
+  $("sessions"),
+  (session) => {
+    const name = describeBrowser(session.user_agent);
+    const where = session.ip || "unknown address";
+    return {
+      title: name,
+      badges: session.current ? [badge("This browser", "strong")] : [],
+      meta: [`${where} · last active `, time(session.last_seen_at), " · since ", time(session.created_at)],
+      actions: session.current
+        ? []
+        : [rowButton("End", `End the session of ${name}, ${where}`, "end", () => endSession(session, name))],
+    };
+  },
+  { fallback: $("sessions-title") },
+);
+
+async function endSession(session, name) {
+  await act(sessionsPanel, async () => {
+    await api.endSession(session.id);
+    sessionList.remove(session.id);
+    announce(`Ended the session of ${name}.`);
+  });
+}
+
+async function loadSessions() {
+  await act(sessionsPanel, async () => sessionList.replaceAll(await api.sessions()));
+}
+
+$("logout-everywhere").addEventListener("click", async () => {
+  const sure = await confirmAction(
+    "Log out everywhere?",
+    "Every browser logged in to this account, this one too, must log in again. API tokens keep working.",
+    "Log out everywhere",
+  );
+  if (!sure) return;
+  await act(sessionsPanel, async () => {
+    await api.logoutEverywhere();
+    location.assign("/login");
+  });
+});
+
+// ---- password ----
+
+const passwordForm = $("password-form");
+bindForm(
+  passwordForm,
+  async (values) => {
+    if (!samePasswords(passwordForm, $("new-password"), $("confirm-password"))) return;
+    await api.changePassword(values.current, values.new);
+    passwordForm.reset();
+    passwordForm.querySelector(".form-done").textContent = "Password changed. Every other browser was logged out.";
+    await loadSessions();
+  },
+  {
+    onError(error) {
+      if (error.code === "INVALID_CREDENTIALS") blame($("current-password"), passwordForm, error.message);
+      else if (error.code === "WEAK_PASSWORD") blame($("new-password"), passwordForm, error.message);
+    },
+  },
+);
+
+// ---- API tokens ----
+
+const tokensPanel = $("tokens-title").closest("section");
+const tokenList = new RowList(
+  $("tokens"),
+  (token) => ({
+    title: token.name,
+    meta: [`${token.prefix}… · made `, time(token.created_at), " · last used ", time(token.last_used_at)],
+    actions: [rowButton("Revoke", `Revoke the token ${token.name}`, "revoke", () => revokeToken(token), { danger: true })],
+  }),
+  { empty: $("no-tokens"), fallback: $("token-name") },
+);
+
+async function revokeToken(token) {
+  const sure = await confirmAction(
+    `Revoke “${token.name}”?`,
+    "Programs using this token stop working at once. This cannot be undone.",
+    "Revoke",
+  );
+  if (!sure) return;
+  await act(tokensPanel, async () => {
+    await api.revokeToken(token.id);
+    tokenList.remove(token.id);
+    announce(`Revoked the token ${token.name}.`);
+  });
+}
+
+const tokenForm = $("token-form");
+bindForm(tokenForm, async ({ name }) => {
+  const made = await api.createToken(name.trim());
+  tokenForm.reset();
+  tokenList.append([made]);
+  $("new-token-value").value = made.token;
+  $("new-token").hidden = false;
+  $("new-token-value").focus();
+  $("new-token-value").select();
+});
+
+$("copy-token").addEventListener("click", async (event) => {
+  flashCopied(event.currentTarget, await copyText($("new-token-value").value));
+});
+$("hide-token").addEventListener("click", () => {
+  // Shown once: gone from the page as soon as the user is done with it.
+  $("new-token-value").value = "";
+  $("new-token").hidden = true;
+  $("token-name").focus();
+});
+
+async function loadTokens() {
+  await act(tokensPanel, async () => tokenList.replaceAll(await api.tokens()));
+}
+
+await Promise.all([loadSessions(), loadTokens()]);
+document.body.dataset.ready = "true";

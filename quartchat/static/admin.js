@@ -1,0 +1,179 @@
+// The admin page: users (paged, 100 at a time; add, approve, disable and enable, change the role,
+// reset the password) and invites (make a link, shown once; withdraw). Each list owns its <ul>.
+
+import * as api from "./accounts-api.js";
+import { announce, copyText, flashCopied } from "./dom.js";
+import { act, bindForm, blame, confirmAction, time } from "./forms.js";
+import "./logout.js";
+import { RowList, badge, rowButton } from "./rows.js";
+
+const $ = (id) => document.getElementById(id);
+const me = Number(document.body.dataset.me);
+
+// ---- users ----
+
+const usersPanel = $("users-title").closest("section");
+const STATUS_BADGES = { pending: ["waiting for approval", "alert"], disabled: ["disabled", "alert"] };
+
+const userList = new RowList(
+  $("users"),
+  (user) => {
+    const badges = [badge(user.role === "admin" ? "admin" : "user", user.role === "admin" ? "strong" : "")];
+    if (STATUS_BADGES[user.status]) badges.push(badge(...STATUS_BADGES[user.status]));
+    if (user.id === me) badges.push(badge("you"));
+    const actions = [];
+    // Your own account: no way to lock yourself out from here (another admin can).
+    if (user.id !== me) {
+      if (user.status === "pending") actions.push(rowButton("Approve", `Approve: ${user.email}`, "status", () => change(user, { status: "active" }, "Approved")));
+      else if (user.status === "active") actions.push(rowButton("Disable", `Disable: ${user.email}`, "status", () => disable(user), { danger: true }));
+      else actions.push(rowButton("Enable", `Enable: ${user.email}`, "status", () => change(user, { status: "active" }, "Enabled")));
+      const role = user.role === "admin" ? "user" : "admin";
+      const label = role === "admin" ? "Make admin" : "Make user";
+      actions.push(rowButton(label, `${label}: ${user.email}`, "role", () => change(user, { role }, `${label}:`)));
+    }
+    actions.push(rowButton("Reset password", `Reset password: ${user.email}`, "password", () => openReset(user)));
+    return { title: user.email, badges, meta: ["since ", time(user.created_at)], actions };
+  },
+  { fallback: $("users-title") },
+);
+
+async function change(user, values, done) {
+  await act(usersPanel, async () => {
+    const changed = await api.changeUser(user.id, values);
+    userList.update(changed);
+    announce(`${done} ${changed.email}.`);
+  });
+}
+
+async function disable(user) {
+  const sure = await confirmAction(
+    `Disable ${user.email}?`,
+    "They are logged out at once and cannot log in, nor use their API tokens, until enabled again.",
+    "Disable",
+  );
+  if (sure) await change(user, { status: "disabled" }, "Disabled");
+}
+
+let lastId = 0;
+async function loadUsers() {
+  await act(usersPanel, async () => {
+    const page = await api.users(lastId);
+    if (lastId === 0) userList.replaceAll(page);
+    else userList.append(page);
+    if (page.length) lastId = page[page.length - 1].id;
+    $("more-users").hidden = page.length < api.PAGE_SIZE;
+    return page;
+  });
+}
+
+$("more-users").addEventListener("click", async () => {
+  const before = userList.size;
+  await loadUsers();
+  // Keyboard users continue where the new users begin.
+  $("users").children[before]?.querySelector("button")?.focus();
+  if ($("more-users").hidden) announce("All users are shown.");
+});
+
+const userForm = $("user-form");
+bindForm(
+  userForm,
+  async ({ email, password, role }) => {
+    const user = await api.createUser(email, password, role);
+    userForm.reset();
+    // Users are listed by id; a new one belongs at the end, so it shows once every page is in.
+    if ($("more-users").hidden) userList.append([user]);
+    announce(`Added ${user.email}.`);
+    $("user-email").focus();
+  },
+  {
+    onError(error) {
+      if (error.code === "EMAIL_TAKEN") blame($("user-email"), userForm, error.message);
+      else if (error.code === "WEAK_PASSWORD") blame($("user-password"), userForm, error.message);
+    },
+  },
+);
+
+// ---- password reset ----
+
+const resetDialog = $("reset-dialog");
+const resetForm = $("reset-form");
+let resetting = null;
+
+function openReset(user) {
+  resetting = user;
+  resetForm.reset();
+  resetForm.querySelector(".form-error").textContent = "";
+  $("reset-email").textContent = user.email;
+  resetDialog.showModal();
+}
+
+bindForm(
+  resetForm,
+  async ({ password }) => {
+    const user = resetting;
+    await api.changeUser(user.id, { password });
+    resetDialog.close();
+    announce(`Reset the password of ${user.email}.`);
+  },
+  { onError: () => $("reset-password").focus() },
+);
+$("reset-cancel").addEventListener("click", () => resetDialog.close());
+resetDialog.addEventListener("close", () => {
+  resetForm.reset();
+  // Back to the button that opened it.
+  $("users").querySelector(`[data-id="${resetting?.id}"] [data-slot="password"]`)?.focus();
+});
+
+// ---- invites ----
+
+const invitesPanel = $("invites-title").closest("section");
+const inviteList = new RowList(
+  $("invites"),
+  (invite) => {
+    const who = invite.email ?? "anyone with the link";
+    return {
+      title: who,
+      badges: [badge(invite.role)],
+      meta: ["made ", time(invite.created_at), " · expires ", time(invite.expires_at)],
+      actions: [rowButton("Withdraw", `Withdraw the invite for ${who}`, "withdraw", () => withdraw(invite, who), { danger: true })],
+    };
+  },
+  { empty: $("no-invites"), fallback: $("invite-email") },
+);
+
+async function withdraw(invite, who) {
+  const sure = await confirmAction("Withdraw this invite?", `The link for ${who} stops working.`, "Withdraw");
+  if (!sure) return;
+  await act(invitesPanel, async () => {
+    await api.withdrawInvite(invite.id);
+    inviteList.remove(invite.id);
+    announce(`Withdrew the invite for ${who}.`);
+  });
+}
+
+const inviteForm = $("invite-form");
+bindForm(inviteForm, async ({ email, role }) => {
+  const made = await api.createInvite(email.trim() || null, role);
+  inviteForm.reset();
+  inviteList.append([made]);
+  $("new-invite-value").value = api.inviteLink(made.token);
+  $("new-invite").hidden = false;
+  $("new-invite-value").focus();
+  $("new-invite-value").select();
+});
+
+$("copy-invite").addEventListener("click", async (event) => {
+  flashCopied(event.currentTarget, await copyText($("new-invite-value").value));
+});
+$("hide-invite").addEventListener("click", () => {
+  $("new-invite-value").value = "";
+  $("new-invite").hidden = true;
+  $("invite-email").focus();
+});
+
+async function loadInvites() {
+  await act(invitesPanel, async () => inviteList.replaceAll(await api.invites()));
+}
+
+await Promise.all([loadUsers(), loadInvites()]);
+document.body.dataset.ready = "true";

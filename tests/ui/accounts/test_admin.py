@@ -1,0 +1,212 @@
+"""The admin page's users: add, approve, disable and enable, change the role, reset the
+password; and who may open the page at all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from ...service import Service
+from ..browser import needs_chromium
+from .people import (
+    ADMIN_EMAIL,
+    PASSWORD,
+    AdminAPI,
+    Person,
+    can_log_in,
+    fill_login,
+    log_in,
+    new_email,
+    open_page,
+    path_of,
+)
+
+pytestmark = needs_chromium
+
+
+@pytest.fixture
+def admin_page(page: Page) -> Page:
+    """The test's browser, logged in as the admin, on the admin page."""
+    log_in(page.context, ADMIN_EMAIL, "the admin's own password")
+    return open_page(page, "/admin")
+
+
+def user_row(page: Page, email: str) -> Locator:
+    users = page.get_by_role("region", name="Users", exact=True)
+    return users.get_by_role("listitem").filter(has_text=email)
+
+
+def confirm(page: Page, action: str) -> None:
+    page.get_by_role("dialog").get_by_role("button", name=action, exact=True).click()
+
+
+def test_a_user_who_is_not_an_admin_gets_a_403_page(page: Page, admin_api: AdminAPI) -> None:
+    person = admin_api.new_user()
+    log_in(page.context, person.email)
+    response = page.goto("/admin")
+    assert response is not None and response.status == 403
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Only administrators can open this page"
+    )
+
+
+def test_an_admin_adds_a_user_who_can_then_log_in(admin_page: Page, service: Service) -> None:
+    email = new_email("added")
+    form = admin_page.get_by_role("region", name="Users", exact=True)
+    form.get_by_label("Email").fill(email)
+    form.get_by_label("First password").fill(PASSWORD)
+    form.get_by_role("button", name="Add the user").click()
+    expect(user_row(admin_page, email)).to_be_visible()
+    assert can_log_in(service.url, email, PASSWORD) == 200
+
+
+def test_adding_a_user_whose_email_is_taken_shows_the_servers_message(
+    admin_page: Page, admin_api: AdminAPI
+) -> None:
+    taken = admin_api.new_user()
+    form = admin_page.get_by_role("region", name="Users", exact=True)
+    form.get_by_label("Email").fill(taken.email)
+    form.get_by_label("First password").fill(PASSWORD)
+    form.get_by_role("button", name="Add the user").click()
+    expect(form.get_by_role("alert").filter(has_text="There")).to_have_text(
+        "There is an account with this email already."
+    )
+    expect(form.get_by_label("Email")).to_be_focused()
+
+
+def test_a_disabled_user_is_logged_out_at_their_next_action(
+    admin_page: Page, admin_api: AdminAPI, other_browser: Callable[[], Page]
+) -> None:
+    person = admin_api.new_user()
+    theirs = other_browser()
+    log_in(theirs.context, person.email)
+    open_page(theirs, "/account")
+    admin_page.reload()
+    user_row(admin_page, person.email).get_by_role("button", name="Disable").click()
+    confirm(admin_page, "Disable")
+    expect(user_row(admin_page, person.email)).to_contain_text("disabled")
+    theirs.get_by_label("Name of a new token").fill("after being disabled")
+    theirs.get_by_role("button", name="Create a token").click()
+    expect(theirs.get_by_role("heading", name="Log in")).to_be_visible()
+    assert path_of(theirs) == "/login?next=/account"
+
+
+def test_a_disabled_user_is_told_so_when_logging_in(page: Page, admin_api: AdminAPI) -> None:
+    person = admin_api.new_user()
+    admin_api.call("PATCH", f"/api/admin/users/{person.id}", status="disabled")
+    open_page(page, "/login")
+    fill_login(page, person.email, PASSWORD)
+    expect(page.get_by_role("alert")).to_have_text("This account was disabled.")
+
+
+def test_enabling_a_disabled_user_lets_them_log_in_again(
+    admin_page: Page, admin_api: AdminAPI, service: Service
+) -> None:
+    person = admin_api.new_user()
+    admin_api.call("PATCH", f"/api/admin/users/{person.id}", status="disabled")
+    admin_page.reload()
+    user_row(admin_page, person.email).get_by_role("button", name="Enable").click()
+    expect(user_row(admin_page, person.email).get_by_role("button", name="Disable")).to_be_visible()
+    assert can_log_in(service.url, person.email, PASSWORD) == 200
+
+
+def test_a_changed_row_keeps_the_focus_in_the_same_place(
+    admin_page: Page, admin_api: AdminAPI
+) -> None:
+    person = admin_api.new_user()
+    admin_page.reload()
+    user_row(admin_page, person.email).get_by_role("button", name="Make admin").click()
+    # The row is drawn again: the button that replaced the one pressed has the focus.
+    expect(
+        user_row(admin_page, person.email).get_by_role("button", name="Make user")
+    ).to_be_focused()
+
+
+def test_approving_a_pending_user_lets_them_log_in(admin_page: Page, service: Service) -> None:
+    email = new_email("waiting")
+    httpx.post(service.url + "/api/auth/signup", json={"email": email, "password": PASSWORD})
+    admin_page.reload()
+    row = user_row(admin_page, email)
+    expect(row).to_contain_text("waiting for approval")
+    row.get_by_role("button", name="Approve").click()
+    expect(row.get_by_role("button", name="Disable")).to_be_visible()
+    assert can_log_in(service.url, email, PASSWORD) == 200
+
+
+def test_making_a_user_an_admin_opens_the_admin_page_to_them(
+    admin_page: Page, admin_api: AdminAPI, other_browser: Callable[[], Page]
+) -> None:
+    person = admin_api.new_user()
+    admin_page.reload()
+    user_row(admin_page, person.email).get_by_role("button", name="Make admin").click()
+    expect(
+        user_row(admin_page, person.email).get_by_role("button", name="Make user")
+    ).to_be_visible()
+    theirs = other_browser()
+    log_in(theirs.context, person.email)
+    response = theirs.goto("/admin")
+    assert response is not None and response.status == 200
+
+
+def test_making_an_admin_a_user_closes_the_admin_page_to_them(
+    admin_page: Page, admin_api: AdminAPI, service: Service
+) -> None:
+    person = admin_api.new_user(role="admin")
+    admin_page.reload()
+    user_row(admin_page, person.email).get_by_role("button", name="Make user").click()
+    expect(
+        user_row(admin_page, person.email).get_by_role("button", name="Make admin")
+    ).to_be_visible()
+    assert admin_api.user(person)["role"] == "user"
+
+
+def reset_password(page: Page, person: Person, new: str) -> None:
+    user_row(page, person.email).get_by_role("button", name="Reset password").click()
+    dialog = page.get_by_role("dialog", name="Reset the password")
+    dialog.get_by_label("New password").fill(new)
+    dialog.get_by_role("button", name="Reset the password").click()
+    expect(dialog).to_be_hidden()
+
+
+def test_a_reset_password_replaces_the_old_one(
+    admin_page: Page, admin_api: AdminAPI, service: Service
+) -> None:
+    person = admin_api.new_user()
+    admin_page.reload()
+    reset_password(admin_page, person, "a password from the admin")
+    assert can_log_in(service.url, person.email, PASSWORD) == 401
+    assert can_log_in(service.url, person.email, "a password from the admin") == 200
+
+
+def test_a_reset_password_logs_the_user_out(
+    admin_page: Page, admin_api: AdminAPI, other_browser: Callable[[], Page]
+) -> None:
+    person = admin_api.new_user()
+    theirs = other_browser()
+    log_in(theirs.context, person.email)
+    admin_page.reload()
+    reset_password(admin_page, person, "a password from the admin")
+    theirs.goto("/account")
+    expect(theirs.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+def test_a_too_short_reset_password_is_refused_in_the_dialog(
+    admin_page: Page, admin_api: AdminAPI
+) -> None:
+    person = admin_api.new_user()
+    admin_page.reload()
+    user_row(admin_page, person.email).get_by_role("button", name="Reset password").click()
+    dialog = admin_page.get_by_role("dialog", name="Reset the password")
+    dialog.get_by_label("New password").fill("short")
+    dialog.get_by_role("button", name="Reset the password").click()
+    expect(dialog.get_by_role("alert")).to_have_text("“New password” needs at least 8 characters.")
+    expect(dialog).to_be_visible()
+
+
+def test_the_admin_cannot_disable_or_demote_their_own_account_here(admin_page: Page) -> None:
+    mine = user_row(admin_page, ADMIN_EMAIL)
+    expect(mine).to_contain_text("you")
+    expect(mine.get_by_role("button")).to_have_text(["Reset password"])

@@ -1,0 +1,53 @@
+"""What the user reads when the upstream fails: the human part of any error body it sends."""
+
+from __future__ import annotations
+
+import pytest
+
+from quartchat.errors import Redactor
+from quartchat.upstream.client import message_of
+
+DIALECTS = {
+    "OpenAI": b'{"error": {"message": "Rate limit reached", "type": "requests"}}',
+    "an error object with detail": b'{"error": {"detail": "Rate limit reached"}}',
+    "an error object with msg": b'{"error": {"msg": "Rate limit reached"}}',
+    "a flat message": b'{"message": "Rate limit reached", "code": 429}',
+    "an error string": b'{"error": "Rate limit reached"}',
+    "FastAPI": b'{"detail": "Rate limit reached"}',
+    "detail beside an unhelpful error": b'{"error": true, "detail": "Rate limit reached"}',
+    "plain text": b"  Rate limit reached\n",
+    "an HTML page": b"<html><head><title>Rate limit reached</title></head><body>x</body></html>",
+    "an HTML page without a title": b"<html><body><h1>Rate limit\n reached</h1></body></html>",
+}
+
+
+@pytest.mark.parametrize("body", DIALECTS.values(), ids=DIALECTS.keys())
+def test_the_message_is_found_in_every_dialect_of_error_body(body: bytes) -> None:
+    assert message_of(body) == "Rate limit reached"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'["no", "such", "model"]', b'{"code": 7, "detail": [{"loc": ["model"]}]}'],
+)
+def test_json_of_an_unknown_shape_is_passed_on_as_its_text(body: bytes) -> None:
+    assert message_of(b"\n" + body + b"\n") == body.decode()
+
+
+def test_a_body_that_is_not_utf_8_is_still_read() -> None:
+    page = "<html><head><title>Überlastet</title></head></html>".encode("latin-1")
+    assert message_of(page) == "\ufffdberlastet"
+
+
+def test_text_with_angle_brackets_that_is_not_html_is_kept_whole() -> None:
+    assert (
+        message_of(b"Expected List<Message> at <messages>")
+        == "Expected List<Message> at <messages>"
+    )
+
+
+def test_upstream_text_up_to_the_limit_is_kept_whole_and_longer_text_is_cut_to_it() -> None:
+    redact = Redactor()
+    assert redact("x" * 500) == "x" * 500
+    assert redact("x" * 501) == "x" * 499 + "…"
+    assert redact("x" * 40, limit=30) == "x" * 29 + "…"
