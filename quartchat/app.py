@@ -18,6 +18,7 @@ from .auth.gate import admit
 from .auth.passwords import Passwords
 from .auth.principal import Authenticator, Networks, PrincipalCache
 from .blueprints import admin, api, auth, health, ui
+from .compression import Compressor
 from .config import Settings, get_settings
 from .db import Database
 from .db.migrate import migrate
@@ -80,6 +81,7 @@ def create_app(
         return await admit(authenticator) if authenticator else None
 
     app.after_request(_finish_response)
+    app.after_request(Compressor().compress)  # runs first: the last added runs first
     return app
 
 
