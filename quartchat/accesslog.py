@@ -32,13 +32,13 @@ class AccessRecord:
 
     # The relay's observer (streaming/relay.py): a stream logs itself when it ends.
 
-    def opened(self, upstream_status: int) -> None:
+    def opened(self, upstream_status: int, completion: Completion) -> None:
         self.upstream_status = upstream_status
 
     def first_output(self) -> None:
         self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 1)
 
-    def ended(self, outcome: str, completion: Completion) -> None:
+    async def ended(self, outcome: str, completion: Completion, error: object = None) -> None:
         self.outcome = outcome
         self.usage = completion.usage
         self.status = 200

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
 from collections.abc import AsyncGenerator
+from datetime import timedelta
 
 import httpx
 from quart import Quart, Response, g, request
@@ -17,9 +19,10 @@ from .auth.cookies import SessionCookies, secret_key
 from .auth.gate import admit
 from .auth.passwords import Passwords
 from .auth.principal import Authenticator, Networks, PrincipalCache
-from .blueprints import admin, api, auth, health, ui
+from .blueprints import admin, api, auth, conversations, health, ui
 from .compression import Compressor
 from .config import Settings, get_settings
+from .conversations import turns
 from .db import Database
 from .db.migrate import migrate
 from .errors import register_error_handlers
@@ -28,6 +31,8 @@ from .openapi import init_openapi
 from .streaming.watch import LiveStreams
 from .upstream.client import UpstreamClient
 
+HOUSEKEEPING_SECONDS = 60.0
+PURGE_AFTER = timedelta(minutes=10)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 # 'report-sample' only adds the first 40 characters of blocked inline code to a CSP report.
@@ -106,12 +111,26 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
             settings.secret_key.get_secret_value() if settings.secret_key else None,
             settings.data_dir,
         )
+        chores = asyncio.get_running_loop().create_task(_housekeeping(db))
         yield
+        chores.cancel()
         await db.close()
 
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(conversations.blueprint)
     return authenticator
+
+
+async def _housekeeping(db: Database) -> None:
+    """Every minute: replies of a process that died become `interrupted`, and conversations
+    deleted more than a few minutes ago (past their Undo) are purged."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        try:
+            await turns.housekeeping(db, purge_after=PURGE_AFTER)
+        except Exception as exc:  # the database is away for a while: the next round retries
+            logging.getLogger("quartchat").warning("housekeeping failed: %s", type(exc).__name__)
 
 
 async def _start_access_record() -> None:

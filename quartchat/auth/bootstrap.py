@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import URL
 
 from ..config import Settings
+from ..conversations.store import interrupt_stale
+from ..conversations.turns import STALE_AFTER
 from ..db import Database, database_url
 from ..db.migrate import migrate
 from . import setup, users
@@ -33,6 +36,12 @@ async def prepare(settings: Settings) -> str | None:
     await migrate(url, backups(settings))
     db = Database.open(url)
     try:
+        async with db.write() as connection:
+            # No worker runs yet: on SQLite (one host) every reply still `streaming` belongs to
+            # a process that is gone; on PostgreSQL other hosts may be streaming, so only
+            # replies nobody has checkpointed lately.
+            quiet = timedelta(0) if db.sqlite else STALE_AFTER
+            await interrupt_stale(connection, quiet)
         accounts = Accounts(settings, db, Passwords(), PrincipalCache())
         if await accounts.first_admin_from_settings():
             return None

@@ -23,6 +23,9 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SQLITE_PRAGMAS = (
+    # Takes effect on a new file only (migrate.py converts older ones): deleted data's pages go
+    # back to the system at `PRAGMA incremental_vacuum`, so the file does not only ever grow.
+    "PRAGMA auto_vacuum=INCREMENTAL",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=10000",

@@ -84,11 +84,26 @@ def _migrate(connection: Connection, sqlite: bool, backups: Path | None) -> str 
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
         log.info("database migrated from %s to %s", before or "empty", target)
+        if sqlite:
+            _incremental_vacuum(connection)
         return before
     finally:
         if not sqlite:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK})
             connection.commit()
+
+
+def _incremental_vacuum(connection: Connection) -> None:
+    """A file made before auto_vacuum was set is converted once (VACUUM rewrites it)."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("PRAGMA auto_vacuum")
+        (mode,) = cursor.fetchone() or (2,)
+        if mode != 2:
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            cursor.execute("VACUUM")
+    finally:
+        cursor.close()
 
 
 def _check_known(revision: str, target: str | None) -> None:

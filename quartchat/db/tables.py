@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -21,14 +23,16 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 # Constraint names fixed by convention, so migrations can name them on both dialects.
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "ck": "ck_%(table_name)s_%(constraint_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
@@ -125,4 +129,55 @@ rate_limits = Table(
     Column("window_start", Timestamp, nullable=False),
     Column("count", Integer, nullable=False),
     Index("ix_rate_limits_window_start", "window_start"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(36), primary_key=True),  # a UUIDv7: sortable by creation
+    Column("owner_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("client_id", String(64)),  # the browser's own id, so an import is idempotent
+    Column("title", String(300), nullable=False),
+    Column("settings", JSON, nullable=False),  # model, system prompt, sampling
+    Column("leaf_id", String(36)),  # the message at the end of the path shown
+    Column("pinned", Boolean, nullable=False, default=False),
+    Column("archived", Boolean, nullable=False, default=False),
+    Column("revision", Integer, nullable=False, default=1),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("deleted_at", Timestamp),  # deleted: kept a few minutes for "Undo", then purged
+    UniqueConstraint("owner_id", "client_id"),
+)
+# The sidebar's query: one owner's conversations, newest first, paged by (updated_at, id).
+Index(
+    "ix_conversations_sidebar",
+    conversations.c.owner_id,
+    conversations.c.updated_at.desc(),
+    conversations.c.id.desc(),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "conversation_id",
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("parent_id", String(36)),  # a tree: regenerating or editing makes a sibling
+    Column("client_id", String(64)),  # the sender's id for it: a retried send is not a new one
+    Column("role", String(16), nullable=False),  # user | assistant | system
+    Column("content", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # streaming | complete | interrupted | error
+    Column("model", String(256)),
+    Column("finish_reason", String(64)),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("total_tokens", Integer),
+    Column("error", JSON),  # {code, message, request_id} when status is error
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),  # a streaming reply's last checkpoint
+    Index("ix_messages_conversation", "conversation_id", "created_at"),
+    UniqueConstraint("conversation_id", "client_id"),
 )

@@ -37,13 +37,14 @@ class Encoder(Protocol):
 
 
 class Observer(Protocol):
-    """Who wants to know how a stream went: the access log now; later the saved reply, metrics."""
+    """Who wants to know how a stream went: the access log, the reply kept on the server, later
+    metrics. `completion` is the live fold: read it, never change it."""
 
-    def opened(self, upstream_status: int) -> None: ...
+    def opened(self, upstream_status: int, completion: Completion) -> None: ...
 
     def first_output(self) -> None: ...
 
-    def ended(self, outcome: str, completion: Completion) -> None:
+    async def ended(self, outcome: str, completion: Completion, error: APIError | None) -> None:
         """Once, when the stream is over: `done`, `error`, `shutdown` or `disconnected`."""
 
 
@@ -75,9 +76,10 @@ async def _relay(
     request_id: str,
 ) -> AsyncIterator[bytes]:
     stream = await open_stream()  # opened here, so that closing this generator closes it
-    observer.opened(stream.status)
     completion = Completion(stream.model)
+    observer.opened(stream.status, completion)
     outcome = "disconnected"
+    failure: APIError | None = None
     watch: StreamWatch | None = None
     try:
         yield b""  # primed: from here on, the response is a 200 stream
@@ -112,15 +114,15 @@ async def _relay(
             outcome = "done"
             yield encoder.done(completion)
         except APIError as error:
-            outcome = "shutdown" if watch.stopping else "error"
+            outcome, failure = ("shutdown" if watch.stopping else "error"), error
             yield encoder.error(error, request_id)
         except Exception as exc:  # a bug: still a terminal event, not a cut connection
             # The type only: exception text can carry request data or upstream secrets.
             log.error("unhandled %s in stream %s", type(exc).__name__, request_id)
-            outcome = "error"
-            yield encoder.error(internal_error(), request_id)
+            outcome, failure = "error", internal_error()
+            yield encoder.error(failure, request_id)
     finally:
         if watch is not None:
             streams.forget(watch)
         await stream.aclose()
-        observer.ended(outcome, completion)
+        await observer.ended(outcome, completion, failure)

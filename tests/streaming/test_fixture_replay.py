@@ -172,13 +172,13 @@ class Quiet:
 
     outcome = ""
 
-    def opened(self, upstream_status: int) -> None:
+    def opened(self, upstream_status: int, completion: Completion) -> None:
         pass
 
     def first_output(self) -> None:
         pass
 
-    def ended(self, outcome: str, completion: Completion) -> None:
+    async def ended(self, outcome: str, completion: Completion, error: object) -> None:
         self.outcome = outcome
 
 

@@ -40,16 +40,16 @@ def the_line(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
     return line
 
 
-def test_a_stream_s_line_has_its_first_output_and_duration_in_milliseconds(
+async def test_a_stream_s_line_has_its_first_output_and_duration_in_milliseconds(
     clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="quartchat.access")
     record = AccessRecord("req-1", "POST", "/api/chat/stream", started=100.0)
-    record.opened(200)
+    record.opened(200, Completion("m"))
     clock.now = 100.12344
     record.first_output()
     clock.now = 101.56789
-    record.ended("done", Completion("m"))
+    await record.ended("done", Completion("m"))
     line = the_line(caplog)
     assert (line["method"], line["path"], line["status"]) == ("POST", "/api/chat/stream", 200)
     assert (line["ttft_ms"], line["duration_ms"]) == (123.4, 1567.9)

@@ -10,11 +10,22 @@ connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - the alembic command line is not how we migrate
     raise RuntimeError("run migrations with `quartchat migrate` (quartchat.db.migrate)")
 
+SEARCH_OBJECTS = ("messages_fts", "ix_messages_search")
+
+
+def include_object(
+    obj: object, name: str | None, kind: str, reflected: bool, compare_to: object
+) -> bool:
+    """Leave the search structures (made per database in migration 0002) out of comparisons."""
+    return not (name or "").startswith(SEARCH_OBJECTS)
+
+
 context.configure(
     connection=connection,
     target_metadata=metadata,
     render_as_batch=True,  # SQLite alters a table by copying it; batch mode does that
     compare_type=True,
+    include_object=include_object,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -1,0 +1,445 @@
+"""`/api/conversations` and `/api/search`: conversations kept on the server, per user.
+
+Every route acts for the logged-in user only: another user's conversation is a 404, never a 403
+and never its data. Sending a message streams the reply as `/api/chat/stream` does (`chunk`,
+`done`, `error`); the ids of the messages the turn made come in the response's headers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from quart import Blueprint, Response, current_app, g, request
+from quart_schema import document_request, document_response
+
+from ..auth.principal import Principal, current_principal
+from ..conversations import store, transfer, turns
+from ..db import Database
+from ..db.tables import now
+from ..errors import APIError
+from ..openapi import EventStream, document_errors
+from ..schemas import MAX_TOKENS
+from ..streaming import relay
+from ..streaming.completion import Completion
+from ..streaming.encoders import ChatEvents
+from ..streaming.watch import LiveStreams
+from ..upstream.client import UpstreamClient
+from .validation import parse
+
+blueprint = Blueprint("conversations", __name__, url_prefix="/api")
+
+CHAT_EVENTS = ChatEvents()
+CONVERSATION_ERRORS = (400, 401, 403, 404, 409, 415)
+STREAM_ERRORS = (400, 401, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
+IMPORT_MAX_BYTES = 50 * 1024 * 1024
+
+
+def db() -> Database:
+    database: Database = current_app.extensions["db"]
+    return database
+
+
+def owner() -> int:
+    principal: Principal | None = current_principal()
+    assert principal is not None, "the gate lets no request without a principal reach this view"
+    return principal.user_id
+
+
+def json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status=status, content_type="application/json")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class Settings(Strict):
+    """A conversation's model, system prompt and sampling (empty: the service's defaults)."""
+
+    model: str | None = Field(None, max_length=256)
+    system: str = Field("", max_length=100_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
+
+
+# -- conversations -------------------------------------------------------------------------------
+
+
+def cursor_of(summary: store.Summary) -> str:
+    return f"{summary.updated_at.isoformat()}|{summary.id}"
+
+
+def parse_cursor(value: str | None) -> tuple[datetime, str] | None:
+    if not value:
+        return None
+    at, _, last_id = value.replace(" ", "+").partition("|")
+    try:
+        return datetime.fromisoformat(at), last_id
+    except ValueError:
+        raise APIError(
+            400, "INVALID_REQUEST", "That `before` cursor is not one this API gave."
+        ) from None
+
+
+@blueprint.get("/conversations")
+@document_errors(400, 401, 403)
+async def list_conversations() -> Response:
+    """My conversations, most recently updated first.
+
+    A page at a time: pass the `next` cursor back as `before` for the next. Only ids, titles and
+    times: the list stays fast at any number of conversations.
+    """
+    limit = min(max(request.args.get("limit", 50, type=int) or 50, 1), 200)
+    before = parse_cursor(request.args.get("before"))
+    async with db().read() as connection:
+        page = await store.page(connection, owner(), before=before, limit=limit)
+    next_cursor = cursor_of(page[-1]) if len(page) == limit else None
+    return json({"items": [s.public() for s in page], "next": next_cursor})
+
+
+@blueprint.get("/conversations/changes")
+@document_errors(400, 401, 403)
+async def changes() -> Response:
+    """What changed since `since` (an ISO time this API gave as `now`): for other devices.
+
+    Deleted conversations are listed under `deleted`.
+    """
+    # A `+` of the time's offset that arrives unencoded has become a space.
+    since_text = request.args.get("since", "").replace(" ", "+")
+    try:
+        since = datetime.fromisoformat(since_text)
+    except ValueError:
+        raise APIError(400, "INVALID_REQUEST", "Give `since`, a time this API gave.") from None
+    async with db().read() as connection:
+        changed = await store.changed_since(connection, owner(), since)
+    items = [c.public() for c, deleted in changed if not deleted]
+    gone = [c.id for c, deleted in changed if deleted]
+    latest = max((c.updated_at for c, _ in changed), default=since)
+    return json({"items": items, "deleted": gone, "now": latest.isoformat()})
+
+
+class NewConversation(Strict):
+    title: str = Field("New chat", min_length=1, max_length=300)
+    settings: Settings = Settings()
+    client_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+@blueprint.post("/conversations")
+@document_request(NewConversation)
+@document_errors(*CONVERSATION_ERRORS)
+async def create_conversation() -> Response:
+    """Start a conversation.
+
+    With `client_id` (the browser's own id for it), creating it twice returns the first one.
+    """
+    body = await parse(NewConversation, "conversation")
+    async with db().write() as connection:
+        if body.client_id:
+            existing = await store.by_client_id(connection, owner(), body.client_id)
+            if existing is not None:
+                return json(existing.public())
+        made = await store.create(
+            connection,
+            owner(),
+            title=body.title,
+            settings=body.settings.model_dump(),
+            client_id=body.client_id,
+        )
+    return json(made.public(), 201)
+
+
+@blueprint.get("/conversations/<conversation_id>")
+@document_errors(401, 403, 404)
+async def get_conversation(conversation_id: str) -> Response:
+    """One conversation: its settings, its current leaf, and every message of its tree."""
+    async with db().read() as connection:
+        conversation = await store.get(connection, owner(), conversation_id)
+        if conversation is None:
+            raise turns.not_found()
+        tree = await store.messages_of(connection, owner(), conversation_id)
+    return json({**conversation.public(), "messages": [live(m) for m in tree]})
+
+
+def live(message: store.Message) -> dict[str, Any]:
+    """A message as the API shows it: a `streaming` reply nobody has checkpointed for a while
+    belongs to a process that is gone, and is shown as interrupted (the sweep writes it so)."""
+    public = message.public()
+    if message.status == "streaming" and now() - message.updated_at > turns.STALE_AFTER:
+        public["status"] = "interrupted"
+    return public
+
+
+class ConversationChange(Strict):
+    title: str | None = Field(None, min_length=1, max_length=300)
+    settings: Settings | None = None
+    pinned: bool | None = None
+    archived: bool | None = None
+    leaf_id: str | None = Field(None, min_length=1, max_length=36)
+    revision: int | None = Field(None, ge=1)
+
+
+@blueprint.patch("/conversations/<conversation_id>")
+@document_request(ConversationChange)
+@document_errors(*CONVERSATION_ERRORS)
+async def change_conversation(conversation_id: str) -> Response:
+    """Rename, change settings, pin, archive, or switch to another branch (`leaf_id`).
+
+    With `revision`, only if the conversation is still at that revision: 409 `STALE` otherwise,
+    with the current revision, so that no tab or device overwrites a newer change.
+    """
+    body = await parse(ConversationChange, "conversation change")
+    values = body.model_dump(exclude_none=True, exclude={"revision"})
+    if "settings" in values:
+        values["settings"] = body.settings.model_dump() if body.settings else {}
+    async with db().write() as connection:
+        if (
+            "leaf_id" in values
+            and await store.message(connection, owner(), conversation_id, values["leaf_id"]) is None
+        ):
+            raise turns.not_found("There is no such message in this conversation.")
+        try:
+            changed = await store.change(
+                connection, owner(), conversation_id, revision=body.revision, **values
+            )
+        except store.Stale as stale:
+            raise APIError(
+                409,
+                "STALE",
+                f"The conversation changed meanwhile (it is at revision {stale.revision}): reload it.",
+                details=[{"revision": stale.revision}],
+            ) from None
+    if changed is None:
+        raise turns.not_found()
+    return json(changed.public())
+
+
+@blueprint.delete("/conversations/<conversation_id>")
+@document_errors(401, 403, 404)
+async def delete_conversation(conversation_id: str) -> Response:
+    """Delete a conversation: gone at once; its messages and search entries are purged for good
+    a few minutes later (until then, `POST …/restore` undoes it)."""
+    async with db().write() as connection:
+        if not await store.delete_soon(connection, owner(), conversation_id):
+            raise turns.not_found()
+    return json({"ok": True})
+
+
+@blueprint.post("/conversations/<conversation_id>/restore")
+@document_errors(401, 403, 404, 415)
+async def restore_conversation(conversation_id: str) -> Response:
+    """Undo a deletion (within the few minutes before it is purged)."""
+    async with db().write() as connection:
+        if not await store.undelete(connection, owner(), conversation_id):
+            raise turns.not_found()
+    return json({"ok": True})
+
+
+# -- turns -------------------------------------------------------------------------------------
+
+
+class NewMessage(Strict):
+    content: str = Field(min_length=1, max_length=500_000)
+    client_id: str = Field(min_length=1, max_length=64)
+    parent_id: str | None = Field(None, min_length=1, max_length=36)
+
+
+class Regenerate(Strict):
+    client_id: str = Field(min_length=1, max_length=64)
+
+
+class Edit(Strict):
+    content: str = Field(min_length=1, max_length=500_000)
+    client_id: str = Field(min_length=1, max_length=64)
+
+
+async def stream_turn(turn: turns.Turn) -> Response:
+    """The reply of `turn`, as server-sent events, written to the database as it goes."""
+    streams: LiveStreams = current_app.extensions["streams"]
+    if turn.replayed:
+        body = replayed(turn.reply)
+    else:
+        streams.refuse_if_draining()
+        upstream: UpstreamClient = current_app.extensions["upstream"]
+        writer = turns.ReplyWriter(db(), owner(), turn.reply.id, g.access)
+        try:
+            body = await relay.start(
+                partial(upstream.open_stream, turn.chat),
+                CHAT_EVENTS,
+                streams,
+                writer,
+                g.request_id,
+            )
+        except APIError as error:
+            await writer.failed(error)
+            raise
+        g.access.streaming = True
+    response = Response(body, content_type=CHAT_EVENTS.content_type)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    if turn.user is not None:
+        response.headers["Quartchat-Message-Id"] = turn.user.id
+    response.headers["Quartchat-Reply-Id"] = turn.reply.id
+    response.timeout = None
+    return response
+
+
+async def replayed(reply: store.Message) -> Any:
+    """A retried send: the reply made the first time, as one chunk and its end."""
+    completion = Completion(reply.model or "")
+    completion.parts.append(reply.content)
+    completion.finish_reason = reply.finish_reason
+    completion.usage = reply.usage
+    if reply.content:
+        yield CHAT_EVENTS.chunk([], completion)
+    if reply.status == "complete":
+        yield CHAT_EVENTS.done(completion)
+    else:
+        error = APIError(409, "TURN_CONFLICT", f"That reply was {reply.status}.")
+        yield CHAT_EVENTS.error(error, g.request_id)
+
+
+@blueprint.post("/conversations/<conversation_id>/messages")
+@document_request(NewMessage)
+@document_response(EventStream)
+@document_errors(*STREAM_ERRORS)
+async def send(conversation_id: str) -> Response:
+    """Send a message; the reply streams back and is saved by the server as it comes.
+
+    `client_id` is the sender's id for the message: sending it again (a retry) starts nothing
+    new. `parent_id` defaults to the conversation's current leaf.
+    """
+    body = await parse(NewMessage, "message")
+    turn = await turns.send(
+        db(),
+        owner(),
+        conversation_id,
+        content=body.content,
+        client_id=body.client_id,
+        parent_id=body.parent_id,
+    )
+    return await stream_turn(turn)
+
+
+@blueprint.post("/conversations/<conversation_id>/messages/<message_id>/regenerate")
+@document_request(Regenerate)
+@document_response(EventStream)
+@document_errors(*STREAM_ERRORS)
+async def regenerate(conversation_id: str, message_id: str) -> Response:
+    """Answer the question of reply `message_id` again: a new reply beside it."""
+    body = await parse(Regenerate, "regenerate request")
+    turn = await turns.regenerate(db(), owner(), conversation_id, message_id, body.client_id)
+    return await stream_turn(turn)
+
+
+@blueprint.post("/conversations/<conversation_id>/messages/<message_id>/edit")
+@document_request(Edit)
+@document_response(EventStream)
+@document_errors(*STREAM_ERRORS)
+async def edit(conversation_id: str, message_id: str) -> Response:
+    """Ask question `message_id` differently: a new question beside it, and its reply."""
+    body = await parse(Edit, "edit")
+    turn = await turns.edit(
+        db(), owner(), conversation_id, message_id, content=body.content, client_id=body.client_id
+    )
+    return await stream_turn(turn)
+
+
+# -- search, export, import --------------------------------------------------------------------
+
+
+@blueprint.get("/search")
+@document_errors(400, 401, 403)
+async def search() -> Response:
+    """My messages and titles containing every word of `q` (the last word as a prefix).
+
+    Any text is safe to search: quotes, operators and brackets are not query syntax here.
+    """
+    query = request.args.get("q", "")
+    async with db().read() as connection:
+        hits = await store.search(connection, owner(), query)
+    return json({"items": [h.public() for h in hits]})
+
+
+@blueprint.get("/conversations/<conversation_id>/export")
+@document_errors(400, 401, 403, 404)
+async def export_one(conversation_id: str) -> Response:
+    """One conversation as our JSON (`?format=json`, the default) or as Markdown."""
+    kind = request.args.get("format", "json")
+    async with db().read() as connection:
+        conversation = await store.get(connection, owner(), conversation_id)
+        if conversation is None:
+            raise turns.not_found()
+        tree = await store.messages_of(connection, owner(), conversation_id)
+    return exported([(conversation, tree)], kind, conversation.title)
+
+
+@blueprint.get("/export")
+@document_errors(400, 401, 403)
+async def export_all() -> Response:
+    """All my conversations, as our JSON (`?format=json`) or Markdown."""
+    kind = request.args.get("format", "json")
+    pairs = []
+    async with db().read() as connection:
+        before = None
+        while True:
+            page = await store.page(connection, owner(), before=before, limit=200)
+            for summary in page:
+                conversation = await store.get(connection, owner(), summary.id)
+                if conversation is not None:
+                    pairs.append(
+                        (conversation, await store.messages_of(connection, owner(), summary.id))
+                    )
+            if len(page) < 200:
+                break
+            before = (page[-1].updated_at, page[-1].id)
+    return exported(pairs, kind, "quartchat")
+
+
+def exported(
+    pairs: list[tuple[store.Conversation, list[store.Message]]], kind: str, name: str
+) -> Response:
+    if kind == "markdown":
+        response = Response(
+            transfer.to_markdown(pairs), content_type="text/markdown; charset=utf-8"
+        )
+        extension = "md"
+    elif kind == "json":
+        response = json(transfer.to_json(pairs))
+        extension = "json"
+    else:
+        raise APIError(400, "INVALID_REQUEST", "`format` is json or markdown.")
+    filename = transfer.file_name(name, extension)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+class ImportResult(BaseModel):
+    """What an import did."""
+
+    imported: int
+    skipped: int
+    problems: list[str]
+
+
+@blueprint.post("/import")
+@document_response(ImportResult)
+@document_errors(400, 401, 403, 413, 415)
+async def import_conversations() -> Response:
+    """Import our JSON export, or ChatGPT's `conversations.json` (up to 50 MB).
+
+    Conversations that were imported before (by their id) are skipped: importing twice, or
+    from two tabs at once, imports once.
+    """
+    request.max_content_length = IMPORT_MAX_BYTES
+    raw = await request.get_data(cache=False)
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise APIError(400, "INVALID_REQUEST", "The file is not JSON.") from None
+    conversations, problems = transfer.read(document)
+    return json(await transfer.store_all(db(), owner(), conversations, problems))

@@ -1,0 +1,649 @@
+"""Conversations and their messages, in the database. Every function takes the owner: no query
+can forget whose data it touches, and another owner's conversation is simply not found.
+
+A conversation's messages form a tree (`parent_id`): regenerating a reply or editing a question
+adds a sibling, and the conversation's `leaf_id` picks the path shown. A message is one row,
+written when it is sent, checkpointed while a reply streams and finished once: never one blob
+per conversation rewritten per message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    column,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    table,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..db.tables import conversations, messages, now
+
+PAGE_SIZE = 50
+STATUSES = ("streaming", "complete", "interrupted", "error")
+
+
+def new_id() -> str:
+    """A UUIDv7: unique, and sorting by it sorts by creation time."""
+    millis = time.time_ns() // 1_000_000
+    value = (millis << 80) | (0x7 << 76) | (int.from_bytes(os.urandom(10)) & ((1 << 76) - 1))
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # the RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+class Stale(Exception):
+    """A change was made against an older revision of the conversation."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"the conversation is at revision {revision}")
+        self.revision = revision
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    id: str
+    title: str
+    updated_at: datetime
+    pinned: bool
+    archived: bool
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "updated_at": self.updated_at.isoformat(),
+            "pinned": self.pinned,
+            "archived": self.archived,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    title: str
+    settings: dict[str, Any]
+    leaf_id: str | None
+    pinned: bool
+    archived: bool
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    client_id: str | None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "settings": self.settings,
+            "leaf_id": self.leaf_id,
+            "pinned": self.pinned,
+            "archived": self.archived,
+            "revision": self.revision,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    conversation_id: str
+    parent_id: str | None
+    role: str
+    content: str
+    status: str
+    model: str | None
+    finish_reason: str | None
+    usage: dict[str, int] | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    client_id: str | None = field(default=None)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "parent_id": self.parent_id,
+            "role": self.role,
+            "content": self.content,
+            "status": self.status,
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "client_id": self.client_id,
+        }
+
+
+CONVERSATION_COLUMNS = (
+    conversations.c.id,
+    conversations.c.title,
+    conversations.c.settings,
+    conversations.c.leaf_id,
+    conversations.c.pinned,
+    conversations.c.archived,
+    conversations.c.revision,
+    conversations.c.created_at,
+    conversations.c.updated_at,
+    conversations.c.client_id,
+)
+MESSAGE_COLUMNS = (
+    messages.c.id,
+    messages.c.conversation_id,
+    messages.c.parent_id,
+    messages.c.role,
+    messages.c.content,
+    messages.c.status,
+    messages.c.model,
+    messages.c.finish_reason,
+    messages.c.prompt_tokens,
+    messages.c.completion_tokens,
+    messages.c.total_tokens,
+    messages.c.error,
+    messages.c.created_at,
+    messages.c.updated_at,
+    messages.c.client_id,
+)
+
+
+def _message(row: Any) -> Message:
+    usage = None
+    if row.total_tokens is not None:
+        usage = {
+            "prompt_tokens": row.prompt_tokens or 0,
+            "completion_tokens": row.completion_tokens or 0,
+            "total_tokens": row.total_tokens,
+        }
+    return Message(
+        row.id,
+        row.conversation_id,
+        row.parent_id,
+        row.role,
+        row.content,
+        row.status,
+        row.model,
+        row.finish_reason,
+        usage,
+        row.error,
+        row.created_at,
+        row.updated_at,
+        row.client_id,
+    )
+
+
+def _conversation(row: Any) -> Conversation:
+    return Conversation(*row)
+
+
+def _usage_columns(usage: dict[str, int] | None) -> dict[str, int | None]:
+    usage = usage or {}
+    return {
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+    }
+
+
+def _mine(owner_id: int) -> Any:
+    return and_(conversations.c.owner_id == owner_id, conversations.c.deleted_at.is_(None))
+
+
+# -- conversations -------------------------------------------------------------------------------
+
+
+async def page(
+    connection: AsyncConnection,
+    owner_id: int,
+    *,
+    before: tuple[datetime, str] | None = None,
+    limit: int = PAGE_SIZE,
+) -> list[Summary]:
+    """The owner's conversations, most recently updated first, `limit` after the `before` key."""
+    query = select(
+        conversations.c.id,
+        conversations.c.title,
+        conversations.c.updated_at,
+        conversations.c.pinned,
+        conversations.c.archived,
+    ).where(_mine(owner_id))
+    if before is not None:
+        at, last_id = before
+        query = query.where(
+            or_(
+                conversations.c.updated_at < at,
+                and_(conversations.c.updated_at == at, conversations.c.id < last_id),
+            )
+        )
+    query = query.order_by(conversations.c.updated_at.desc(), conversations.c.id.desc()).limit(
+        limit
+    )
+    return [Summary(*row) for row in await connection.execute(query)]
+
+
+async def changed_since(
+    connection: AsyncConnection, owner_id: int, since: datetime, limit: int = 200
+) -> list[tuple[Summary, bool]]:
+    """Conversations changed after `since`, and whether each was deleted (the feed of other
+    devices)."""
+    query = (
+        select(
+            conversations.c.id,
+            conversations.c.title,
+            conversations.c.updated_at,
+            conversations.c.pinned,
+            conversations.c.archived,
+            conversations.c.deleted_at,
+        )
+        .where(conversations.c.owner_id == owner_id, conversations.c.updated_at > since)
+        .order_by(conversations.c.updated_at)
+        .limit(limit)
+    )
+    return [(Summary(*row[:5]), row[5] is not None) for row in await connection.execute(query)]
+
+
+async def create(
+    connection: AsyncConnection,
+    owner_id: int,
+    *,
+    title: str,
+    settings: dict[str, Any],
+    client_id: str | None = None,
+    created_at: datetime | None = None,
+) -> Conversation:
+    at = created_at or now()
+    result = await connection.execute(
+        insert(conversations)
+        .values(
+            id=new_id(),
+            owner_id=owner_id,
+            client_id=client_id,
+            title=title,
+            settings=settings,
+            pinned=False,
+            archived=False,
+            revision=1,
+            created_at=at,
+            updated_at=at,
+        )
+        .returning(*CONVERSATION_COLUMNS)
+    )
+    return _conversation(result.one())
+
+
+async def get(
+    connection: AsyncConnection, owner_id: int, conversation_id: str
+) -> Conversation | None:
+    query = select(*CONVERSATION_COLUMNS).where(
+        _mine(owner_id), conversations.c.id == conversation_id
+    )
+    row = (await connection.execute(query)).first()
+    return _conversation(row) if row else None
+
+
+async def by_client_id(
+    connection: AsyncConnection, owner_id: int, client_id: str
+) -> Conversation | None:
+    query = select(*CONVERSATION_COLUMNS).where(
+        conversations.c.owner_id == owner_id, conversations.c.client_id == client_id
+    )
+    row = (await connection.execute(query)).first()
+    return _conversation(row) if row else None
+
+
+async def change(
+    connection: AsyncConnection,
+    owner_id: int,
+    conversation_id: str,
+    *,
+    revision: int | None = None,
+    **values: Any,
+) -> Conversation | None:
+    """Change title, settings, pinned, archived or leaf_id; the revision goes up by one.
+
+    With `revision`, only if the conversation is still at it (else `Stale`): a tab or device
+    that saw an older version cannot overwrite a newer one.
+    """
+    condition = and_(_mine(owner_id), conversations.c.id == conversation_id)
+    if revision is not None:
+        condition = and_(condition, conversations.c.revision == revision)
+    result = await connection.execute(
+        update(conversations)
+        .where(condition)
+        .values(**values, revision=conversations.c.revision + 1, updated_at=now())
+        .returning(*CONVERSATION_COLUMNS)
+    )
+    row = result.first()
+    if row is not None:
+        return _conversation(row)
+    current = await get(connection, owner_id, conversation_id)
+    if current is not None and revision is not None:
+        raise Stale(current.revision)
+    return None
+
+
+async def touch(
+    connection: AsyncConnection, owner_id: int, conversation_id: str, **values: Any
+) -> None:
+    """A new turn: the conversation moves to the top of the list (and its revision goes up)."""
+    await connection.execute(
+        update(conversations)
+        .where(_mine(owner_id), conversations.c.id == conversation_id)
+        .values(**values, revision=conversations.c.revision + 1, updated_at=now())
+    )
+
+
+async def delete_soon(connection: AsyncConnection, owner_id: int, conversation_id: str) -> bool:
+    """Delete: gone from every list at once, purged for good after a few minutes (Undo)."""
+    result = await connection.execute(
+        update(conversations)
+        .where(_mine(owner_id), conversations.c.id == conversation_id)
+        .values(deleted_at=now(), updated_at=now(), revision=conversations.c.revision + 1)
+    )
+    return result.rowcount > 0
+
+
+async def undelete(connection: AsyncConnection, owner_id: int, conversation_id: str) -> bool:
+    result = await connection.execute(
+        update(conversations)
+        .where(
+            conversations.c.owner_id == owner_id,
+            conversations.c.id == conversation_id,
+            conversations.c.deleted_at.is_not(None),
+        )
+        .values(deleted_at=None, updated_at=now(), revision=conversations.c.revision + 1)
+    )
+    return result.rowcount > 0
+
+
+async def purge(connection: AsyncConnection, deleted_before: datetime) -> int:
+    """Remove conversations deleted before `deleted_before`, with their messages (every owner:
+    the housekeeping of the service itself)."""
+    result = await connection.execute(
+        delete(conversations).where(conversations.c.deleted_at < deleted_before)
+    )
+    return result.rowcount
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+async def messages_of(
+    connection: AsyncConnection, owner_id: int, conversation_id: str
+) -> list[Message]:
+    """Every message of the owner's conversation (the whole tree), oldest first."""
+    query = (
+        select(*MESSAGE_COLUMNS)
+        .join(conversations, conversations.c.id == messages.c.conversation_id)
+        .where(_mine(owner_id), messages.c.conversation_id == conversation_id)
+        .order_by(messages.c.created_at, messages.c.id)
+    )
+    return [_message(row) for row in await connection.execute(query)]
+
+
+async def message(
+    connection: AsyncConnection, owner_id: int, conversation_id: str, message_id: str
+) -> Message | None:
+    query = (
+        select(*MESSAGE_COLUMNS)
+        .join(conversations, conversations.c.id == messages.c.conversation_id)
+        .where(
+            _mine(owner_id),
+            messages.c.conversation_id == conversation_id,
+            messages.c.id == message_id,
+        )
+    )
+    row = (await connection.execute(query)).first()
+    return _message(row) if row else None
+
+
+async def by_message_client_id(
+    connection: AsyncConnection, owner_id: int, conversation_id: str, client_id: str
+) -> Message | None:
+    query = (
+        select(*MESSAGE_COLUMNS)
+        .join(conversations, conversations.c.id == messages.c.conversation_id)
+        .where(
+            _mine(owner_id),
+            messages.c.conversation_id == conversation_id,
+            messages.c.client_id == client_id,
+        )
+    )
+    row = (await connection.execute(query)).first()
+    return _message(row) if row else None
+
+
+async def add(
+    connection: AsyncConnection,
+    owner_id: int,
+    conversation_id: str,
+    *,
+    role: str,
+    content: str,
+    parent_id: str | None,
+    status: str = "complete",
+    client_id: str | None = None,
+    model: str | None = None,
+    finish_reason: str | None = None,
+    usage: dict[str, int] | None = None,
+    error: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> Message:
+    """Add a message to the owner's conversation (the caller checked it is theirs: `get`)."""
+    at = created_at or now()
+    result = await connection.execute(
+        insert(messages)
+        .values(
+            id=new_id(),
+            conversation_id=conversation_id,
+            parent_id=parent_id,
+            client_id=client_id,
+            role=role,
+            content=content,
+            status=status,
+            model=model,
+            finish_reason=finish_reason,
+            error=error,
+            created_at=at,
+            updated_at=at,
+            **_usage_columns(usage),
+        )
+        .returning(*MESSAGE_COLUMNS)
+    )
+    return _message(result.one())
+
+
+def _owned_message(owner_id: int, message_id: str) -> Any:
+    owned = select(conversations.c.id).where(_mine(owner_id))
+    return and_(
+        messages.c.id == message_id, messages.c.conversation_id.in_(owned.scalar_subquery())
+    )
+
+
+async def checkpoint(
+    connection: AsyncConnection, owner_id: int, message_id: str, content: str
+) -> None:
+    """The text a streaming reply has so far (and a sign the reply is alive)."""
+    await connection.execute(
+        update(messages)
+        .where(_owned_message(owner_id, message_id), messages.c.status == "streaming")
+        .values(content=content, updated_at=now())
+    )
+
+
+async def heartbeat(connection: AsyncConnection, owner_id: int, message_id: str) -> None:
+    """A streaming reply is alive, though it has said nothing new (the text index is spared)."""
+    await connection.execute(
+        update(messages)
+        .where(_owned_message(owner_id, message_id), messages.c.status == "streaming")
+        .values(updated_at=now())
+    )
+
+
+async def finish(
+    connection: AsyncConnection,
+    owner_id: int,
+    message_id: str,
+    *,
+    content: str,
+    status: str,
+    model: str | None = None,
+    finish_reason: str | None = None,
+    usage: dict[str, int] | None = None,
+    error: dict[str, Any] | None = None,
+) -> None:
+    await connection.execute(
+        update(messages)
+        .where(_owned_message(owner_id, message_id))
+        .values(
+            content=content,
+            status=status,
+            model=model,
+            finish_reason=finish_reason,
+            error=error,
+            updated_at=now(),
+            **_usage_columns(usage),
+        )
+    )
+
+
+async def interrupt_stale(connection: AsyncConnection, quiet_for: timedelta) -> int:
+    """Replies still `streaming` with no checkpoint for `quiet_for`: their process died.
+
+    The service's own housekeeping (every owner): their partial text is kept.
+    """
+    result = await connection.execute(
+        update(messages)
+        .where(messages.c.status == "streaming", messages.c.updated_at < now() - quiet_for)
+        .values(status="interrupted")
+    )
+    return result.rowcount
+
+
+def path_to(tree: list[Message], leaf_id: str | None) -> list[Message]:
+    """The messages from the root down to `leaf_id`: what the page shows, and the context sent."""
+    by_id = {m.id: m for m in tree}
+    path: list[Message] = []
+    seen: set[str] = set()
+    node = by_id.get(leaf_id) if leaf_id else None
+    while node is not None and node.id not in seen:
+        seen.add(node.id)
+        path.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id else None
+    path.reverse()
+    return path
+
+
+# -- search --------------------------------------------------------------------------------------
+
+WORD = re.compile(r"\w+", re.UNICODE)
+# SQLite's full-text index (migration 0002), for queries only.
+MESSAGES_FTS = table("messages_fts", column("rowid"), column("content"))
+MAX_TERMS = 16
+MAX_TERM_LENGTH = 64
+
+
+def search_terms(query: str) -> list[str]:
+    """The words of a search, nothing else: quotes, operators, `*` and parentheses are dropped,
+    so no input can be taken as query syntax by FTS5 or tsquery."""
+    return [t[:MAX_TERM_LENGTH].lower() for t in WORD.findall(query[:4000])][:MAX_TERMS]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    conversation_id: str
+    title: str
+    message_id: str | None
+    snippet: str
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "title": self.title,
+            "message_id": self.message_id,
+            "snippet": self.snippet,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+async def search(
+    connection: AsyncConnection, owner_id: int, query: str, limit: int = 20
+) -> list[Hit]:
+    """The owner's messages (and titles) that contain every word of `query` (the last one as a
+    prefix, for search as you type)."""
+    terms = search_terms(query)
+    if not terms:
+        return []
+    if connection.dialect.name == "sqlite":
+        # Each term a quoted FTS5 string: nothing in it is syntax.
+        match = " ".join(f'"{t}"' for t in terms) + "*"
+        found = (
+            select(
+                messages.c.conversation_id,
+                messages.c.id,
+                func.snippet(literal_column("messages_fts"), 0, "", "", "…", 12).label("snippet"),
+            )
+            .select_from(
+                MESSAGES_FTS.join(
+                    messages, literal_column("messages.rowid") == MESSAGES_FTS.c.rowid
+                )
+            )
+            .where(literal_column("messages_fts").op("MATCH")(match))
+        )
+    else:
+        tsquery = " & ".join([*terms[:-1], terms[-1] + ":*"])
+        vector = func.to_tsvector(literal_column("'simple'"), messages.c.content)
+        found = select(
+            messages.c.conversation_id,
+            messages.c.id,
+            func.ts_headline(
+                literal_column("'simple'"),
+                messages.c.content,
+                func.to_tsquery(literal_column("'simple'"), tsquery),
+                "StartSel=,StopSel=,MaxWords=18,MinWords=6,ShortWord=1",
+            ).label("snippet"),
+        ).where(vector.op("@@")(func.to_tsquery(literal_column("'simple'"), tsquery)))
+    hits = found.subquery()
+    rows = await connection.execute(
+        select(
+            conversations.c.id,
+            conversations.c.title,
+            hits.c.id,
+            hits.c.snippet,
+            conversations.c.updated_at,
+        )
+        .join(hits, hits.c.conversation_id == conversations.c.id)
+        .where(_mine(owner_id))
+        .order_by(conversations.c.updated_at.desc())
+        .limit(limit)
+    )
+    results = [Hit(*row) for row in rows]
+    titled = await connection.execute(
+        select(conversations.c.id, conversations.c.title, conversations.c.updated_at)
+        .where(
+            _mine(owner_id),
+            *(func.lower(conversations.c.title).contains(t, autoescape=True) for t in terms),
+        )
+        .order_by(conversations.c.updated_at.desc())
+        .limit(limit)
+    )
+    found_ids = {h.conversation_id for h in results}
+    results += [
+        Hit(r.id, r.title, None, r.title, r.updated_at) for r in titled if r.id not in found_ids
+    ]
+    return results[:limit]

@@ -1,0 +1,303 @@
+"""A turn of a conversation kept on the server: what is written when, and who writes it.
+
+Writes per turn, not per chunk: one transaction when a message is sent (the user's message, the
+reply's placeholder with status `streaming`, the conversation moved to the top), a checkpoint of
+the reply's text every `CHECKPOINT_SECONDS` while it streams, one transaction when it ends (text,
+status, usage). The server writes the reply itself, so a reply the upstream finished is kept
+whatever the browser does; a client that leaves stops the upstream (as for any stream) and what
+was generated is kept as `interrupted`. A process that dies leaves `streaming` rows, which stop
+being checkpointed: the next start (and a sweep every minute) marks them `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..accesslog import AccessRecord
+from ..db import Database
+from ..db.tables import now
+from ..errors import APIError
+from ..schemas import ChatMessage, ChatRequest
+from ..streaming.completion import Completion
+from . import store
+from .store import Conversation, Message
+
+log = logging.getLogger("quartchat.conversations")
+
+CHECKPOINT_SECONDS = 3.0
+# A streaming reply not checkpointed for this long belongs to a process that is gone.
+STALE_AFTER = timedelta(seconds=30)
+DEFAULT_TITLE = "New chat"
+SETTINGS_KEYS = ("model", "temperature", "top_p", "max_tokens", "system")
+
+
+def not_found(what: str = "There is no such conversation.") -> APIError:
+    return APIError(404, "NOT_FOUND", what)
+
+
+def title_from(text: str) -> str:
+    """A title from a first message: its first line, about 60 characters at most."""
+    line = " ".join(text.strip().split("\n")[0].split())
+    return (line[:57].rstrip() + "…" if len(line) > 60 else line) or DEFAULT_TITLE
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A turn that has begun: its messages, and the request for the upstream."""
+
+    conversation: Conversation
+    user: Message | None  # None when regenerating
+    reply: Message
+    chat: ChatRequest
+    replayed: bool = False  # a retried send: `reply` is the one already made
+
+
+def chat_request(conversation: Conversation, path: list[Message]) -> ChatRequest:
+    """The upstream request: the system prompt, the path's messages that have text, the
+    conversation's model and sampling."""
+    settings = conversation.settings
+    history = []
+    if str(settings.get("system") or "").strip():
+        history.append(ChatMessage(role="system", content=str(settings["system"])))
+    history += [
+        ChatMessage(role=m.role, content=m.content)  # type: ignore[arg-type]
+        for m in path
+        if m.content and m.role in ("user", "assistant", "system")
+    ]
+    options = {k: settings.get(k) for k in ("temperature", "top_p", "max_tokens")}
+    return ChatRequest.model_construct(
+        messages=history, model=settings.get("model") or None, **options
+    )
+
+
+async def send(
+    db: Database,
+    owner_id: int,
+    conversation_id: str,
+    *,
+    content: str,
+    client_id: str,
+    parent_id: str | None,
+) -> Turn:
+    """The user's message and the reply's placeholder, in one transaction.
+
+    `parent_id` defaults to the conversation's current leaf. Sending the same `client_id` again
+    (a retry after a lost connection) starts nothing new: the turn already made is returned.
+    """
+    async with db.write() as connection:
+        conversation = await store.get(connection, owner_id, conversation_id)
+        if conversation is None:
+            raise not_found()
+        earlier = await store.by_message_client_id(connection, owner_id, conversation_id, client_id)
+        if earlier is not None:
+            return await _replay(connection, owner_id, conversation, earlier)
+        parent = parent_id if parent_id is not None else conversation.leaf_id
+        if (
+            parent is not None
+            and await store.message(connection, owner_id, conversation_id, parent) is None
+        ):
+            raise APIError(
+                400, "INVALID_REQUEST", "The message to answer is not in this conversation."
+            )
+        user = await store.add(
+            connection,
+            owner_id,
+            conversation_id,
+            role="user",
+            content=content,
+            parent_id=parent,
+            client_id=client_id,
+        )
+        return await _begin_reply(connection, owner_id, conversation, user, first=parent is None)
+
+
+async def regenerate(
+    db: Database, owner_id: int, conversation_id: str, message_id: str, client_id: str
+) -> Turn:
+    """A new reply beside `message_id` (a reply): its parent's question, answered again."""
+    async with db.write() as connection:
+        conversation = await store.get(connection, owner_id, conversation_id)
+        if conversation is None:
+            raise not_found()
+        earlier = await store.by_message_client_id(connection, owner_id, conversation_id, client_id)
+        if earlier is not None:
+            return await _replay(connection, owner_id, conversation, earlier)
+        old = await store.message(connection, owner_id, conversation_id, message_id)
+        if old is None or old.role != "assistant" or old.parent_id is None:
+            raise not_found("There is no such reply in this conversation.")
+        question = await store.message(connection, owner_id, conversation_id, old.parent_id)
+        assert question is not None
+        return await _begin_reply(
+            connection, owner_id, conversation, question, client_id=client_id, regenerated=True
+        )
+
+
+async def edit(
+    db: Database,
+    owner_id: int,
+    conversation_id: str,
+    message_id: str,
+    *,
+    content: str,
+    client_id: str,
+) -> Turn:
+    """An edited question: a new message beside `message_id` (a question), and its reply."""
+    async with db.write() as connection:
+        conversation = await store.get(connection, owner_id, conversation_id)
+        if conversation is None:
+            raise not_found()
+        earlier = await store.by_message_client_id(connection, owner_id, conversation_id, client_id)
+        if earlier is not None:
+            return await _replay(connection, owner_id, conversation, earlier)
+        old = await store.message(connection, owner_id, conversation_id, message_id)
+        if old is None or old.role != "user":
+            raise not_found("There is no such question in this conversation.")
+        user = await store.add(
+            connection,
+            owner_id,
+            conversation_id,
+            role="user",
+            content=content,
+            parent_id=old.parent_id,
+            client_id=client_id,
+        )
+        return await _begin_reply(
+            connection, owner_id, conversation, user, first=old.parent_id is None
+        )
+
+
+async def _begin_reply(
+    connection: Any,
+    owner_id: int,
+    conversation: Conversation,
+    question: Message,
+    *,
+    first: bool = False,
+    client_id: str | None = None,
+    regenerated: bool = False,
+) -> Turn:
+    settings = conversation.settings
+    reply = await store.add(
+        connection,
+        owner_id,
+        conversation.id,
+        role="assistant",
+        content="",
+        parent_id=question.id,
+        status="streaming",
+        client_id=client_id,
+        model=settings.get("model") or None,
+    )
+    changes: dict[str, Any] = {"leaf_id": reply.id}
+    if first and conversation.title == DEFAULT_TITLE:
+        changes["title"] = title_from(question.content)
+    await store.touch(connection, owner_id, conversation.id, **changes)
+    tree = await store.messages_of(connection, owner_id, conversation.id)
+    after = await store.get(connection, owner_id, conversation.id)
+    assert after is not None
+    path = store.path_to(tree, question.id)
+    return Turn(after, None if regenerated else question, reply, chat_request(after, path))
+
+
+async def _replay(
+    connection: Any, owner_id: int, conversation: Conversation, earlier: Message
+) -> Turn:
+    """The turn a client id already made: its question and reply, for a retried request."""
+    tree = await store.messages_of(connection, owner_id, conversation.id)
+    if earlier.role == "assistant":
+        reply, question = earlier, next((m for m in tree if m.id == earlier.parent_id), None)
+    else:
+        question = earlier
+        reply = next((m for m in reversed(tree) if m.parent_id == earlier.id), None)  # type: ignore[assignment]
+    if reply is None or question is None:
+        raise APIError(409, "TURN_CONFLICT", "That message was sent before, without a reply.")
+    return Turn(conversation, question, reply, chat_request(conversation, []), replayed=True)
+
+
+class ReplyWriter:
+    """The relay's observer for a reply kept on the server: checkpoints while it streams, the
+    final write when it ends (and the access log line, which it passes everything on to)."""
+
+    def __init__(self, db: Database, owner_id: int, reply_id: str, access: AccessRecord) -> None:
+        self.db = db
+        self.owner_id = owner_id
+        self.reply_id = reply_id
+        self.access = access
+        self._checkpoints: asyncio.Task[None] | None = None
+
+    def opened(self, upstream_status: int, completion: Completion) -> None:
+        self.access.opened(upstream_status, completion)
+        self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint(completion))
+
+    def first_output(self) -> None:
+        self.access.first_output()
+
+    async def ended(self, outcome: str, completion: Completion, error: APIError | None) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+        status = {"done": "complete", "disconnected": "interrupted", "shutdown": "interrupted"}
+        values: dict[str, Any] = {
+            "content": completion.text,
+            "status": status.get(outcome, "error"),
+            "model": completion.model,
+            "finish_reason": completion.finish_reason,
+            "usage": completion.usage,
+        }
+        if outcome == "error" and error is not None:
+            values["error"] = {"code": error.code, "message": error.message}
+        # Shielded: a client that left cancels this task, but what it was sent must be kept.
+        await asyncio.shield(self._finish(values))
+        await self.access.ended(outcome, completion, error)
+
+    async def failed(self, error: APIError) -> None:
+        """The upstream refused before the stream began: the placeholder becomes the error."""
+        await asyncio.shield(
+            self._finish(
+                {
+                    "content": "",
+                    "status": "error",
+                    "error": {"code": error.code, "message": error.message},
+                }
+            )
+        )
+
+    async def _finish(self, values: dict[str, Any]) -> None:
+        try:
+            async with self.db.write() as connection:
+                await store.finish(connection, self.owner_id, self.reply_id, **values)
+        except Exception as exc:  # the reply is lost to a database failure: say so, once
+            log.error("could not save reply %s: %s", self.reply_id, type(exc).__name__)
+
+    async def _checkpoint(self, completion: Completion) -> None:
+        saved = 0
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            # The text when it grew; a sign of life anyway (a model thinking is not a dead reply).
+            parts = len(completion.parts)
+            with contextlib.suppress(Exception):  # a failed checkpoint is retried at the next
+                async with self.db.write() as connection:
+                    if parts != saved:
+                        await store.checkpoint(
+                            connection, self.owner_id, self.reply_id, completion.text
+                        )
+                    else:
+                        await store.heartbeat(connection, self.owner_id, self.reply_id)
+                saved = parts
+
+
+async def housekeeping(db: Database, *, purge_after: timedelta) -> None:
+    """Mark replies whose process died `interrupted`; purge conversations deleted a while ago."""
+    async with db.write() as connection:
+        stale = await store.interrupt_stale(connection, STALE_AFTER)
+        purged = await store.purge(connection, now() - purge_after)
+    if stale:
+        log.info("%d replies interrupted (their process ended)", stale)
+    if purged and db.sqlite:
+        async with db.engine.connect() as connection:
+            await connection.exec_driver_sql("PRAGMA incremental_vacuum")
+            await connection.commit()
