@@ -8,9 +8,10 @@ import re
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import timedelta
+from typing import Any
 
 import httpx
-from quart import Quart, Response, g, request
+from quart import Quart, Request, Response, g, request
 
 from .accesslog import AccessRecord
 from .auth.accounts import Accounts
@@ -43,12 +44,30 @@ PAGE_CSP = (
 )
 
 
+IMPORT_PATH = "/api/import"
+IMPORT_MAX_BYTES = 50 * 1024 * 1024
+
+
+class BoundedRequest(Request):
+    """A request whose body may be up to MAX_BODY_BYTES, except an import's (a whole history).
+
+    The bound is fixed when the request is made, before its body starts arriving: a larger one
+    set in the view would come after the first bytes were already refused.
+    """
+
+    def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+        if path == IMPORT_PATH and kwargs.get("max_content_length") is not None:
+            kwargs["max_content_length"] = max(kwargs["max_content_length"], IMPORT_MAX_BYTES)
+        super().__init__(method, scheme, path, *args, **kwargs)
+
+
 def create_app(
     settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> Quart:
     """Build the app. `transport` replaces the upstream HTTP transport (tests pass respx's)."""
     settings = settings or get_settings()
     app = Quart(__name__)
+    app.request_class = BoundedRequest
     app.config["QUARTCHAT"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False

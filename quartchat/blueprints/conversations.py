@@ -35,7 +35,6 @@ blueprint = Blueprint("conversations", __name__, url_prefix="/api")
 CHAT_EVENTS = ChatEvents()
 CONVERSATION_ERRORS = (400, 401, 403, 404, 409, 415)
 STREAM_ERRORS = (400, 401, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
-IMPORT_MAX_BYTES = 50 * 1024 * 1024
 
 
 def db() -> Database:
@@ -435,7 +434,6 @@ async def import_conversations() -> Response:
     Conversations that were imported before (by their id) are skipped: importing twice, or
     from two tabs at once, imports once.
     """
-    request.max_content_length = IMPORT_MAX_BYTES
     raw = await request.get_data(cache=False)
     try:
         document = orjson.loads(raw)

@@ -276,3 +276,12 @@ async def test_markdown_export_is_the_path_shown(ann: Client) -> None:
         "**You:**\n\nquestion one" in text_body
         and "**Assistant:**\n\nEcho: question one" in text_body
     )
+
+
+async def test_an_import_may_be_larger_than_a_chat_request(ann: Client) -> None:
+    big = local_conversation("big")
+    big["messages"][0]["content"] = "x" * (3 * 1024 * 1024)  # over MAX_BODY_BYTES (1 MiB)
+    document = {"format": "quartchat", "version": 1, "conversations": [big]}
+    response = await ann.post("/api/import", json=document)
+    assert response.status_code == 200, await response.get_data()
+    assert (await body(response))["imported"] == 1
