@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -285,3 +286,22 @@ async def test_an_import_may_be_larger_than_a_chat_request(ann: Client) -> None:
     response = await ann.post("/api/import", json=document)
     assert response.status_code == 200, await response.get_data()
     assert (await body(response))["imported"] == 1
+
+
+async def test_two_tabs_importing_the_browser_s_conversations_at_once_import_them_once(
+    ann: Client, app: Quart
+) -> None:
+    document = {
+        "format": "quartchat",
+        "version": 1,
+        "conversations": [local_conversation(f"b{i}") for i in range(5)],
+    }
+    other_tab = app.test_client()
+    other_tab.cookie_jar = ann.cookie_jar
+    results = await asyncio.gather(
+        ann.post("/api/import", json=document), other_tab.post("/api/import", json=document)
+    )
+    counts = [await body(r) for r in results]
+    assert sum(c["imported"] for c in counts) == 5
+    assert sum(c["skipped"] for c in counts) == 5
+    assert len((await body(await ann.get("/api/conversations")))["items"]) == 5
