@@ -8,13 +8,16 @@ page CSP forbids. Ours loads the vendored Swagger UI and starts it from static/d
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel
 from quart import Quart
 from quart_schema import DataSource, Info, OpenAPIProvider, QuartSchema, document_response
+from werkzeug.routing import BaseConverter, IntegerConverter, Rule, UUIDConverter
 
 from . import __version__
+from .auth.cookies import COOKIE_NAME
+from .config import Settings
 from .schemas import ChatResponse, ErrorResponse
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,7 +34,34 @@ def document_errors(*statuses: int) -> Callable[[F], F]:
     return decorate
 
 
-class EventStream(BaseModel):
+class Ok(BaseModel):
+    """Done."""
+
+    ok: Literal[True]
+
+
+class Described(BaseModel):
+    """A response model whose answer also has headers, other media types or links worth
+    documenting.
+
+    `response_headers` maps a header to its OpenAPI header object; `other_media` maps a media
+    type to its OpenAPI media type object, beside the model's own `application/json`;
+    `response_links` names the operations the answer leads to (`link()`), which clients and
+    schemathesis's stateful tests follow.
+    """
+
+    response_headers: ClassVar[dict[str, Any]] = {}
+    other_media: ClassVar[dict[str, Any]] = {}
+    response_links: ClassVar[dict[str, Any]] = {}
+
+
+def link(operation: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link to the operation whose view is `operation` (quart-schema names it
+    `<method>_<view>`), its parameters taken from this answer by runtime expressions."""
+    return {"operationId": operation, "parameters": parameters}
+
+
+class EventStream(Described):
     """A `text/event-stream` of `chunk` events, then `done` (the reply's envelope) or `error`.
 
     `event: chunk` / `data: {"delta": "…"}` carries text as it arrives; `event: done` carries the
@@ -83,26 +113,92 @@ def _components(*models: type[BaseModel]) -> dict[str, Any]:
     return components
 
 
+# With accounts, the gate asks every request for one of these, except on `public` routes.
+SECURITY_SCHEMES = {
+    "token": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token (`qc_…`), made at `POST /api/auth/tokens`",
+    },
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": COOKIE_NAME,
+        "description": "The session cookie of a login (`POST /api/auth/login`)",
+    },
+}
+
+
 class Provider(OpenAPIProvider):
-    """quart-schema's provider, taught that a stream's body is not JSON and that a documented
-    request body is required."""
+    """quart-schema's provider, taught that a stream's body is not JSON, that a documented
+    request body and a required query parameter are required, what a path's converters accept,
+    and, with accounts, which routes need a credential (and that a bad one is a 401 anywhere)."""
+
+    def accounts(self) -> bool:
+        settings: Settings = self._app.config["QUARTCHAT"]
+        return settings.accounts
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        if self.accounts():
+            document["components"]["securitySchemes"] = SECURITY_SCHEMES
+        return document
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        if not self.accounts():
+            return paths, components
+        unauthenticated, error_components = self.build_response_object(ErrorResponse, None)
+        public = getattr(self._app.view_functions[rule.endpoint], "quartchat_public", False)
+        for operations in paths.values():
+            for operation in operations.values():
+                operation["responses"].setdefault(401, unauthenticated)
+                if not public:
+                    operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        return paths, {**components, **error_components}
 
     def build_response_object(
         self, model: type[Any], headers_model: type[Any] | None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        if model is EventStream:
-            description = (EventStream.__doc__ or "").strip()
+        if issubclass(model, EventStream):
+            description = (model.__doc__ or "").strip()
             content = {"text/event-stream": {"schema": EVENT_SCHEMA}}
-            return {"description": description, "content": content}, _components(
-                ChatResponse, ErrorResponse
-            )
-        return super().build_response_object(model, headers_model)
+            response: dict[str, Any] = {"description": description, "content": content}
+            components = _components(ChatResponse, ErrorResponse)
+        else:
+            response, components = super().build_response_object(model, headers_model)
+        if issubclass(model, Described):
+            response["content"].update(model.other_media)
+            if model.response_headers:
+                response["headers"] = model.response_headers
+            if model.response_links:
+                response["links"] = model.response_links
+        return response, components
 
     def build_request_body(
         self, model: type[Any], source: DataSource
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         body, components = super().build_request_body(model, source)
         return {**body, "required": True}, components
+
+    def build_querystring_parameters(
+        self, model: type[Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        parameters, components = super().build_querystring_parameters(model)
+        required = set(model.model_json_schema().get("required", []))
+        for parameter in parameters:
+            parameter["required"] = parameter["name"] in required
+        return parameters, components
+
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        parameter = super().build_path_parameter(name, converter)
+        if isinstance(converter, IntegerConverter):
+            low = 0 if converter.min is None and not converter.signed else converter.min
+            bounds = {"minimum": low, "maximum": converter.max}
+            parameter["schema"].update({k: v for k, v in bounds.items() if v is not None})
+        elif isinstance(converter, UUIDConverter):
+            parameter["schema"]["format"] = "uuid"
+        return parameter
 
 
 def init_openapi(app: Quart) -> None:
@@ -119,7 +215,9 @@ def init_openapi(app: Quart) -> None:
                 "A self-hosted chat and streaming proxy for OpenAI-compatible servers. "
                 'Every error has one shape, `{"error": {"code", "message", '
                 '"request_id"}}`; state-changing requests must be JSON and may not come '
-                "from other sites. The full contract: docs/api.md."
+                "from other sites. With accounts, every route not open to all takes an API "
+                "token (`Authorization: Bearer qc_…`) or the login's session cookie. The "
+                "full contract: docs/api.md."
             ),
         ),
         openapi_provider_class=Provider,

@@ -2,35 +2,55 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
+from pydantic import BaseModel, RootModel
 from quart import Blueprint, Response, request
-from quart_schema import document_request
+from quart_schema import document_request, document_response
 
-from ..openapi import document_errors
-from .auth import EMAIL, MAYBE_EMAIL, MAYBE_PASSWORD, PASSWORD, Strict, accounts, json, principal
-from .validation import parse
+from ..openapi import Described, Ok, document_errors, link
+from .auth import (
+    EMAIL,
+    MAYBE_EMAIL,
+    NewPassword,
+    Role,
+    Strict,
+    User,
+    accounts,
+    json,
+    principal,
+)
+from .validation import MAX_ROW_ID, parse, path_converters
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api")
+blueprint.record_once(path_converters)
+
+
+class Users(RootModel[list[User]]):
+    """Users, by id."""
 
 
 @blueprint.get("/admin/users")
+@document_response(Users)
 @document_errors(401, 403)
 async def users() -> Response:
     """Users, by id, 100 at a time (`?after=<last id>` for the next page). Admins only."""
-    after = request.args.get("after", "0")
-    return json(await accounts().list_users(principal(), int(after) if after.isdigit() else 0))
+    after = request.args.get("after", "")
+    start = min(int(after), MAX_ROW_ID) if after.isascii() and after.isdigit() else 0
+    return json(await accounts().list_users(principal(), start))
 
 
 class NewUser(Strict):
     email: str = EMAIL
-    password: str = PASSWORD
-    role: Literal["admin", "user"] = "user"
+    password: NewPassword
+    role: Role = "user"
 
 
 @blueprint.post("/admin/users")
 @document_request(NewUser)
-@document_errors(400, 401, 403, 409, 415)
+@document_response(User, 201)
+@document_errors(400, 401, 403, 409, 413, 415)
 async def create_user() -> Response:
     """Create a user with a first password. Admins only."""
     body = await parse(NewUser, "new user")
@@ -41,13 +61,14 @@ async def create_user() -> Response:
 
 class UserChange(Strict):
     status: Literal["active", "disabled"] | None = None
-    role: Literal["admin", "user"] | None = None
-    password: str | None = MAYBE_PASSWORD
+    role: Role | None = None
+    password: NewPassword | None = None
 
 
-@blueprint.patch("/admin/users/<int:user_id>")
+@blueprint.patch("/admin/users/<row_id:user_id>")
 @document_request(UserChange)
-@document_errors(400, 401, 403, 404, 409, 415)
+@document_response(User)
+@document_errors(400, 401, 403, 404, 409, 413, 415)
 async def change_user(user_id: int) -> Response:
     """Enable, disable or approve a user, change the role, or reset the password.
 
@@ -61,21 +82,45 @@ async def change_user(user_id: int) -> Response:
     return json(changed)
 
 
-class NewInvite(Strict):
-    email: str | None = MAYBE_EMAIL
-    role: Literal["admin", "user"] = "user"
+class Invite(BaseModel):
+    """An invite not used yet."""
+
+    id: str
+    email: str | None
+    role: Role
+    created_at: datetime
+    expires_at: datetime
+
+
+class Invites(RootModel[list[Invite]]):
+    """Invites not used yet."""
 
 
 @blueprint.get("/invites")
+@document_response(Invites)
 @document_errors(401, 403)
 async def invites() -> Response:
     """Invites not used yet (an admin sees all; others, under the invite policy, their own)."""
     return json(await accounts().invites(principal()))
 
 
+class NewInvite(Strict):
+    email: str | None = MAYBE_EMAIL
+    role: Role = "user"
+
+
+class InviteLink(Invite, Described):
+    """The invite made; its link is `/invite?token=…`. The token is shown this once."""
+
+    token: str
+
+    response_links = {"withdraw": link("delete_withdraw_invite", invite_id="$response.body#/id")}
+
+
 @blueprint.post("/invites")
 @document_request(NewInvite)
-@document_errors(400, 401, 403, 415)
+@document_response(InviteLink, 201)
+@document_errors(400, 401, 403, 413, 415)
 async def create_invite() -> Response:
     """Make an invite link, valid for 7 days, used once.
 
@@ -86,6 +131,7 @@ async def create_invite() -> Response:
 
 
 @blueprint.delete("/invites/<invite_id>")
+@document_response(Ok)
 @document_errors(401, 403, 404)
 async def withdraw_invite(invite_id: str) -> Response:
     """Withdraw an invite before it is used."""

@@ -6,27 +6,38 @@ route needs one (quartchat/app.py's gate), so `principal()` here never returns N
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from quart import Blueprint, Response, current_app, request
 from quart_auth import logout_user
 from quart_schema import document_request, document_response
 
 from ..auth.accounts import Accounts
 from ..auth.gate import public
+from ..auth.passwords import MAX_LENGTH, MIN_LENGTH
 from ..auth.principal import Networks, Principal, current_principal, login_cookie
-from ..openapi import document_errors
-from .validation import parse
+from ..openapi import Described, Ok, document_errors, link
+from .validation import Empty, parse, path_converters
 
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
+blueprint.record_once(path_converters)
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+# Spelled out, not `\s`: Python, pydantic's Rust regex and JSON Schema's ECMAScript regex each
+# mean other characters by it, so the schema would promise what the server refuses.
+SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+EMAIL_PATTERN = rf"^[^@{SPACE}]+@[^@{SPACE}]+$"
 EMAIL = Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)
 MAYBE_EMAIL = Field(None, min_length=3, max_length=320, pattern=EMAIL_PATTERN)
-PASSWORD = Field(min_length=1, max_length=1024)
-MAYBE_PASSWORD = Field(None, min_length=1, max_length=1024)
+PASSWORD = Field(min_length=1, max_length=MAX_LENGTH)
+# A new password: the schema says how short is too short; the accounts service refuses it,
+# with its own code (400 WEAK_PASSWORD) rather than a validation error.
+NewPassword = Annotated[
+    str, Field(min_length=1, max_length=MAX_LENGTH, json_schema_extra={"minLength": MIN_LENGTH})
+]
+Role = Literal["admin", "user"]
 
 
 def accounts() -> Accounts:
@@ -54,17 +65,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class Me(BaseModel):
-    """The logged-in user."""
-
-    id: int
-    email: str
-    role: str
-    status: str
-    created_at: str
-    via: str
-
-
 class LoginRequest(Strict):
     email: str = EMAIL
     password: str = PASSWORD
@@ -73,8 +73,8 @@ class LoginRequest(Strict):
 @blueprint.post("/login")
 @public
 @document_request(LoginRequest)
-@document_response(Me)
-@document_errors(400, 401, 403, 415, 429)
+@document_response(Ok)
+@document_errors(400, 401, 403, 413, 415, 429)
 async def login() -> Response:
     """Log in with email and password.
 
@@ -89,24 +89,30 @@ async def login() -> Response:
 
 
 @blueprint.post("/logout")
-@document_errors(401, 403, 415)
+@document_request(Empty)
+@document_response(Ok)
+@document_errors(400, 401, 403, 413, 415)
 async def logout() -> Response:
     """Log out this browser.
 
     Ends the session on the server, so its cookie is worth nothing from now on.
     """
+    await parse(Empty)
     await accounts().logout(principal())
     logout_user()
     return json({"ok": True})
 
 
 @blueprint.post("/logout-everywhere")
-@document_errors(401, 403, 415)
+@document_request(Empty)
+@document_response(Ok)
+@document_errors(400, 401, 403, 413, 415)
 async def logout_everywhere() -> Response:
     """Log out every browser.
 
     Ends all of the user's sessions, this one too. API tokens stay valid (revoke those apart).
     """
+    await parse(Empty)
     await accounts().logout_everywhere(principal())
     logout_user()
     return json({"ok": True})
@@ -116,12 +122,13 @@ class State(BaseModel):
     """What the login page needs to know."""
 
     setup_required: bool
-    signup: str
+    signup: Literal["closed", "invite", "approval", "open"]
 
 
 @blueprint.get("/state")
 @public
 @document_response(State)
+@document_errors(401)
 async def state() -> Response:
     """Whether the first admin is still to be made, and the sign-up policy."""
     return json(await accounts().setup_state())
@@ -130,13 +137,14 @@ async def state() -> Response:
 class SetupRequest(Strict):
     token: str = Field(min_length=1, max_length=200)
     email: str = EMAIL
-    password: str = PASSWORD
+    password: NewPassword
 
 
 @blueprint.post("/setup")
 @public
 @document_request(SetupRequest)
-@document_errors(400, 403, 415)
+@document_response(Ok, 201)
+@document_errors(400, 401, 403, 413, 415)
 async def set_up() -> Response:
     """Create the first admin.
 
@@ -151,13 +159,29 @@ async def set_up() -> Response:
 
 class SignupRequest(Strict):
     email: str = EMAIL
-    password: str = PASSWORD
+    password: NewPassword
+
+
+class SignedUp(BaseModel):
+    """Signed up, and logged in (a new session cookie)."""
+
+    ok: Literal[True]
+    pending: Literal[False]
+
+
+class AwaitingApproval(BaseModel):
+    """Signed up; an administrator has yet to approve the account."""
+
+    ok: Literal[True]
+    pending: Literal[True]
 
 
 @blueprint.post("/signup")
 @public
 @document_request(SignupRequest)
-@document_errors(400, 403, 409, 415)
+@document_response(SignedUp, 201)
+@document_response(AwaitingApproval, 202)
+@document_errors(400, 401, 403, 409, 413, 415)
 async def sign_up() -> Response:
     """Sign up, where the policy allows it.
 
@@ -176,10 +200,18 @@ class InviteToken(Strict):
     token: str = Field(min_length=1, max_length=200)
 
 
+class Invitation(BaseModel):
+    """What an invite is for: the email it is bound to (or none: any), and the role."""
+
+    email: str | None
+    role: Role
+
+
 @blueprint.post("/invite")
 @public
 @document_request(InviteToken)
-@document_errors(400, 404, 415)
+@document_response(Invitation)
+@document_errors(400, 401, 403, 404, 413, 415)
 async def invitation() -> Response:
     """What an invite is for: the email it is bound to, if any, and the role."""
     body = await parse(InviteToken, "invite")
@@ -189,13 +221,14 @@ async def invitation() -> Response:
 class AcceptInvite(Strict):
     token: str = Field(min_length=1, max_length=200)
     email: str | None = MAYBE_EMAIL
-    password: str = PASSWORD
+    password: NewPassword
 
 
 @blueprint.post("/invite/accept")
 @public
 @document_request(AcceptInvite)
-@document_errors(400, 404, 409, 415)
+@document_response(Ok, 201)
+@document_errors(400, 401, 403, 404, 409, 413, 415)
 async def accept_invite() -> Response:
     """Accept an invite: make the account and log in."""
     body = await parse(AcceptInvite, "invite acceptance")
@@ -205,9 +238,25 @@ async def accept_invite() -> Response:
     return json({"ok": True}, 201)
 
 
+class User(BaseModel):
+    """A user account."""
+
+    id: int
+    email: str
+    role: Role
+    status: Literal["active", "pending", "disabled"]
+    created_at: datetime
+
+
+class Me(User):
+    """The logged-in user, and by what: a session cookie, an API token or a trusted header."""
+
+    via: Literal["session", "token", "header"]
+
+
 @blueprint.get("/me")
 @document_response(Me)
-@document_errors(401, 403)
+@document_errors(401, 403, 404)
 async def me() -> Response:
     """The logged-in user."""
     return json(await accounts().me(principal()))
@@ -215,12 +264,13 @@ async def me() -> Response:
 
 class PasswordChange(Strict):
     current: str = PASSWORD
-    new: str = PASSWORD
+    new: NewPassword
 
 
 @blueprint.post("/password")
 @document_request(PasswordChange)
-@document_errors(400, 401, 403, 415)
+@document_response(Ok)
+@document_errors(400, 401, 403, 413, 415)
 async def change_password() -> Response:
     """Change my password.
 
@@ -234,7 +284,23 @@ async def change_password() -> Response:
     return json({"ok": True})
 
 
+class Session(BaseModel):
+    """Where and when a user is logged in."""
+
+    id: str
+    created_at: datetime
+    last_seen_at: datetime
+    user_agent: str
+    ip: str
+    current: bool = Field(description="Whether it is the session of this request")
+
+
+class Sessions(RootModel[list[Session]]):
+    """My sessions."""
+
+
 @blueprint.get("/sessions")
+@document_response(Sessions)
 @document_errors(401, 403)
 async def sessions() -> Response:
     """My sessions: where and when I am logged in."""
@@ -242,6 +308,7 @@ async def sessions() -> Response:
 
 
 @blueprint.delete("/sessions/<session_id>")
+@document_response(Ok)
 @document_errors(401, 403, 404)
 async def end_session(session_id: str) -> Response:
     """End one of my sessions."""
@@ -249,7 +316,22 @@ async def end_session(session_id: str) -> Response:
     return json({"ok": True})
 
 
+class Token(BaseModel):
+    """An API token, by its prefix (the token itself is shown only when made)."""
+
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class Tokens(RootModel[list[Token]]):
+    """My API tokens."""
+
+
 @blueprint.get("/tokens")
+@document_response(Tokens)
 @document_errors(401, 403)
 async def tokens() -> Response:
     """My API tokens (their prefixes; a token itself is shown only when made)."""
@@ -260,9 +342,18 @@ class TokenRequest(Strict):
     name: str = Field(min_length=1, max_length=100)
 
 
+class NewToken(Token, Described):
+    """The API token made: send it as `Authorization: Bearer qc_…`. Shown this once."""
+
+    token: str
+
+    response_links = {"revoke": link("delete_revoke_token", token_id="$response.body#/id")}
+
+
 @blueprint.post("/tokens")
 @document_request(TokenRequest)
-@document_errors(400, 401, 403, 409, 415)
+@document_response(NewToken, 201)
+@document_errors(400, 401, 403, 409, 413, 415)
 async def create_token() -> Response:
     """Make an API token.
 
@@ -272,7 +363,8 @@ async def create_token() -> Response:
     return json(await accounts().create_token(principal(), body.name), 201)
 
 
-@blueprint.delete("/tokens/<int:token_id>")
+@blueprint.delete("/tokens/<row_id:token_id>")
+@document_response(Ok)
 @document_errors(401, 403, 404)
 async def revoke_token(token_id: int) -> Response:
     """Revoke one of my API tokens, at once."""

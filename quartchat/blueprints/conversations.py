@@ -9,31 +9,32 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from quart import Blueprint, Response, current_app, g, request
-from quart_schema import document_request, document_response
+from quart_schema import document_querystring, document_request, document_response
 
 from ..auth.principal import Principal, current_principal
 from ..conversations import store, transfer, turns
 from ..db import Database
 from ..db.tables import now
 from ..errors import APIError
-from ..openapi import EventStream, document_errors
-from ..schemas import MAX_TOKENS
+from ..openapi import Described, EventStream, Ok, document_errors, link
+from ..schemas import MAX_TOKENS, ChatUsage
 from ..streaming import relay
 from ..streaming.completion import Completion
 from ..streaming.encoders import ChatEvents
 from ..streaming.watch import LiveStreams
 from ..upstream.client import UpstreamClient
-from .validation import parse
+from .validation import INTEGRAL, MAX_ROW_ID, Empty, instant, parse, path_converters
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api")
+blueprint.record_once(path_converters)
 
+CONVERSATION = "/conversations/<row_uuid:conversation_id>"
 CHAT_EVENTS = ChatEvents()
-CONVERSATION_ERRORS = (400, 401, 403, 404, 409, 415)
 STREAM_ERRORS = (400, 401, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
 
 
@@ -63,7 +64,7 @@ class Settings(Strict):
     system: str = Field("", max_length=100_000)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
+    max_tokens: Annotated[int, Field(gt=0, le=MAX_TOKENS), INTEGRAL] | None = None
 
 
 # -- conversations -------------------------------------------------------------------------------
@@ -78,20 +79,38 @@ def parse_cursor(value: str | None) -> tuple[datetime, str] | None:
         return None
     at, _, last_id = value.replace(" ", "+").partition("|")
     try:
-        return datetime.fromisoformat(at), last_id
+        return instant(at), last_id
     except ValueError:
         raise APIError(
             400, "INVALID_REQUEST", "That `before` cursor is not one this API gave."
         ) from None
 
 
+class Summary(BaseModel):
+    """A conversation as the sidebar lists it."""
+
+    id: str
+    title: str
+    updated_at: datetime
+    pinned: bool
+    archived: bool
+
+
+class SummaryPage(BaseModel):
+    """A page of my conversations, most recently updated first."""
+
+    items: list[Summary]
+    next: str | None = Field(description="Pass it back as `before` for the next page")
+
+
 @blueprint.get("/conversations")
+@document_response(SummaryPage)
 @document_errors(400, 401, 403)
 async def list_conversations() -> Response:
     """My conversations, most recently updated first.
 
-    A page at a time: pass the `next` cursor back as `before` for the next. Only ids, titles and
-    times: the list stays fast at any number of conversations.
+    A page at a time (`?limit=`, 1 to 200, 50 by default): pass the `next` cursor back as `before`
+    for the next. Only ids, titles and times: the list stays fast at any number of conversations.
     """
     limit = min(max(request.args.get("limit", 50, type=int) or 50, 1), 200)
     before = parse_cursor(request.args.get("before"))
@@ -101,7 +120,21 @@ async def list_conversations() -> Response:
     return json({"items": [s.public() for s in page], "next": next_cursor})
 
 
+class ChangesQuery(BaseModel):
+    since: datetime = Field(description="A time this API gave as `now` (with its offset)")
+
+
+class Changes(BaseModel):
+    """Conversations changed since then, and the ids of those deleted."""
+
+    items: list[Summary]
+    deleted: list[str]
+    now: datetime = Field(description="Pass it as `since` next time")
+
+
 @blueprint.get("/conversations/changes")
+@document_querystring(ChangesQuery)
+@document_response(Changes)
 @document_errors(400, 401, 403)
 async def changes() -> Response:
     """What changed since `since` (an ISO time this API gave as `now`): for other devices.
@@ -111,7 +144,7 @@ async def changes() -> Response:
     # A `+` of the time's offset that arrives unencoded has become a space.
     since_text = request.args.get("since", "").replace(" ", "+")
     try:
-        since = datetime.fromisoformat(since_text)
+        since = instant(since_text)
     except ValueError:
         raise APIError(400, "INVALID_REQUEST", "Give `since`, a time this API gave.") from None
     async with db().read() as connection:
@@ -128,9 +161,36 @@ class NewConversation(Strict):
     client_id: str | None = Field(None, min_length=1, max_length=64)
 
 
+THIS_CONVERSATION = {"conversation_id": "$response.body#/id"}
+
+
+class Conversation(Described):
+    """A conversation: its title, settings and flags, and the leaf of the path shown."""
+
+    id: str
+    title: str
+    settings: Settings
+    leaf_id: str | None
+    pinned: bool
+    archived: bool
+    revision: int = Field(description="Goes up by one with every change")
+    created_at: datetime
+    updated_at: datetime
+
+    response_links = {
+        "get": link("get_get_conversation", **THIS_CONVERSATION),
+        "change": link("patch_change_conversation", **THIS_CONVERSATION),
+        "delete": link("delete_delete_conversation", **THIS_CONVERSATION),
+        "send": link("post_send", **THIS_CONVERSATION),
+        "export": link("get_export_one", **THIS_CONVERSATION),
+    }
+
+
 @blueprint.post("/conversations")
 @document_request(NewConversation)
-@document_errors(*CONVERSATION_ERRORS)
+@document_response(Conversation, 201)
+@document_response(Conversation, 200)
+@document_errors(400, 401, 403, 413, 415)
 async def create_conversation() -> Response:
     """Start a conversation.
 
@@ -152,7 +212,35 @@ async def create_conversation() -> Response:
     return json(made.public(), 201)
 
 
-@blueprint.get("/conversations/<conversation_id>")
+class MessageError(BaseModel):
+    code: str
+    message: str
+
+
+class Message(BaseModel):
+    """A message of a conversation's tree."""
+
+    id: str
+    parent_id: str | None
+    role: Literal["user", "assistant", "system"]
+    content: str
+    status: Literal["streaming", "complete", "interrupted", "error"]
+    model: str | None
+    finish_reason: str | None
+    usage: ChatUsage | None
+    error: MessageError | None
+    created_at: datetime
+    client_id: str | None
+
+
+class ConversationTree(Conversation):
+    """A conversation and every message of its tree."""
+
+    messages: list[Message]
+
+
+@blueprint.get(CONVERSATION)
+@document_response(ConversationTree)
 @document_errors(401, 403, 404)
 async def get_conversation(conversation_id: str) -> Response:
     """One conversation: its settings, its current leaf, and every message of its tree."""
@@ -179,12 +267,13 @@ class ConversationChange(Strict):
     pinned: bool | None = None
     archived: bool | None = None
     leaf_id: str | None = Field(None, min_length=1, max_length=36)
-    revision: int | None = Field(None, ge=1)
+    revision: Annotated[int, Field(ge=1, le=MAX_ROW_ID), INTEGRAL] | None = None
 
 
-@blueprint.patch("/conversations/<conversation_id>")
+@blueprint.patch(CONVERSATION)
 @document_request(ConversationChange)
-@document_errors(*CONVERSATION_ERRORS)
+@document_response(Conversation)
+@document_errors(400, 401, 403, 404, 409, 413, 415)
 async def change_conversation(conversation_id: str) -> Response:
     """Rename, change settings, pin, archive, or switch to another branch (`leaf_id`).
 
@@ -217,7 +306,8 @@ async def change_conversation(conversation_id: str) -> Response:
     return json(changed.public())
 
 
-@blueprint.delete("/conversations/<conversation_id>")
+@blueprint.delete(CONVERSATION)
+@document_response(Ok)
 @document_errors(401, 403, 404)
 async def delete_conversation(conversation_id: str) -> Response:
     """Delete a conversation: gone at once; its messages and search entries are purged for good
@@ -228,10 +318,13 @@ async def delete_conversation(conversation_id: str) -> Response:
     return json({"ok": True})
 
 
-@blueprint.post("/conversations/<conversation_id>/restore")
-@document_errors(401, 403, 404, 415)
+@blueprint.post(f"{CONVERSATION}/restore")
+@document_request(Empty)
+@document_response(Ok)
+@document_errors(400, 401, 403, 404, 413, 415)
 async def restore_conversation(conversation_id: str) -> Response:
     """Undo a deletion (within the few minutes before it is purged)."""
+    await parse(Empty)
     async with db().write() as connection:
         if not await store.undelete(connection, owner(), conversation_id):
             raise turns.not_found()
@@ -254,6 +347,40 @@ class Regenerate(Strict):
 class Edit(Strict):
     content: str = Field(min_length=1, max_length=500_000)
     client_id: str = Field(min_length=1, max_length=64)
+
+
+class TurnStream(EventStream):
+    """The reply, as server-sent events: `chunk`, then `done` or `error`, as `/api/chat/stream`.
+
+    The server saves the reply as it streams; the headers name the messages the turn made.
+    """
+
+    response_headers = {
+        "Quartchat-Message-Id": {
+            "description": "The id of the question this turn added (none on a regenerate)",
+            "schema": {"type": "string"},
+        },
+        "Quartchat-Reply-Id": {
+            "description": "The id of the reply",
+            "required": True,
+            "schema": {"type": "string"},
+        },
+    }
+    response_links = {
+        "regenerate": link(
+            "post_regenerate",
+            conversation_id="$request.path.conversation_id",
+            message_id="$response.header.Quartchat-Reply-Id",
+        ),
+        "edit": link(
+            "post_edit",
+            conversation_id="$request.path.conversation_id",
+            message_id="$response.header.Quartchat-Message-Id",
+        ),
+        "conversation": link(
+            "get_get_conversation", conversation_id="$request.path.conversation_id"
+        ),
+    }
 
 
 async def stream_turn(turn: turns.Turn) -> Response:
@@ -302,9 +429,9 @@ async def replayed(reply: store.Message) -> Any:
         yield CHAT_EVENTS.error(error, g.request_id)
 
 
-@blueprint.post("/conversations/<conversation_id>/messages")
+@blueprint.post(f"{CONVERSATION}/messages")
 @document_request(NewMessage)
-@document_response(EventStream)
+@document_response(TurnStream)
 @document_errors(*STREAM_ERRORS)
 async def send(conversation_id: str) -> Response:
     """Send a message; the reply streams back and is saved by the server as it comes.
@@ -324,9 +451,9 @@ async def send(conversation_id: str) -> Response:
     return await stream_turn(turn)
 
 
-@blueprint.post("/conversations/<conversation_id>/messages/<message_id>/regenerate")
+@blueprint.post(f"{CONVERSATION}/messages/<row_uuid:message_id>/regenerate")
 @document_request(Regenerate)
-@document_response(EventStream)
+@document_response(TurnStream)
 @document_errors(*STREAM_ERRORS)
 async def regenerate(conversation_id: str, message_id: str) -> Response:
     """Answer the question of reply `message_id` again: a new reply beside it."""
@@ -335,9 +462,9 @@ async def regenerate(conversation_id: str, message_id: str) -> Response:
     return await stream_turn(turn)
 
 
-@blueprint.post("/conversations/<conversation_id>/messages/<message_id>/edit")
+@blueprint.post(f"{CONVERSATION}/messages/<row_uuid:message_id>/edit")
 @document_request(Edit)
-@document_response(EventStream)
+@document_response(TurnStream)
 @document_errors(*STREAM_ERRORS)
 async def edit(conversation_id: str, message_id: str) -> Response:
     """Ask question `message_id` differently: a new question beside it, and its reply."""
@@ -351,8 +478,30 @@ async def edit(conversation_id: str, message_id: str) -> Response:
 # -- search, export, import --------------------------------------------------------------------
 
 
+class SearchQuery(BaseModel):
+    q: str = Field("", description="Words to find (the last one as a prefix)")
+
+
+class SearchHit(BaseModel):
+    """A message (or, with no `message_id`, a title) that has every word."""
+
+    conversation_id: str
+    title: str
+    message_id: str | None
+    snippet: str
+    updated_at: datetime
+
+
+class SearchResults(BaseModel):
+    """The best hits, most recently updated first."""
+
+    items: list[SearchHit]
+
+
 @blueprint.get("/search")
-@document_errors(400, 401, 403)
+@document_querystring(SearchQuery)
+@document_response(SearchResults)
+@document_errors(401, 403)
 async def search() -> Response:
     """My messages and titles containing every word of `q` (the last word as a prefix).
 
@@ -364,7 +513,54 @@ async def search() -> Response:
     return json({"items": [h.public() for h in hits]})
 
 
-@blueprint.get("/conversations/<conversation_id>/export")
+class ExportQuery(BaseModel):
+    format: Literal["json", "markdown"] = "json"
+
+
+class ExportedMessage(BaseModel):
+    id: str
+    parent_id: str | None = Field(alias="parentId")
+    role: Literal["user", "assistant", "system"]
+    content: str
+    status: Literal["streaming", "complete", "interrupted", "error"]
+    created_at: int = Field(alias="createdAt", description="Milliseconds since 1970")
+    model: str | None
+    usage: ChatUsage | None
+    finish_reason: str | None = Field(alias="finishReason")
+
+
+class ExportedConversation(BaseModel):
+    id: str
+    title: str
+    created_at: int = Field(alias="createdAt", description="Milliseconds since 1970")
+    updated_at: int = Field(alias="updatedAt", description="Milliseconds since 1970")
+    settings: Settings
+    leaf_id: str | None = Field(alias="leafId")
+    messages: list[ExportedMessage]
+
+
+class ExportFile(Described):
+    """Our JSON (what the page exports too), or with `?format=markdown` each conversation's
+    current path as Markdown; a download either way."""
+
+    format: Literal["quartchat"]
+    version: Literal[1]
+    exported_at: datetime = Field(alias="exportedAt")
+    conversations: list[ExportedConversation]
+
+    response_headers = {
+        "Content-Disposition": {
+            "description": '`attachment; filename="…"`',
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    }
+    other_media = {"text/markdown": {"schema": {"type": "string"}}}
+
+
+@blueprint.get(f"{CONVERSATION}/export")
+@document_querystring(ExportQuery)
+@document_response(ExportFile)
 @document_errors(400, 401, 403, 404)
 async def export_one(conversation_id: str) -> Response:
     """One conversation as our JSON (`?format=json`, the default) or as Markdown."""
@@ -378,6 +574,8 @@ async def export_one(conversation_id: str) -> Response:
 
 
 @blueprint.get("/export")
+@document_querystring(ExportQuery)
+@document_response(ExportFile)
 @document_errors(400, 401, 403)
 async def export_all() -> Response:
     """All my conversations, as our JSON (`?format=json`) or Markdown."""
@@ -417,6 +615,28 @@ def exported(
     return response
 
 
+class ChatGPTConversation(BaseModel):
+    """One conversation of ChatGPT's `conversations.json`: its messages are the nodes of the
+    `mapping` tree (`{node id: {parent, message: {author: {role}, content: {parts}}}}`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    conversation_id: str | None = None
+    title: str | None = None
+    create_time: float | None = None
+    current_node: str | None = None
+    mapping: dict[str, Any]
+
+
+class ImportFile(RootModel[ExportFile | list[ChatGPTConversation] | Any]):
+    """Our JSON export, or ChatGPT's `conversations.json` (a list).
+
+    Read leniently: what cannot be read is skipped and listed in `problems`, and any other JSON
+    imports nothing (and `problems` says why).
+    """
+
+
 class ImportResult(BaseModel):
     """What an import did."""
 
@@ -426,6 +646,7 @@ class ImportResult(BaseModel):
 
 
 @blueprint.post("/import")
+@document_request(ImportFile)
 @document_response(ImportResult)
 @document_errors(400, 401, 403, 413, 415)
 async def import_conversations() -> Response:

@@ -1,15 +1,22 @@
-"""Request bodies into models: one way, one error shape (400 INVALID_REQUEST with details)."""
+"""Requests into values: JSON bodies into models, one way, one error shape (400 INVALID_REQUEST
+with details), and the path converters the blueprints share."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from quart import request
+from quart.blueprints import BlueprintSetupState
+from werkzeug.routing import IntegerConverter, Map, UUIDConverter
 
 from ..errors import APIError
 
 M = TypeVar("M", bound=BaseModel)
+
+# Row ids are 32-bit integers on PostgreSQL.
+MAX_ROW_ID = 2**31 - 1
 
 
 async def parse(model: type[M], what: str = "request") -> M:
@@ -29,3 +36,52 @@ async def parse(model: type[M], what: str = "request") -> M:
         raise APIError(
             400, "INVALID_REQUEST", f"The request body is not a valid {what}.", details=details
         ) from None
+
+
+def _integral(value: object) -> object:
+    # JSON Schema counts 512.0 as an integer; strict mode alone would refuse it.
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+INTEGRAL = BeforeValidator(_integral)
+"""Last in an integer field's `Annotated[int, Field(…), INTEGRAL]`, after its constraints (which
+then reach the JSON schema): the field takes `512.0` as JSON Schema does."""
+
+
+class Empty(BaseModel):
+    """No fields: send `{}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def instant(text: str) -> datetime:
+    """An RFC 3339 time (with its offset), in UTC; ValueError for anything else. Times that
+    fall off the calendar in UTC (year 1 east of Greenwich) are its first or last instant."""
+    at = datetime.fromisoformat(text.upper())
+    if at.tzinfo is None:
+        raise ValueError("a time without an offset")
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if at.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+class RowId(IntegerConverter):
+    """A row's id in a path: a larger number than a row id can be matches no route (a 404)."""
+
+    def __init__(self, map: Map) -> None:
+        super().__init__(map, max=MAX_ROW_ID)
+
+
+class RowUuid(UUIDConverter):
+    """A row's UUID in a path, as the text the database keeps (lower case). Anything else matches
+    no route: `/api/conversations/changes` stays the change feed's alone, so other methods there
+    answer 405 with its own methods, not 404 for a conversation called `changes`."""
+
+    def to_python(self, value: str) -> str:  # type: ignore[override]
+        return str(super().to_python(value))
+
+
+def path_converters(state: BlueprintSetupState) -> None:
+    """Record before a blueprint's routes: the converters they name."""
+    state.app.url_map.converters.update(row_id=RowId, row_uuid=RowUuid)
