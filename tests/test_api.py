@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -8,7 +9,7 @@ import pytest
 import respx
 from quart.typing import TestClientProtocol as Client
 
-from quartchat import create_app
+from quartchat import create_app, errors
 
 from .conftest import CHAT, SECRET, assert_error, make_settings
 
@@ -195,12 +196,52 @@ async def test_invalid_request_is_400_with_field_details(
     assert loc in [d["loc"] for d in error["details"]]
 
 
+async def test_each_invalid_field_is_described_by_its_location_message_and_type(
+    client: Client,
+) -> None:
+    body = {"messages": [{"role": "tool", "content": "x"}], "temperature": "hot"}
+    response = await client.post("/api/chat", json=body)
+    error = assert_error(response.status_code, await response.get_data(), 400, "INVALID_REQUEST")
+    assert {d["loc"]: d["type"] for d in error["details"]} == {
+        "messages.0.role": "literal_error",
+        "temperature": "float_type",
+    }
+    assert all(set(d) == {"loc", "msg", "type"} and d["msg"] for d in error["details"])
+
+
+async def test_errors_are_sent_as_json(client: Client, upstream: respx.MockRouter) -> None:
+    upstream.post("/chat/completions").respond(500, json={"error": {"message": "down"}})
+    for response in (
+        await client.post("/api/chat", json=CHAT),
+        await client.post("/api/chat", json={"messages": []}),
+        await client.get("/api/no-such-route"),
+    ):
+        assert response.status_code >= 400
+        assert response.mimetype == "application/json"
+
+
 async def test_body_over_the_cap_is_413() -> None:
     app = create_app(make_settings(max_body_bytes=1000))
     async with app.test_app() as test_app:
         big = {"messages": [{"role": "user", "content": "x" * 2000}]}
         response = await test_app.test_client().post("/api/chat", json=big)
         assert_error(response.status_code, await response.get_data(), 413, "REQUEST_TOO_LARGE")
+
+
+async def test_a_client_that_stalls_in_an_oversized_body_still_gets_its_413(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(errors, "DISCARD_SECONDS", 0.1)  # how long the rest of it is waited for
+    app = create_app(make_settings(max_body_bytes=1000))
+    headers = {"Content-Type": "application/json", "Content-Length": "5000"}
+    async with (
+        app.test_app() as test_app,
+        test_app.test_client().request("/api/chat", method="POST", headers=headers) as connection,
+    ):
+        await connection.send(b'{"messages": [' + b" " * 2000)  # and nothing more
+        body = await asyncio.wait_for(connection.receive(), 10)
+        response = await connection.as_response()
+        assert_error(response.status_code, body, 413, "REQUEST_TOO_LARGE")
 
 
 async def test_models_lists_upstream_models_default_first_and_caches(
@@ -261,6 +302,8 @@ async def test_successful_health_checks_log_at_debug_so_they_do_not_drown_the_lo
     [
         ("17", "17"),
         ("Wed, 21 Oct 2026 07:28:00 GMT", "Wed, 21 Oct 2026 07:28:00 GMT"),
+        ("1234567890", "1234567890"),
+        ("12345678901", None),
         ("soon", None),
         ("1.5", None),
         ("-3", None),
@@ -353,6 +396,23 @@ async def test_the_largest_max_tokens_allowed_reaches_the_upstream(
     assert orjson.loads(route.calls.last.request.content)["max_tokens"] == 2**31 - 1
 
 
+async def test_a_max_tokens_written_as_a_whole_float_is_sent_on_as_an_integer(
+    client: Client, upstream: respx.MockRouter
+) -> None:
+    # JSON Schema counts 512.0 as an integer, so a client generated from the schema may send it.
+    route = upstream.post("/chat/completions").respond(json=COMPLETION)
+    response = await client.post("/api/chat", json={**CHAT, "max_tokens": 512.0})
+    assert response.status_code == 200
+    sent = orjson.loads(route.calls.last.request.content)["max_tokens"]
+    assert (sent, type(sent)) == (512, int)
+
+
+async def test_a_max_tokens_with_a_fraction_is_a_400(client: Client) -> None:
+    response = await client.post("/api/chat", json={**CHAT, "max_tokens": 1.5})
+    error = assert_error(response.status_code, await response.get_data(), 400, "INVALID_REQUEST")
+    assert [d["loc"] for d in error["details"]] == ["max_tokens"]
+
+
 async def test_the_access_line_of_a_whole_chat_has_the_real_upstream_status(
     client: Client, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -364,11 +424,20 @@ async def test_the_access_line_of_a_whole_chat_has_the_real_upstream_status(
     assert line["tokens"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 
 
+@pytest.mark.parametrize("path", ["/api/chat", "/api/chat/stream"])
+@pytest.mark.parametrize(
+    ("upstream_status", "status"), [(401, 502), (429, 429), (404, 400), (503, 502)]
+)
 async def test_the_access_line_of_a_refused_chat_has_the_upstream_status(
-    client: Client, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+    client: Client,
+    upstream: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    upstream_status: int,
+    status: int,
 ) -> None:
     caplog.set_level(logging.INFO, logger="quartchat.access")
-    upstream.post("/chat/completions").respond(503, json={"error": {"message": "busy"}})
-    await client.post("/api/chat/stream", json=CHAT)
+    upstream.post("/chat/completions").respond(upstream_status, json={"error": {"message": "no"}})
+    await client.post(path, json=CHAT)
     (line,) = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "quartchat.access"]
-    assert (line["status"], line["upstream_status"]) == (502, 503)
+    assert (line["status"], line["upstream_status"]) == (status, upstream_status)

@@ -29,6 +29,27 @@ def test_text_of_choice_zero_is_folded_and_handed_out_once() -> None:
     assert completion.text == "Hello you"
 
 
+def test_a_choice_without_an_index_is_choice_zero() -> None:
+    completion = Completion("m")
+    completion.fold(chunks({"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]}))
+    assert (completion.text, completion.finish_reason) == ("a", "stop")
+
+
+def test_choice_zero_is_found_wherever_it_sits_in_a_chunk() -> None:
+    completion = Completion("m")
+    completion.fold(
+        chunks(
+            {
+                "choices": [
+                    {"index": 1, "delta": {"content": "other"}},
+                    {"index": 0, "delta": {"content": "mine"}},
+                ]
+            }
+        )
+    )
+    assert completion.text == "mine"
+
+
 def test_a_refusal_is_the_reply_text() -> None:
     completion = Completion("m")
     completion.fold(
@@ -61,11 +82,23 @@ def test_null_or_empty_usage_does_not_erase_usage_seen_before() -> None:
     assert completion.usage == usage
 
 
+def test_usage_counters_an_upstream_leaves_out_are_zero() -> None:
+    completion = Completion("m")
+    completion.fold(chunks({"choices": [], "usage": {"prompt_tokens": 4, "total_tokens": None}}))
+    assert completion.usage == {"prompt_tokens": 4, "completion_tokens": 0, "total_tokens": 0}
+
+
 def test_badly_typed_labels_are_ignored_not_fatal() -> None:
     completion = Completion("asked")
     completion.fold(chunks({"id": 5, "model": 6, "created": "soon", **delta("a")}))
     assert (completion.id, completion.model, completion.created) == ("", "asked", 0)
     assert completion.text == "a"
+
+
+def test_a_badly_typed_model_beside_a_good_id_is_ignored() -> None:
+    completion = Completion("asked")
+    completion.fold(chunks({"id": "c-1", "model": 6, **delta("a")}))
+    assert (completion.id, completion.model) == ("c-1", "asked")
 
 
 def test_chunks_without_delta_or_choices_are_accepted() -> None:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from quart.typing import TestClientProtocol as Client
 
+from quartchat.accesslog import AccessRecord
 from quartchat.streaming.completion import Completion
 
 from ..conftest import (
@@ -79,6 +80,31 @@ async def test_the_stream_asks_the_upstream_for_usage(
     sent = fake.chat_requests()[-1].json
     assert sent["stream"] is True
     assert sent["stream_options"] == {"include_usage": True}
+
+
+async def test_a_stream_that_names_no_model_asks_the_upstream_for_the_configured_one(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    await stream(live_client)
+    assert fake.chat_requests()[-1].json["model"] == "gpt-4o-mini"
+
+
+async def test_the_done_event_names_the_model_asked_for_when_the_upstream_names_none(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    fake.reply_with(Reply(chunks=[chunk("a"), FINISH, DONE]))
+    response = await live_client.post("/api/chat/stream", json={**CHAT, "model": "asked-model"})
+    events = parse_events(await response.get_data())
+    assert events[-1][0] == "done"
+    assert events[-1][1]["model"] == "asked-model"
+
+
+async def test_the_upstream_is_asked_for_an_uncompressed_body(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    # The relay parses the bytes as they arrive: a gzipped body would be garbage to it.
+    await stream(live_client)
+    assert fake.chat_requests()[-1].headers["accept-encoding"] == "identity"
 
 
 MALFORMED = {
@@ -224,6 +250,18 @@ async def test_an_upstream_silent_past_the_timeout_ends_with_an_idle_timeout_and
     assert fake.wait_for_disconnect(timeout=5) is not None
 
 
+async def test_a_reply_that_outlasts_the_framework_s_response_timeout_is_not_cut(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    # Quart ends any response after RESPONSE_TIMEOUT (60 s by default); a stream opts out, since
+    # its watch bounds each idle gap instead.
+    live_client.app.config["RESPONSE_TIMEOUT"] = 0.2
+    fake.reply_with(Reply(chunks=completion_chunks(["one ", "two ", "three "]), delay=0.1))
+    events = await stream(live_client)
+    assert texts(events) == "one two three "
+    assert events[-1][0] == "done"
+
+
 async def test_upstream_comments_keep_a_slow_stream_alive(
     live: LiveClient, fake: FakeUpstream
 ) -> None:
@@ -265,17 +303,71 @@ async def test_deltas_that_arrive_in_one_read_go_out_as_one_event(
     assert [e for e in events if e[0] == "chunk"] == [("chunk", {"delta": "abc"})]
 
 
+async def leave_after(client: Client, text: bytes) -> None:
+    """Start a stream, read until `text` has arrived, then hang up."""
+    async with client.request(
+        "/api/chat/stream", method="POST", headers={"Content-Type": "application/json"}
+    ) as connection:
+        await connection.send(orjson.dumps(CHAT))
+        await connection.send_complete()
+        received = b""
+        while text not in received:
+            received += await asyncio.wait_for(connection.receive(), 5)
+        await connection.disconnect()
+
+
 async def test_a_client_that_leaves_mid_stream_closes_the_upstream(
     live_client: Client, fake: FakeUpstream
 ) -> None:
     fake.reply_with(Reply(chunks=completion_chunks(["partial"])[:2], hang=True))
+    await leave_after(live_client, b"partial")
+    assert await asyncio.to_thread(fake.wait_for_disconnect, 5) is not None
+
+
+async def test_a_stream_whose_client_leaves_is_logged_as_disconnected(
+    live_client: Client, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    fake.reply_with(Reply(chunks=completion_chunks(["partial"])[:2], hang=True))
+    await leave_after(live_client, b"partial")
+    assert [line["outcome"] for line in access_lines(caplog)] == ["disconnected"]
+
+
+async def test_a_stream_ended_by_a_shutdown_is_logged_as_shutdown(
+    live_client: Client, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    fake.reply_with(Reply(chunks=completion_chunks(["first "])[:2], hang=True))
     async with live_client.request(
         "/api/chat/stream", method="POST", headers={"Content-Type": "application/json"}
     ) as connection:
         await connection.send(orjson.dumps(CHAT))
         await connection.send_complete()
         received = b""
-        while b"partial" not in received:
+        while b"first" not in received:
             received += await asyncio.wait_for(connection.receive(), 5)
-        await connection.disconnect()
-    assert await asyncio.to_thread(fake.wait_for_disconnect, 5) is not None
+        live_client.app.extensions["streams"].drain(0)  # the grace period is over at once
+        while b"event: error" not in received:
+            received += await asyncio.wait_for(connection.receive(), 5)
+    assert error_event(parse_events(received))["code"] == "SERVER_SHUTTING_DOWN"
+    assert [line["outcome"] for line in access_lines(caplog)] == ["shutdown"]
+
+
+async def test_the_first_output_is_reported_once_however_many_chunks_follow(
+    live_client: Client, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported = []
+    monkeypatch.setattr(AccessRecord, "first_output", lambda self: reported.append(self))
+    fake.reply_with(Reply(chunks=completion_chunks(["a", "b", "c"]), delay=0.02))
+    events = await stream(live_client)
+    assert texts(events) == "abc"
+    assert len(reported) == 1
+
+
+async def test_done_without_a_finish_reason_still_completes(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    fake.reply_with(Reply(chunks=[chunk("a"), DONE]))
+    events = await stream(live_client)
+    assert events[-1][0] == "done"
+    assert events[-1][1]["finish_reason"] is None

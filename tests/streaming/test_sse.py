@@ -37,6 +37,21 @@ def test_comments_are_skipped() -> None:
     assert parse(b": OPENROUTER PROCESSING\n\ndata: x\n\n") == [SSEEvent("", "x")]
 
 
+def test_a_bare_colon_line_is_an_empty_comment() -> None:
+    assert parse(b":\n\ndata: x\n\n") == [SSEEvent("", "x")]
+
+
+def test_events_are_dispatched_as_they_complete_whatever_the_line_endings() -> None:
+    for ending in (b"\n", b"\r\n", b"\r"):
+        parser = SSEParser()
+        # (the next event begun: a CR at the end of a read waits for the byte after it)
+        assert parser.feed(b"data: a" + ending + ending + b"data: b") == [SSEEvent("", "a")]
+
+
+def test_invalid_utf8_from_the_upstream_becomes_replacement_characters() -> None:
+    assert parse(b"data: a\xffb\n\n") == [SSEEvent("", "a\ufffdb")]
+
+
 def test_event_field_names_the_event_and_resets_after_dispatch() -> None:
     assert parse(b"event: ping\ndata: 1\n\ndata: 2\n\n") == [
         SSEEvent("ping", "1"),
@@ -57,9 +72,22 @@ def test_leading_bom_is_dropped() -> None:
     assert parse(b"\xef\xbb\xbfdata: x\n\n") == [SSEEvent("", "x")]
 
 
+def test_only_a_bom_at_the_very_start_of_the_stream_is_dropped() -> None:
+    # Later, a BOM is part of its line: here it makes the field name "\ufeffdata", ignored.
+    assert parse(b"data: a\n", "\ufeffdata: b\n\n".encode()) == [SSEEvent("", "a")]
+
+
 def test_end_of_input_dispatches_an_unterminated_event() -> None:
     assert parse(b"data: [DONE]") == [SSEEvent("", "[DONE]")]
     assert parse(b"data: [DONE]\n") == [SSEEvent("", "[DONE]")]
+
+
+def test_a_lone_cr_at_the_very_end_of_input_ends_the_line() -> None:
+    assert parse(b"data: [DONE]\r") == [SSEEvent("", "[DONE]")]
+
+
+def test_a_character_cut_off_by_the_end_of_input_becomes_a_replacement_character() -> None:
+    assert parse(b"data: a\xe2\x82") == [SSEEvent("", "a\ufffd")]
 
 
 def test_legacy_error_field_becomes_an_error_event() -> None:

@@ -1,6 +1,9 @@
-"""The upstream client's memory: which models refuse `stream_options`, and the model list."""
+"""The upstream client: what it remembers (models refusing `stream_options`, the model list) and
+how it talks to the upstream (content type, timeout, connection cap)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 import orjson
@@ -11,8 +14,8 @@ from quart.typing import TestClientProtocol as Client
 from quartchat import create_app
 from quartchat.upstream import client as client_module
 
-from ..conftest import CHAT, LiveClient, make_settings, parse_events
-from ..fake_upstream import FakeUpstream
+from ..conftest import CHAT, LiveClient, assert_error, make_settings, parse_events
+from ..fake_upstream import FakeUpstream, Reply, completion_chunks
 
 
 class Clock:
@@ -52,6 +55,30 @@ async def test_a_refusal_of_stream_options_is_retried_without_them_and_remembere
         events = await chat_in(live_client, "old-model")
         assert events[-1][0] == "done"
     assert asked_for_usage(fake) == [True, False, False]
+
+
+REFUSALS = {
+    "FastAPI's 422 naming the field": (
+        422,
+        b'{"detail": [{"loc": ["body", "stream_options"], "msg": "Extra inputs are not permitted"}]}',
+    ),
+    "a 400 naming only include_usage": (
+        400,
+        b'{"error": {"message": "Unrecognized argument: include_usage"}}',
+    ),
+}
+
+
+@pytest.mark.parametrize(("status", "body"), REFUSALS.values(), ids=REFUSALS.keys())
+async def test_a_refusal_in_another_dialect_is_retried_without_stream_options_too(
+    live_client: Client, fake: FakeUpstream, status: int, body: bytes
+) -> None:
+    fake.reply_with(
+        Reply(status=status, chunks=[body], headers={"Content-Type": "application/json"})
+    )
+    events = await chat_in(live_client, "old-model")
+    assert events[-1][0] == "done"
+    assert asked_for_usage(fake) == [True, False]
 
 
 async def test_one_model_refusing_stream_options_changes_nothing_for_other_models(
@@ -131,11 +158,68 @@ async def test_a_failed_model_list_is_retried_after_thirty_seconds(
     async with app.test_app() as test_app:
         client = test_app.test_client()
         assert await models(client) == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini"]}
-        clock.now += 29
+        clock.now += 29.9
         await models(client)
         assert route.call_count == 1
-        clock.now += 2
+        clock.now += 0.2
         assert await models(client) == {
             "default": "gpt-4o-mini",
             "models": ["gpt-4o-mini", "alpha", "zeta"],
         }
+
+
+async def test_model_entries_without_an_id_are_skipped(
+    client: Client, upstream: respx.MockRouter
+) -> None:
+    upstream.get("/models").respond(json={"data": [{"id": "alpha"}, {"object": "model"}]})
+    assert await models(client) == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini", "alpha"]}
+
+
+async def test_requests_to_the_upstream_are_json_with_its_content_type(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    await chat_in(live_client, "m")
+    assert fake.chat_requests()[-1].headers["content-type"] == "application/json"
+
+
+async def test_the_request_timeout_setting_is_the_upstream_client_s_timeout(
+    live: LiveClient,
+) -> None:
+    async with live(request_timeout_seconds=7.5) as client:
+        assert client.app.extensions["upstream"].http.timeout == httpx.Timeout(7.5)
+
+
+async def chat_beside_a_busy_stream(client: Client) -> tuple[int, str | bytes]:
+    """`POST /api/chat` while a stream holds a connection to the upstream."""
+    async with client.request(
+        "/api/chat/stream", method="POST", headers={"Content-Type": "application/json"}
+    ) as busy:
+        await busy.send(orjson.dumps(CHAT))
+        await busy.send_complete()
+        received = b""
+        while b"event: chunk" not in received:
+            received += await asyncio.wait_for(busy.receive(), 5)
+        response = await client.post("/api/chat", json=CHAT)
+        await busy.disconnect()
+        return response.status_code, await response.get_data()
+
+
+SLOW_STREAM = Reply(chunks=completion_chunks([f"w{i} " for i in range(100)]), delay=0.05)
+
+
+async def test_with_every_upstream_connection_busy_a_request_waits_only_the_timeout(
+    live: LiveClient, fake: FakeUpstream
+) -> None:
+    fake.reply_with(SLOW_STREAM)
+    async with live(upstream_max_connections=1, request_timeout_seconds=0.5) as client:
+        status, body = await chat_beside_a_busy_stream(client)
+    assert_error(status, body, 504, "UPSTREAM_TIMEOUT")
+
+
+async def test_a_request_gets_its_own_connection_while_another_is_busy(
+    live: LiveClient, fake: FakeUpstream
+) -> None:
+    fake.reply_with(SLOW_STREAM)
+    async with live(request_timeout_seconds=0.5) as client:
+        status, body = await chat_beside_a_busy_stream(client)
+    assert status == 200, body

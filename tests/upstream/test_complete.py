@@ -28,7 +28,7 @@ def completion(message: dict[str, Any], **fields: Any) -> dict[str, Any]:
     }
 
 
-async def chat(client: Client, **body: Any) -> tuple[int, bytes]:
+async def chat(client: Client, **body: Any) -> tuple[int, str | bytes]:
     response = await client.post("/api/chat", json={**CHAT, **body})
     return response.status_code, await response.get_data()
 

@@ -1,11 +1,16 @@
-"""What the user reads when the upstream fails: the human part of any error body it sends."""
+"""What the user reads when the upstream fails: the human part of whatever error body it sends
+(cut to length), or its status when there is no body to read."""
 
 from __future__ import annotations
 
 import pytest
+from quart.typing import TestClientProtocol as Client
 
 from quartchat.errors import Redactor
 from quartchat.upstream.client import message_of
+
+from ..conftest import CHAT, assert_error
+from ..fake_upstream import FakeUpstream, Reply
 
 DIALECTS = {
     "OpenAI": b'{"error": {"message": "Rate limit reached", "type": "requests"}}',
@@ -51,3 +56,27 @@ def test_upstream_text_up_to_the_limit_is_kept_whole_and_longer_text_is_cut_to_i
     assert redact("x" * 500) == "x" * 500
     assert redact("x" * 501) == "x" * 499 + "…"
     assert redact("x" * 40, limit=30) == "x" * 29 + "…"
+
+
+async def test_an_error_status_whose_body_is_cut_off_is_reported_by_its_status(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    fake.reply_with(Reply(status=500, chunks=[b'{"error": {"mess'], cut=True))
+    response = await live_client.post("/api/chat/stream", json=CHAT)
+    error = assert_error(response.status_code, await response.get_data(), 502, "UPSTREAM_ERROR")
+    assert error["message"] == "The upstream failed (500): Internal Server Error"
+
+
+async def test_a_rate_limit_s_retry_after_is_passed_on_over_the_production_transport(
+    live_client: Client, fake: FakeUpstream
+) -> None:
+    headers = {"Content-Type": "application/json", "Retry-After": "17"}
+    fake.reply_with(
+        Reply(status=429, chunks=[b'{"error": {"message": "slow down"}}'], headers=headers)
+    )
+    response = await live_client.post("/api/chat/stream", json=CHAT)
+    error = assert_error(
+        response.status_code, await response.get_data(), 429, "UPSTREAM_RATE_LIMITED"
+    )
+    assert response.headers["Retry-After"] == "17"
+    assert error["message"] == "The upstream is rate limiting: slow down"

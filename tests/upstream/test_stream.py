@@ -80,7 +80,7 @@ async def test_a_read_of_comments_or_part_of_a_line_is_an_empty_batch() -> None:
 async def test_an_error_after_chunks_in_one_read_raises_only_after_they_are_handed_out(
     bad: bytes,
 ) -> None:
-    stream, _ = make(data("a") + bad + data("b"))
+    stream, _ = make(data("a") + bad + data("b"), data("c"))
     first = await stream.__anext__()
     assert len(first) == 1
     with pytest.raises(APIError) as raised:
@@ -128,11 +128,13 @@ async def test_an_in_band_error_message_loses_the_configured_key() -> None:
     [(httpx.ReadError("reset"), "UPSTREAM_ERROR"), (httpx.ReadTimeout("x"), "UPSTREAM_TIMEOUT")],
 )
 async def test_a_transport_failure_mid_stream_is_mapped(failure: Exception, code: str) -> None:
-    stream, _ = make(data("a"), failure)
+    stream, _ = make(data("a"), failure, data("b"))
     await stream.__anext__()
     with pytest.raises(APIError) as raised:
         await stream.__anext__()
     assert raised.value.code == code
+    with pytest.raises(StopAsyncIteration):  # and nothing more is read
+        await stream.__anext__()
 
 
 async def test_priming_waits_for_the_first_bytes_and_keeps_their_chunks() -> None:
