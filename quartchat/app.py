@@ -16,7 +16,7 @@ from quart import Quart, Request, Response, g, request
 from .accesslog import AccessRecord
 from .auth.accounts import Accounts
 from .auth.bootstrap import backups, url_of
-from .auth.cookies import SessionCookies, secret_key
+from .auth.cookies import NoSessions, SessionCookies, secret_key
 from .auth.gate import admit
 from .auth.passwords import Passwords
 from .auth.principal import Authenticator, Networks, PrincipalCache
@@ -113,6 +113,7 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
     """Accounts on a database: the cookie, the credential parser, the service the views call."""
     networks = Networks(settings.trusted_proxies)
     cookies = SessionCookies(app, settings.cookie_secure, networks)
+    app.session_interface = NoSessions()
     url = url_of(settings)
     db = Database.open(url)
     cache = PrincipalCache()

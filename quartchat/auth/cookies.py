@@ -4,7 +4,12 @@ sliding (renewed as the session is used), and `Secure` decided per request.
 `COOKIE_SECURE=auto` (the default) marks it Secure when the browser reached the service over
 https -- directly, or through a reverse proxy in TRUSTED_PROXIES that says so in
 X-Forwarded-Proto; `always` and `never` override that (`never` for plain-http use on a LAN).
-quart-auth fixes `Secure` once per app, so this subclass sets it before each response.
+quart-auth fixes `Secure` once per app, so this subclass sets it before each response -- only
+for the responses that write or delete the cookie: the rest leave it alone, and the per-request
+cost of accounts is small enough to measure (docs/benchmarks.md, "Accounts").
+
+The secret key that signs the cookie would also switch on Quart's own signed-cookie session,
+opened on every request; nothing here uses it, so `NoSessions` keeps it off.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-from quart import Quart, Response
-from quart_auth import QuartAuth
+from quart import Quart, Response, g
+from quart.sessions import SecureCookieSessionInterface
+from quart.wrappers import BaseRequestWebsocket
+from quart_auth import Action, QuartAuth
 
 from .principal import Networks
 from .sessions import LIFETIME
@@ -41,6 +48,9 @@ class SessionCookies(QuartAuth):
         )
 
     async def after_request(self, response: Response) -> Response:
+        user = g.get(self.attribute_name)
+        if user is None or user.action == Action.PASS:
+            return response  # no login, logout or renewal in this request: no cookie to write
         self.cookie_secure = self.policy == "always" or (
             self.policy == "auto" and self.networks.https()
         )
@@ -49,6 +59,14 @@ class SessionCookies(QuartAuth):
             # TLS-terminating proxy that is exactly right.
             warnings.simplefilter("ignore")
             return await super().after_request(response)
+
+
+class NoSessions(SecureCookieSessionInterface):
+    """Quart's `session` stays a NullSession (writing to it raises) though a secret key is set;
+    a null session is never saved."""
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> None:
+        return None
 
 
 def secret_key(configured: str | None, data_dir: Path) -> str:

@@ -5,11 +5,20 @@ Hashing is deliberately slow; on the event loop it would stall every stream. It 
 other), and a semaphore lets only `concurrency` run at once, so a flood of logins queues instead
 of taking every core. The parameters are OWASP's first recommendation for argon2id (19 MiB, two
 passes, one lane).
+
+Where the hash shares a core with the event loop (one core, or every core busy), a burst of
+logins would still take CPU time from the streams: 20 logins added ~0.5 s to a new stream's first
+chunk in bench/accounts_bench.py. So the hashing threads run at the lowest priority (Linux keeps a
+nice value per thread): a hash gets the time the loop leaves, and a login waits instead of a reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,6 +29,22 @@ MAX_LENGTH = 1024  # longer inputs only cost hashing time
 HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 # Verified when the email is unknown, so a login takes as long whether or not the account exists.
 _DUMMY = HASHER.hash("not a password: only here to be verified against")
+
+
+HASH_NICE = 19
+
+
+def _lower_priority() -> None:
+    # Linux: PRIO_PROCESS with a thread id sets that thread's nice value. Elsewhere there is no
+    # per-thread priority, and the hash runs at the normal one.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
+
+
+# Shared by every Passwords (tests make many apps); each one's semaphore bounds its own use.
+_HASHING = ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="quartchat-hash", initializer=_lower_priority
+)
 
 
 def password_problem(password: str) -> str | None:
@@ -37,12 +62,14 @@ class Passwords:
 
     async def hash(self, password: str) -> str:
         async with self._slots:
-            return await asyncio.to_thread(HASHER.hash, password)
+            return await asyncio.get_running_loop().run_in_executor(_HASHING, HASHER.hash, password)
 
     async def verify(self, stored: str | None, password: str) -> bool:
         """Whether `password` matches `stored`; with no stored hash it still spends the time."""
         async with self._slots:
-            return await asyncio.to_thread(_verify, stored, password)
+            return await asyncio.get_running_loop().run_in_executor(
+                _HASHING, _verify, stored, password
+            )
 
 
 def _verify(stored: str | None, password: str) -> bool:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from quartchat.db.tables import users
 from ..conftest import CHAT, assert_error
 from ..postgres import postgres_bin
 from ..test_api import COMPLETION
-from .conftest import PASSWORD, log_in, make_user, session_cookie
+from .conftest import PASSWORD, accounts, log_in, make_user, session_cookie
 
 
 async def issue_setup_token(app: Quart) -> str:
@@ -258,6 +261,40 @@ async def test_an_unknown_email_costs_a_full_password_check_too(
     assert len(hasher.verified) == 2
     assert hasher.verified[0].startswith("$argon2id$")  # the stand-in hash, as costly
     assert hasher.verified[1] == user.password_hash
+
+
+class PriorityHasher(CountingHasher):
+    """argon2's hasher, noting the scheduling priority of the thread each hash runs on."""
+
+    def __init__(self, real: Any) -> None:
+        super().__init__(real)
+        self.priorities: list[int] = []
+
+    def _note(self) -> None:
+        self.priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    def hash(self, password: str) -> str:
+        self._note()
+        return str(self.real.hash(password))
+
+    def verify(self, stored: str, password: str) -> bool:
+        self._note()
+        return super().verify(stored, password)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+async def test_passwords_are_hashed_at_the_lowest_priority_leaving_the_loop_its_own(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop_priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    hasher = PriorityHasher(passwords_module.HASHER)
+    monkeypatch.setattr(passwords_module, "HASHER", hasher)
+    await accounts(app).passwords.hash(PASSWORD)
+    await make_user(app, "ann@example.com")
+    await login_status(app, "ann@example.com", PASSWORD, "192.0.2.1")  # a verify
+    assert hasher.priorities == [passwords_module.HASH_NICE] * 2
+    assert passwords_module.HASH_NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_priority
 
 
 def everything_stored(database: URL) -> bytes:
