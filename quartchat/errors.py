@@ -178,5 +178,16 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
         # Log the type only: exception text can carry request data or upstream secrets.
-        log.error("unhandled %s in request %s", type(error).__name__, current_request_id())
+        log.error("unhandled %s in request %s", error_kind(error), current_request_id())
         return error_response(APIError(500, "INTERNAL_ERROR", "An unexpected error occurred."))
+
+
+def error_kind(error: Exception) -> str:
+    """The exception's type; for a database error also the driver's error code (SQLITE_BUSY,
+    PostgreSQL's SQLSTATE): enough to tell a lock from a constraint, and never any data."""
+    kind = type(error).__name__
+    original = getattr(error, "orig", None)
+    code = getattr(original, "sqlite_errorname", None) or getattr(original, "sqlstate", None)
+    if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) <= 40:
+        kind += f" ({code})"
+    return kind

@@ -9,26 +9,39 @@ that reads, then writes, takes the write lock only half-way and can lose an upda
 another process in between, or fail with "database is locked" on the upgrade. Here SQLAlchemy
 emits BEGIN itself: `read()` begins DEFERRED, `write()` begins IMMEDIATE (the write lock first,
 so a read-then-write transaction is serialised against every other writer).
+
+Transactions survive the cancellation of their task. Quart cancels a request's handler when its
+client hangs up, and a cancellation that lands while a connection is being opened, BEGIN waits
+for the write lock, or COMMIT runs, used to leave an SQLite connection holding the write lock
+with nobody to release it: every other writer then failed with "database is locked" after its
+busy timeout, for tens of seconds (seen under a burst of logins whose clients gave up). So
+opening (connect + BEGIN) and ending (COMMIT or ROLLBACK, then back to the pool) run to
+completion in tasks of their own, and so does each statement (a statement cancelled mid-way
+made SQLAlchemy drop its aiosqlite connection, which at times kept the lock); the cancellation is
+delivered once they are done, and the transaction then rolls back.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+T = TypeVar("T")
+
 SQLITE_PRAGMAS = (
-    # Takes effect on a new file only (migrate.py converts older ones): deleted data's pages go
-    # back to the system at `PRAGMA incremental_vacuum`, so the file does not only ever grow.
-    "PRAGMA auto_vacuum=INCREMENTAL",
+    # First, so the others wait for a lock as long as any statement does (the driver's own
+    # default is 5 s). None of these needs the write lock on a file that is already set up: a
+    # connection can be opened while another holds it. (auto_vacuum, which does, is migrate.py's.)
+    "PRAGMA busy_timeout=10000",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
 )
 
@@ -68,6 +81,19 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+class _Connection(AsyncConnection):
+    """Statements that run to their end when the task awaiting them is cancelled."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await _to_completion(super().execute(*args, **kwargs))
+
+    async def exec_driver_sql(self, *args: Any, **kwargs: Any) -> Any:
+        return await _to_completion(super().exec_driver_sql(*args, **kwargs))
+
+    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        return await _to_completion(super().scalar(*args, **kwargs))
+
+
 class Database:
     """Transactions on the app's engine. Use `write()` for anything that changes data."""
 
@@ -81,16 +107,74 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as connection, connection.begin():
+        async with self._transaction(write=False) as connection:
             yield connection
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction that may write; on SQLite it holds the write lock from its start."""
-        async with self.engine.connect() as connection:
-            await connection.execution_options(quartchat_write=True)
-            async with connection.begin():
-                yield connection
+        async with self._transaction(write=True) as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _transaction(self, write: bool) -> AsyncIterator[AsyncConnection]:
+        connection = await _to_completion(self._open(write), _discard)
+        try:
+            yield connection
+        except BaseException:
+            await _to_completion(_end(connection, commit=False))
+            raise
+        await _to_completion(_end(connection, commit=True))
+
+    async def _open(self, write: bool) -> AsyncConnection:
+        connection = await _Connection(self.engine).start()
+        try:
+            if write:
+                await connection.execution_options(quartchat_write=True)
+            await connection.begin()
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def _end(connection: AsyncConnection, commit: bool) -> None:
+    """COMMIT or ROLLBACK, and the connection back to the pool (closed, if it went bad)."""
+    try:
+        if commit:
+            await connection.commit()
+        else:
+            with suppress(Exception):  # already failing; a rollback that fails too adds nothing
+                await connection.rollback()
+    finally:
+        await connection.close()
+
+
+async def _discard(connection: AsyncConnection) -> None:
+    await _end(connection, commit=False)
+
+
+async def _to_completion(
+    work: Coroutine[Any, Any, T],
+    undo: Callable[[T], Coroutine[Any, Any, None]] | None = None,
+) -> T:
+    """Await `work` in a task of its own, to its end even if the caller is cancelled meanwhile;
+    then deliver the cancellation, after `undo` of the result (a connection nobody will use)."""
+    task = asyncio.ensure_future(work)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as error:
+            if task.cancelled():  # the work itself was cancelled (the loop is closing)
+                raise
+            cancelled = error  # ours: wait on; even when the work ended at this very moment
+    result = task.result()  # the work's own exception, if it failed
+    if cancelled is not None:
+        if undo is not None:
+            await _to_completion(undo(result))
+        raise cancelled
+    return result

@@ -63,6 +63,10 @@ async def migrate(url: URL, backups: Path | None = None) -> str | None:
 def _migrate(connection: Connection, sqlite: bool, backups: Path | None) -> str | None:
     target = head()
     if sqlite:
+        # On a new file, before its first table: deleted data's pages go back to the system at
+        # `PRAGMA incremental_vacuum`, so the file does not only ever grow (an older file is
+        # converted after the migration). Once per start, here: it needs the write lock.
+        connection.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
         # VACUUM cannot run inside a transaction: the copy is taken first, then the migration
         # takes the write lock and looks again.
         before = current_revision(connection)

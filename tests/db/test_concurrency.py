@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import random
 
-from sqlalchemy import insert, select, update
+import pytest
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import URL, make_url
 
-from quartchat.db import Database
+import quartchat.db as db_module
+from quartchat.db import SQLITE_PRAGMAS, Database
 from quartchat.db.tables import now, rate_limits
+from quartchat.errors import error_kind
 
 WORKERS = 4
 INCREMENTS = 40
@@ -57,3 +61,47 @@ async def test_four_processes_incrementing_one_row_lose_no_update(database: URL)
         )
     await db.close()
     assert total == WORKERS * INCREMENTS
+
+
+async def test_writers_cancelled_at_any_moment_leave_no_lock_behind(
+    database: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quart cancels a request's task when its client hangs up. A cancellation landing while a
+    connection opens, BEGIN waits for the lock, a statement runs or COMMIT does, once left an
+    SQLite connection holding the write lock: the other writers failed ("database is locked")."""
+    # A short busy timeout: a lock left behind fails the next writers in 1 s, not 10.
+    pragmas = tuple(p.replace("busy_timeout=10000", "busy_timeout=1000") for p in SQLITE_PRAGMAS)
+    monkeypatch.setattr(db_module, "SQLITE_PRAGMAS", pragmas)
+    db = Database.open(database)
+    async with db.write() as connection:
+        await connection.execute(delete(rate_limits))
+    rng = random.Random(7)
+    failures: list[str] = []
+
+    async def writer(n: int) -> None:
+        try:
+            async with db.read() as connection:
+                await connection.execute(select(func.count()).select_from(rate_limits))
+            async with db.write() as connection:
+                await connection.execute(
+                    insert(rate_limits).values(key=f"k{n}", window_start=now(), count=n)
+                )
+                await connection.execute(select(func.count()).select_from(rate_limits))
+        except Exception as error:
+            failures.append(error_kind(error))
+
+    for burst in range(40):
+        tasks = [asyncio.create_task(writer(burst * 100 + n)) for n in range(30)]
+        await asyncio.sleep(rng.random() * 0.05)
+        for task in rng.sample(tasks, 10):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert failures == []
+    async with db.write() as connection:  # and the lock is free now
+        await connection.execute(
+            insert(rate_limits).values(key="last", window_start=now(), count=0)
+        )
+    async with db.read() as connection:
+        written = await connection.scalar(select(func.count()).select_from(rate_limits))
+    await db.close()
+    assert written is not None and 1 <= written <= 40 * 30 + 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import URL
 
 from quartchat.db import Database
 from quartchat.db.tables import now, users
+from quartchat.errors import error_kind
 
 
 async def test_a_written_row_is_read_back_with_an_aware_utc_timestamp(database: URL) -> None:
@@ -32,3 +35,14 @@ async def test_a_written_row_is_read_back_with_an_aware_utc_timestamp(database: 
         assert count == 1
     finally:
         await db.close()
+
+
+def test_an_unexpected_database_error_is_logged_with_its_driver_code_and_no_data() -> None:
+    engine = sqlalchemy.create_engine("sqlite://")
+    with engine.connect() as connection:
+        try:
+            connection.exec_driver_sql("SELECT secret_column FROM 'a secret table'")
+        except sqlalchemy.exc.OperationalError as error:
+            kind = error_kind(error)
+    assert kind == "OperationalError (SQLITE_ERROR)"
+    assert error_kind(ValueError("secret")) == "ValueError"
