@@ -42,9 +42,26 @@ def _lower_priority() -> None:
 
 
 # Shared by every Passwords (tests make many apps); each one's semaphore bounds its own use.
-_HASHING = ThreadPoolExecutor(
-    max_workers=4, thread_name_prefix="quartchat-hash", initializer=_lower_priority
-)
+# Made at first use, and again in a forked worker: the parent's threads do not exist there, yet an
+# executor inherited from it would count them as idle and wait for them forever.
+_hashing: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _hashing
+    if _hashing is None:
+        _hashing = ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="quartchat-hash", initializer=_lower_priority
+        )
+    return _hashing
+
+
+def _forget_executor() -> None:
+    global _hashing
+    _hashing = None
+
+
+os.register_at_fork(after_in_child=_forget_executor)
 
 
 def password_problem(password: str) -> str | None:
@@ -62,13 +79,15 @@ class Passwords:
 
     async def hash(self, password: str) -> str:
         async with self._slots:
-            return await asyncio.get_running_loop().run_in_executor(_HASHING, HASHER.hash, password)
+            return await asyncio.get_running_loop().run_in_executor(
+                _executor(), HASHER.hash, password
+            )
 
     async def verify(self, stored: str | None, password: str) -> bool:
         """Whether `password` matches `stored`; with no stored hash it still spends the time."""
         async with self._slots:
             return await asyncio.get_running_loop().run_in_executor(
-                _HASHING, _verify, stored, password
+                _executor(), _verify, stored, password
             )
 
 
