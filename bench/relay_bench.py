@@ -11,7 +11,9 @@ Three processes, all on 127.0.0.1:
 * the fake upstream: `python -m bench.upstream` (tests/fake_upstream.py's server with a cheap,
   fixed-schedule delivery of its default reply; `--upstream tests` runs the fixture itself),
   200 chunks 20 ms apart by default, pinned to the harness core;
-* the service, `python -m quartchat` exactly as deployed, pinned to its own core;
+* the service, `python -m quartchat` as deployed but without accounts (`AUTH_MODE=none`, so the
+  relay is measured alone; bench/accounts_bench.py measures what accounts add), with a temporary
+  `DATA_DIR` of its own, pinned to its own core;
 * this script, the load generator (raw asyncio protocols under uvloop: parsing is deferred until
   the clock stops, so it costs a few microseconds per read), pinned to the harness core.
 
@@ -54,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,6 +265,25 @@ def materialise_baseline(ref: str, outdir: Path) -> Baseline:
     return Baseline(ref, commit, tree)
 
 
+UPSTREAM_MODULES = {"bench": "bench.upstream", "tests": "tests.fake_upstream"}
+
+
+def upstream_argv(kind: str, port: int, chunks: int, interval: float) -> list[str]:
+    """How to start the fake upstream (`--upstream`: "bench" or "tests") on HOST:port."""
+    return [
+        sys.executable, "-m", UPSTREAM_MODULES[kind], "--host", HOST, "--port", str(port),
+        "--chunks", str(chunks), "--interval", str(interval),
+    ]  # fmt: skip
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the children: this one without the service's OPENAI_* and APP_*
+    settings, and with this checkout first on the import path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "APP_"))}
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -415,10 +436,14 @@ def dechunk(raw: bytes) -> bytes:
     return b"".join(out)
 
 
-def http_post(path: str, port: int, body: bytes, *, close: bool) -> bytes:
+def http_post(
+    path: str, port: int, body: bytes, *, close: bool, headers: Mapping[str, str] | None = None
+) -> bytes:
+    """A whole POST request with a JSON body; `headers` are added (a credential, say)."""
     return (
         f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
         f"Accept: */*\r\nContent-Length: {len(body)}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         + ("Connection: close\r\n" if close else "")
         + "\r\n"
     ).encode() + body
@@ -1015,7 +1040,7 @@ def compare(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _table(hdr: Sequence[str], rows: Sequence[Sequence[str]], w: Callable[[str], Any]) -> None:
+def table(hdr: Sequence[str], rows: Sequence[Sequence[str]], w: Callable[[str], Any]) -> None:
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(hdr)]
 
     def line(cells: Sequence[str]) -> str:
@@ -1059,7 +1084,7 @@ def print_levels(rows_in: Sequence[dict[str, Any]], w: Callable[[str], Any]) -> 
             f"{r['peak_rss_mb']:.0f} MB",
             f"{100 * s['harness_core_busy']:.0f}%/{100 * d['harness_core_busy']:.0f}%",
         ))  # fmt: skip
-    _table(hdr, rows, w)
+    table(hdr, rows, w)
 
 
 def print_whole(wh: dict[str, Any], w: Callable[[str], Any]) -> None:
@@ -1111,7 +1136,7 @@ def print_comparison(res: dict[str, Any], w: Callable[[str], Any]) -> None:
             f"{t['delta']:+.1f} ms",
             f"{k['current']:.2f}/{k['baseline']:.2f}",
         ))  # fmt: skip
-    _table(hdr, rows, w)
+    table(hdr, rows, w)
     wh = cmp.get("whole")
     if wh:
         r, u, e = wh["rps"], wh["cpu_us_per_request"], wh["errors"]
@@ -1414,19 +1439,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     atexit.register(stop_children)
     uport, sport, bport = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "APP_"))}
-    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
-    module = "bench.upstream" if args.upstream == "bench" else "tests.fake_upstream"
-    upstream_argv = [
-        sys.executable, "-m", module, "--host", HOST, "--port", str(uport),
-        "--chunks", str(args.chunks), "--interval", str(args.interval),
-    ]  # fmt: skip
+    env = child_env()
+    module = UPSTREAM_MODULES[args.upstream]
+    # Each service keeps its data (a SQLite file, a secret key) in a directory of its own.
+    data = Path(tempfile.mkdtemp(prefix="relay-bench-data-"))
     service_env = {
         **env,
         "OPENAI_API_BASE": f"http://{HOST}:{uport}/v1",
         "APP_HOST": HOST,
         "APP_PORT": str(sport),
         "LOG_LEVEL": args.log_level,
+        # The relay alone: no credential to check. A baseline from before accounts ignores both.
+        "AUTH_MODE": "none",
+        "DATA_DIR": str(data / "service"),
     }
     if top > 1000:  # the service's default pool holds 1000 upstream connections
         service_env["UPSTREAM_MAX_CONNECTIONS"] = str(top + 100)
@@ -1436,11 +1461,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Compared, both services start the same way, each saying which package it imported.
     service_argv_ = service_argv(args.service_python, prelude, report=baseline is not None)
     try:
-        upstream = spawn("upstream", upstream_argv, args.harness_cpu, env, logdir)
+        upstream_cmd = upstream_argv(args.upstream, uport, args.chunks, args.interval)
+        upstream = spawn("upstream", upstream_cmd, args.harness_cpu, env, logdir)
         service = spawn("service", service_argv_, args.service_cpu, service_env, logdir)
         services = {"service": (service, sport)}
         if baseline:
-            baseline_env = {**service_env, "PYTHONPATH": str(baseline.tree), "APP_PORT": str(bport)}
+            baseline_env = {
+                **service_env,
+                "PYTHONPATH": str(baseline.tree),
+                "APP_PORT": str(bport),
+                "DATA_DIR": str(data / "baseline"),
+            }
             services["baseline"] = (
                 spawn(
                     "baseline", service_argv_, args.service_cpu, baseline_env, logdir, baseline.tree
@@ -1473,6 +1504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         stop_children()
+        shutil.rmtree(data, ignore_errors=True)
     res["config"] = {k: v for k, v in vars(args).items()}
     res["machine"] = machine()
     res["targets"] = check_targets(res)
