@@ -1,16 +1,28 @@
 // The server's API as the page uses it: the model list, and a chat reply streamed as
 // server-sent events read from a fetch body (EventSource cannot POST, nor be aborted per request).
 
-/** Why a request failed. `kind`: "http" (error status), "stream" (an `error` event), "network". */
+/**
+ * Why a request failed. `kind`: "http" (error status), "stream" (an `error` event), "network".
+ * `retryAfter`: the seconds the server asked to wait (a 429's `Retry-After`), else null.
+ */
 export class ChatError extends Error {
-  constructor(message, { kind, code = null, status = null, requestId = null }) {
+  constructor(message, { kind, code = null, status = null, requestId = null, retryAfter = null }) {
     super(message);
     this.name = "ChatError";
     this.kind = kind;
     this.code = code;
     this.status = status;
     this.requestId = requestId;
+    this.retryAfter = retryAfter;
   }
+}
+
+/** Seconds to wait from a `Retry-After` value (delay-seconds or an HTTP date), else null. */
+export function secondsToWait(value, now = Date.now()) {
+  if (!value) return null;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - now) / 1000));
 }
 
 /** An incremental parser of the `text/event-stream` format: push text, get complete events. */
@@ -52,7 +64,7 @@ export class SSEParser {
   }
 }
 
-async function errorFromResponse(response) {
+export async function errorFromResponse(response) {
   let error = {};
   try {
     error = (await response.json()).error ?? {};
@@ -65,6 +77,7 @@ async function errorFromResponse(response) {
     code: error.code ?? null,
     status: response.status,
     requestId: error.request_id ?? response.headers.get("X-Request-ID"),
+    retryAfter: secondsToWait(response.headers.get("Retry-After")),
   });
 }
 
@@ -81,10 +94,19 @@ export async function fetchModels() {
  * AbortError when the caller aborted (which closes the connection, so the server cancels the
  * upstream request).
  */
-export async function streamChat(body, { signal, onDelta }) {
+export function streamChat(body, { signal, onDelta }) {
+  return streamReply("/api/chat/stream", body, { signal, onDelta });
+}
+
+/**
+ * The same for any route that answers with our reply events (a conversation's turn on the
+ * server). `onResponse(response)` is called once the server accepted the request (a 2xx status),
+ * before the first event: its headers name what the turn made.
+ */
+export async function streamReply(url, body, { signal, onDelta, onResponse = null }) {
   let response;
   try {
-    response = await fetch("/api/chat/stream", {
+    response = await fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
       body: JSON.stringify(body),
@@ -95,6 +117,7 @@ export async function streamChat(body, { signal, onDelta }) {
     throw new ChatError("Could not reach the server. Check the connection and retry.", { kind: "network" });
   }
   if (!response.ok) throw await errorFromResponse(response);
+  onResponse?.(response);
 
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   const parser = new SSEParser();

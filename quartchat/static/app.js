@@ -1,18 +1,26 @@
-// The chat page's wiring: conversations (store.js), the message list (view.js), the sidebar,
-// settings and the streaming client (api.js). State lives here; the other modules render it.
+// The chat page's wiring: conversations (store.js, saved through sync.js), the message list
+// (view.js), the sidebar, settings, import and export, and the streaming client (api.js).
+// State lives here; the other modules render it.
 
 import { ChatError, fetchModels, streamChat } from "./api.js";
-import { announce, copyText, flashCopied, h } from "./dom.js";
+import { announce, copyText, flashCopied, h, iconButton } from "./dom.js";
 import { Follower } from "./scroll.js";
 import { SettingsPanel, emptySettings, requestOptions } from "./settings.js";
 import { Sidebar } from "./sidebar.js";
-import { StorageFullError, newId, openStore, summaryOf, titleFrom } from "./store.js";
+import { newId, openStore, titleFrom } from "./store.js";
+import { Saver } from "./sync.js";
+import { saveFile } from "./transfer.js";
+import { TransferDialog } from "./transfer-dialog.js";
+import { Tree } from "./tree.js";
 import { MessageList } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const DEFAULT_TITLE = "New chat";
-const SAVE_EVERY_MS = 1000; // while streaming; a reply is always saved when it ends
 const THEMES = ["system", "light", "dark"];
+const DRAFT_EVERY_MS = 300;
+const SETTINGS_EVERY_MS = 500;
+const CUT_OFF = "This reply was cut off when the page was closed.";
+const ELSEWHERE = "A reply is still being written in another tab. Wait for it to finish.";
 
 const input = $("input");
 const composer = $("composer");
@@ -21,54 +29,171 @@ const stopButton = $("stop");
 
 function newConversation() {
   const now = Date.now();
-  return { id: newId(), title: DEFAULT_TITLE, createdAt: now, updatedAt: now, settings: emptySettings(), messages: [] };
+  return { id: newId(), title: DEFAULT_TITLE, createdAt: now, updatedAt: now, revision: 0, settings: emptySettings(), leafId: null, messages: [] };
 }
 
 const store = await openStore(newConversation, document.body.dataset.owner ?? null);
 const streams = new Map(); // conversation id -> {conversation, reply, controller, ended}: replies in flight
-const saveTimers = new Map();
-let summaries = await store.list();
+const watched = new Set(); // replies being written in another tab, waited for
 let current = newConversation();
+let tree = new Tree([]); // the open conversation's messages
+let shown = []; // ids of the messages on screen, in order
+let versionCounts = new Map(); // message id -> number of versions, as shown
 
-const view = new MessageList($("messages"), { onAction: messageAction });
+const view = new MessageList($("messages"), { onAction: messageAction, versionsOf: (m) => tree.version(tree.byId.get(m.id) ?? m) });
 const follower = new Follower($("scroller"), $("messages"), $("jump"));
-const sidebar = new Sidebar($("conversations"), { onRename: rename, onDelete: remove });
+const sidebar = new Sidebar($("conversations"), {
+  store,
+  onRename: rename,
+  onDelete: remove,
+  noResults: $("no-results"),
+  onError: (error) => showBanner("error", `Could not list the conversations: ${error.message}`),
+});
 const settings = new SettingsPanel($("settings"), {
   onChange: () => {
     showModelName();
-    if (current.messages.length) save(current);
+    if (current.messages.length) saveSettingsSoon(current);
+  },
+  onProblems: (problems) => {
+    if (!problems.length) return hideBanner("settings");
+    showBanner("settings", problems.join(" "), { label: "Open settings", run: () => settings.open() });
   },
 });
+const saver = new Saver(store, {
+  mine: () => new Set([...streams.values()].map((s) => s.reply.id)),
+  onMerged: merged,
+  onSaved: () => hideBanner("save"),
+  onFull: (conversation) =>
+    showBanner(
+      "save",
+      `Your browser's storage for this site is full, so the latest changes to “${conversation.title}” are not saved. ` +
+        "Delete conversations you no longer need to make room; everything saved before is safe.",
+    ),
+  onGone: goneElsewhere,
+  onError: (conversation, error) => showBanner("save", `Could not save “${conversation.title}”: ${error.message}`),
+});
+const transfer = new TransferDialog($("transfer"), { store, current: () => current });
 
 // ---- conversations --------------------------------------------------------------------------
 
-/** The live object for a conversation: the open one, one still streaming, or a stored copy. */
-async function load(id) {
+/** This tab's live copy of a conversation, if it holds one: the open one, or one streaming here. */
+function held(id) {
   if (current.id === id) return current;
-  if (streams.has(id)) return streams.get(id).conversation;
+  return streams.get(id)?.conversation ?? null;
+}
+
+/** The live object for a conversation: held here, or read from the store. */
+async function load(id) {
+  const live = held(id);
+  if (live) return live;
   const conversation = await store.get(id);
   if (!conversation) return null;
   conversation.settings = { ...emptySettings(), system: "", ...conversation.settings };
-  for (const message of conversation.messages) {
-    // A reply that was streaming when the page closed will never finish.
-    if (message.status === "streaming") {
-      message.status = "error";
-      message.error = { message: "This reply was cut off when the page was closed." };
-    }
-  }
+  await present(conversation);
   return conversation;
 }
 
+/**
+ * A reply saved as "streaming" that this tab is not writing is either still being written in
+ * another tab, or was cut off when its tab closed. Which one is shown (`presence`, never saved).
+ */
+async function present(conversation) {
+  const mine = saver.mine();
+  const streaming = conversation.messages.filter((m) => m.status === "streaming" && !mine.has(m.id));
+  for (const message of conversation.messages) if (message.status !== "streaming") delete message.presence;
+  if (!streaming.length) return;
+  const live = await store.beingWritten(streaming.map((m) => m.id));
+  for (const message of streaming) {
+    message.presence = live.has(message.id) ? "elsewhere" : "gone";
+    if (live.has(message.id) && !watched.has(message.id)) {
+      watched.add(message.id);
+      // When that tab is done (or gone), look again.
+      store.whenWritten(message.id).then(async () => {
+        watched.delete(message.id);
+        // That tab saved its last word before letting go, but this tab's copy of the storage
+        // can lag a moment behind: look again a few times before calling the reply cut off.
+        for (let tries = 0; tries < 8; tries++) {
+          const again = held(conversation.id);
+          if (!again) return;
+          await saver.reload(again);
+          if (again.messages.find((m) => m.id === message.id)?.status !== "streaming") break;
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+        const again = held(conversation.id);
+        if (again) refreshPresence(again);
+      });
+    }
+  }
+}
+
+/** A message as the view shows it: a reply being written elsewhere, or cut off, says so. */
+function display(message) {
+  if (message.presence === "elsewhere") return { ...message, status: "elsewhere" };
+  if (message.presence === "gone") return { ...message, status: "error", error: { message: CUT_OFF } };
+  return message;
+}
+
+const writtenElsewhere = (conversation) => new Tree(conversation.messages).path(conversation.leafId).some((m) => m.presence === "elsewhere");
+
+async function refreshPresence(conversation) {
+  const before = new Map(conversation.messages.map((m) => [m.id, m.presence]));
+  await present(conversation);
+  if (conversation !== current) return;
+  for (const message of conversation.messages) if (before.get(message.id) !== message.presence && shown.includes(message.id)) view.updateNow(display(message));
+}
+
+/** Another tab's changes were taken into a conversation this tab holds. */
+async function merged(conversation, report) {
+  await present(conversation);
+  if (conversation !== current) return;
+  if (report.title) showTitle();
+  if (report.settings) {
+    settings.bind(conversation.settings);
+    showModelName();
+  }
+  const onScreen = new Set(shown);
+  if (report.structure) showPath();
+  for (const message of report.messages) if (onScreen.has(message.id) && shown.includes(message.id)) view.updateNow(display(message));
+  updateComposer();
+}
+
+/**
+ * Draw the open conversation's path. Only what changed: the messages from the first one that
+ * differs are replaced (a new reply, another version); `whole` draws everything (a switch).
+ */
+function showPath({ whole = false } = {}) {
+  tree = new Tree(current.messages);
+  const path = tree.path(current.leafId);
+  let same = 0;
+  if (!whole) while (same < shown.length && same < path.length && shown[same] === path[same].id) same++;
+  if (whole || (same === 0 && shown.length) || path.length - same > 30) {
+    view.show(path.map(display));
+    versionCounts = new Map(path.map((m) => [m.id, tree.siblings(m).length]));
+  } else {
+    if (same < shown.length) view.removeFrom(shown[same]);
+    for (const message of path.slice(same)) view.append(display(message));
+    for (const message of path) {
+      const count = tree.siblings(message).length;
+      if (versionCounts.has(message.id) && versionCounts.get(message.id) !== count) view.setVersions(message);
+      versionCounts.set(message.id, count);
+    }
+  }
+  shown = path.map((m) => m.id);
+  $("welcome").hidden = path.length > 0;
+}
+
 function show(conversation) {
+  saveDraft();
+  saveSettings();
   current = conversation;
-  view.show(conversation.messages);
+  showPath({ whole: true });
   follower.reset();
   settings.bind(conversation.settings);
   showModelName();
   showTitle();
-  $("welcome").hidden = conversation.messages.length > 0;
-  sidebar.render(summaries, conversation.id);
+  sidebar.setCurrent(conversation.messages.length ? conversation.id : null);
   updateComposer();
+  loadDraft(conversation);
 }
 
 function showTitle() {
@@ -88,11 +213,17 @@ async function openFromAddress() {
     return;
   }
   if (id === current.id) return;
-  const conversation = await load(id);
+  let conversation;
+  try {
+    conversation = await load(id);
+  } catch (error) {
+    return showBanner("error", `Could not open the conversation: ${error.message}`); // offline: not "not found"
+  }
   if (conversation) show(conversation);
   else {
     history.replaceState(null, "", location.pathname);
     show(newConversation());
+    toast("That conversation was not found.");
   }
 }
 
@@ -105,40 +236,29 @@ function newChat() {
   input.focus();
 }
 
-async function save(conversation) {
-  clearTimeout(saveTimers.get(conversation.id));
-  saveTimers.delete(conversation.id);
-  if (conversation.deleted) return; // a stopped reply of a deleted conversation must not revive it
-  try {
-    await store.put(conversation);
-  } catch (error) {
-    if (error instanceof StorageFullError) {
-      showBanner(
-        `Your browser's storage for this site is full, so the latest changes to “${conversation.title}” are not saved. ` +
-          "Delete conversations you no longer need to make room; everything saved before is safe.",
-      );
-      return;
-    }
-    showBanner(`Could not save “${conversation.title}”: ${error.message}`);
-    return;
-  }
-  if ($("banner").dataset.kind === "save") hideBanner();
-  summaries = [summaryOf(conversation), ...summaries.filter((s) => s.id !== conversation.id)].sort((a, b) => b.updatedAt - a.updatedAt);
-  sidebar.render(summaries, current.id);
+let settingsTimer = 0;
+let settingsOf = null; // the conversation whose settings changed and are not saved yet
+
+/** Settings change as they are typed (a system prompt): saved once typing pauses. */
+function saveSettingsSoon(conversation) {
+  if (settingsOf !== conversation) saveSettings();
+  settingsOf = conversation;
+  clearTimeout(settingsTimer);
+  settingsTimer = setTimeout(saveSettings, SETTINGS_EVERY_MS);
 }
 
-function saveSoon(conversation) {
-  if (!saveTimers.has(conversation.id)) saveTimers.set(conversation.id, setTimeout(() => save(conversation), SAVE_EVERY_MS));
+function saveSettings() {
+  clearTimeout(settingsTimer);
+  if (settingsOf) saver.update(settingsOf, ["settings"]);
+  settingsOf = null;
 }
 
 async function rename(id, title) {
   const conversation = await load(id);
   if (!conversation) return;
   conversation.title = title;
-  summaries = summaries.map((s) => (s.id === id ? { ...s, title } : s));
-  sidebar.render(summaries, current.id);
   if (conversation === current) showTitle();
-  await save(conversation);
+  await saver.update(conversation, ["title"]);
 }
 
 async function remove(id) {
@@ -147,17 +267,54 @@ async function remove(id) {
   conversation.deleted = true;
   streams.get(id)?.controller.abort();
   await store.remove(id);
-  summaries = summaries.filter((s) => s.id !== id);
   if (current.id === id) {
     history.replaceState(null, "", location.pathname);
     show(newConversation());
-  } else sidebar.render(summaries, current.id);
+  }
   toast(`Deleted “${conversation.title}”.`, "Undo", async () => {
-    delete conversation.deleted;
-    await save(conversation);
+    try {
+      await (store.restore ? store.restore(conversation) : store.create(conversation));
+    } catch (error) {
+      showBanner("save", `Could not restore “${conversation.title}”: ${error.message}`);
+      return;
+    }
     location.hash = conversation.id;
   });
   $("new-chat").focus();
+}
+
+/** Another tab deleted a conversation this tab holds. */
+function goneElsewhere(conversation) {
+  if (conversation.deleted) return;
+  conversation.deleted = true;
+  streams.get(conversation.id)?.controller.abort();
+  if (conversation === current) {
+    history.replaceState(null, "", location.pathname);
+    show(newConversation());
+    toast(`“${conversation.title}” was deleted in another tab.`);
+  }
+}
+
+// ---- drafts: what is typed survives a reload, per conversation ---------------------------------
+
+const draftKey = (conversation) => (conversation.messages.length ? conversation.id : null);
+let draftTimer = 0;
+let draftOf = current;
+let typed = false; // the box changed since its draft was saved or loaded
+
+function saveDraft() {
+  clearTimeout(draftTimer);
+  if (!typed) return;
+  typed = false;
+  store.setDraft(draftKey(draftOf), input.value);
+}
+
+async function loadDraft(conversation) {
+  draftOf = conversation;
+  const text = await store.draft(draftKey(conversation));
+  if (current !== conversation || typed) return;
+  input.value = text;
+  autosize();
 }
 
 // ---- replies --------------------------------------------------------------------------------
@@ -168,33 +325,39 @@ function updateComposer() {
   stopButton.hidden = !busy;
 }
 
-/** The messages sent upstream: the system prompt, then every message with text. */
-function context(conversation) {
+/** The messages sent upstream: the system prompt, then the path up to `leafId` that has text. */
+function context(conversation, leafId) {
   const messages = [];
   if (conversation.settings.system.trim()) messages.push({ role: "system", content: conversation.settings.system });
-  for (const m of conversation.messages) if (m.content) messages.push({ role: m.role, content: m.content });
+  for (const m of new Tree(conversation.messages).path(leafId)) if (m.content) messages.push({ role: m.role, content: m.content });
   return messages;
 }
 
-function send(text) {
-  const conversation = current;
-  if (streams.has(conversation.id)) return;
+async function send(text, conversation = current) {
   if (!conversation.messages.length) {
     conversation.title = titleFrom(text);
     history.replaceState(null, "", `#${conversation.id}`);
-    $("welcome").hidden = true;
     showTitle();
   }
-  const message = { id: newId(), role: "user", content: text, createdAt: Date.now() };
+  const message = { id: newId(), parentId: conversation.leafId, role: "user", content: text, createdAt: Date.now() };
   conversation.messages.push(message);
-  view.append(message);
-  generate(conversation);
+  conversation.leafId = message.id;
+  if (conversation === current) {
+    showPath();
+    follower.reset();
+    sidebar.setCurrent(conversation.id);
+  }
+  // Saved before the reply is asked for: if another tab said something meanwhile, the question
+  // goes after it, and the reply is asked with that context.
+  await saver.append(conversation, message, { follow: true });
+  if (!conversation.deleted) generate(conversation, message.id);
 }
 
-async function generate(conversation) {
-  const body = { messages: context(conversation), ...requestOptions(conversation.settings) };
+async function generate(conversation, parentId) {
+  const body = { messages: context(conversation, parentId), ...requestOptions(conversation.settings) };
   const reply = {
     id: newId(),
+    parentId,
     role: "assistant",
     content: "",
     status: "streaming",
@@ -202,19 +365,21 @@ async function generate(conversation) {
     model: settings.modelName(conversation.settings),
   };
   conversation.messages.push(reply);
-  conversation.updatedAt = Date.now();
+  conversation.leafId = reply.id;
   const controller = new AbortController();
   let finished;
   let loggedOut = false; // the session ended elsewhere: log in again, then come back here
   const ended = new Promise((resolve) => (finished = resolve));
   streams.set(conversation.id, { conversation, reply, controller, ended });
   if (conversation === current) {
-    view.append(reply);
+    showPath();
     follower.reset();
     updateComposer();
     showTitle();
   }
-  save(conversation); // the question and the title are kept even if the reply never comes
+  // Other tabs tell a reply being written from one cut off by whether this is held.
+  const release = await store.writing(reply.id);
+  saver.append(conversation, reply); // the question and the title are kept even if the reply never comes
   announce("quartchat is replying.");
   try {
     const done = await streamChat(body, {
@@ -222,27 +387,13 @@ async function generate(conversation) {
       onDelta(delta) {
         reply.content += delta;
         if (conversation === current) view.update(reply);
-        saveSoon(conversation);
+        saver.updateSoon(conversation, reply);
       },
     });
-    reply.content = done.message?.content ?? reply.content;
-    reply.status = "done";
-    reply.model = done.model ?? reply.model;
-    reply.usage = done.usage ?? null;
-    reply.finishReason = done.finish_reason ?? null;
+    replyDone(reply, done);
   } catch (error) {
     loggedOut = error.code === "UNAUTHENTICATED";
-    if (error.name === "AbortError") {
-      reply.status = "stopped";
-    } else {
-      reply.status = "error";
-      const lost = error instanceof ChatError && error.kind === "network" && reply.content;
-      reply.error = {
-        message: lost ? `${error.message} The text above is what arrived.` : error.message || "The reply failed.",
-        code: error.code ?? null,
-        requestId: error.requestId ?? null,
-      };
-    }
+    replyFailed(reply, error);
   } finally {
     streams.delete(conversation.id);
     if (conversation === current) {
@@ -250,29 +401,182 @@ async function generate(conversation) {
       updateComposer();
       announceReply(reply);
     }
-    await save(conversation);
+    await saver.updateMessage(conversation, reply);
+    release();
     finished();
-    if (loggedOut) location.assign(`/login?next=${encodeURIComponent(location.pathname + location.hash).replaceAll("%2F", "/")}`);
+    if (loggedOut) logInAgain();
   }
 }
+
+function replyDone(reply, done) {
+  reply.content = done.message?.content ?? reply.content;
+  reply.status = "done";
+  reply.model = done.model ?? reply.model;
+  reply.usage = done.usage ?? null;
+  reply.finishReason = done.finish_reason ?? null;
+}
+
+function replyFailed(reply, error) {
+  if (error.name === "AbortError") {
+    reply.status = "stopped";
+  } else if (leaving) {
+    // The page is closing (or reloading), and its fetch died with it: not a dropped connection.
+    // Left "streaming", the next page finds nobody writing it and says it was cut off when the
+    // page was closed (present()).
+  } else {
+    reply.status = "error";
+    const lost = error instanceof ChatError && error.kind === "network" && reply.content;
+    let message = lost ? `${error.message} The text above is what arrived.` : error.message || "The reply failed.";
+    const wait = error.retryAfter; // seconds, from a 429's Retry-After: Retry stays off that long
+    if (wait) message = `${message.replace(/([^.!?])$/, "$1.")} Wait ${seconds(wait)} before retrying.`;
+    reply.error = { message, code: error.code ?? null, requestId: error.requestId ?? null };
+    if (wait) reply.error.retryAt = Date.now() + wait * 1000;
+  }
+}
+
+/** The session ended elsewhere: log in again, then come back here. */
+function logInAgain() {
+  location.assign(`/login?next=${encodeURIComponent(location.pathname + location.hash).replaceAll("%2F", "/")}`);
+}
+
+/**
+ * A turn on the server (the server store): the server saves the question, and the reply as it
+ * streams. `turn` is {kind: "send", content} (from the composer: its text stays there until the
+ * server has it), {kind: "edit", messageId, content} or {kind: "regenerate", messageId}. A turn
+ * that cannot reach the server is retried by the store (the page says so) until it does, or
+ * until Stop.
+ */
+async function askServer(conversation, turn) {
+  const model = settings.modelName(conversation.settings);
+  const reply = { id: newId(), parentId: null, role: "assistant", content: "", status: "streaming", createdAt: Date.now(), model };
+  const controller = new AbortController();
+  let finished;
+  const ended = new Promise((resolve) => (finished = resolve));
+  const stream = { conversation, reply, controller, ended };
+  const draft = turn.kind === "send" ? draftKey(conversation) : undefined;
+  if (draft !== undefined) store.setDraft(draft, turn.content); // kept until the server has it
+  streams.set(conversation.id, stream);
+  if (conversation === current) updateComposer();
+  let accepted = false;
+  let loggedOut = false;
+  try {
+    if (conversation.revision === 0) {
+      const made = await store.create({ ...conversation, title: titleFrom(turn.content) });
+      streams.delete(conversation.id);
+      Object.assign(conversation, { id: made.id, revision: made.revision, updatedAt: made.updatedAt, title: titleFrom(turn.content) });
+      streams.set(conversation.id, stream);
+      if (conversation === current) {
+        history.replaceState(null, "", `#${conversation.id}`);
+        showTitle();
+      }
+    }
+    // A question answers the version shown; an edit or a new reply sits beside its message.
+    const beside = conversation.messages.find((m) => m.id === turn.messageId);
+    const parentId = turn.kind === "send" ? conversation.leafId : (beside?.parentId ?? null);
+    const done = await store.ask(
+      conversation.id,
+      { ...turn, clientId: reply.id, parentId },
+      {
+        signal: controller.signal,
+        onAccepted({ messageId, replyId }) {
+          accepted = true;
+          let questionId = parentId;
+          if (turn.kind !== "regenerate") {
+            questionId = messageId;
+            adopt(conversation, { id: messageId, parentId, role: "user", content: turn.content, createdAt: Date.now() });
+          }
+          reply.id = replyId;
+          reply.parentId = questionId;
+          stream.reply = adopt(conversation, reply);
+          Object.assign(stream.reply, { status: "streaming", content: "" });
+          delete stream.reply.presence;
+          conversation.leafId = replyId;
+          if (draft !== undefined) {
+            store.setDraft(draft, "");
+            if (conversation === current && input.value.trim() === turn.content) {
+              input.value = "";
+              autosize();
+              typed = false;
+            }
+          }
+          if (conversation === current) {
+            showPath();
+            follower.reset();
+            sidebar.setCurrent(conversation.id);
+          }
+          announce("quartchat is replying.");
+        },
+        onDelta(delta) {
+          stream.reply.content += delta;
+          if (conversation === current) view.update(stream.reply);
+        },
+      },
+    );
+    replyDone(stream.reply, done);
+  } catch (error) {
+    loggedOut = error.code === "UNAUTHENTICATED";
+    if (accepted) replyFailed(stream.reply, error);
+    else if (error.name !== "AbortError") showBanner("save", `Could not send: ${error.message}`); // the text stays in the box
+  } finally {
+    streams.delete(conversation.id);
+    if (conversation === current) {
+      if (accepted) {
+        view.updateNow(stream.reply);
+        announceReply(stream.reply);
+      }
+      updateComposer();
+    }
+    finished();
+    if (loggedOut) logInAgain();
+  }
+  // The server has the whole turn (and a newer revision): take it in.
+  if (accepted && !conversation.deleted) await saver.reload(conversation);
+}
+
+/** Put `message` into the conversation, or update the copy already there (a poll was quicker). */
+function adopt(conversation, message) {
+  const existing = conversation.messages.find((m) => m.id === message.id);
+  if (!existing) {
+    conversation.messages.push(message);
+    return message;
+  }
+  return existing;
+}
+
+const seconds = (n) => (n === 1 ? "1 second" : n < 120 ? `${n} seconds` : `${Math.round(n / 60)} minutes`);
 
 function announceReply(reply) {
   if (reply.status === "stopped") announce("Reply stopped.");
   else if (reply.status === "error") announce(`Error: ${reply.error.message}`);
-  else announce(document.querySelector(`[data-id="${reply.id}"] .content`)?.textContent || reply.content);
+  // Not the reply itself: thousands of characters (code labels included) read out in one go.
+  // The reader finds the reply as the last "quartchat said:" heading.
+  else announce("Reply finished.");
 }
 
 function stop() {
   streams.get(current.id)?.controller.abort();
 }
 
+/** Show another version of a message: its sibling `step` away, and the newest path under it. */
+function switchVersion(conversation, message, step) {
+  const siblings = tree.siblings(message);
+  const target = siblings[siblings.indexOf(message) + step];
+  if (!target) return;
+  conversation.leafId = tree.leafUnder(target.id);
+  showPath();
+  view.focusAction(target.id, step < 0 ? "prev-version" : "next-version");
+  const { index, count } = tree.version(target);
+  announce(`Version ${index} of ${count}.`);
+  saver.update(conversation, ["leafId"]);
+}
+
 async function messageAction(action, messageId, { button, text }) {
   const conversation = current;
-  const index = conversation.messages.findIndex((m) => m.id === messageId);
-  const message = conversation.messages[index];
+  const message = tree.byId.get(messageId);
   if (action === "copy-code") return flashCopied(button, await copyText(text));
   if (!message) return;
   if (action === "copy") return flashCopied(button, await copyText(message.content));
+  if (action !== "edit" && writtenElsewhere(conversation)) return toast(ELSEWHERE);
   if (action !== "edit" && streams.has(conversation.id)) {
     // Resending while a reply streams: stop that reply first, as a person would.
     const stream = streams.get(conversation.id);
@@ -280,49 +584,101 @@ async function messageAction(action, messageId, { button, text }) {
     await stream.ended;
   }
   if (action === "edit") view.startEdit(messageId, message.content);
+  else if (action === "prev-version" || action === "next-version") switchVersion(conversation, message, action === "prev-version" ? -1 : 1);
+  else if (action === "save-edit" && store.remote) askServer(conversation, { kind: "edit", messageId, content: text });
   else if (action === "save-edit") {
-    message.content = text;
-    const after = conversation.messages[index + 1];
-    conversation.messages.length = index + 1;
-    if (after) view.removeFrom(after.id);
-    view.updateNow(message);
-    view.endEdit(messageId);
-    generate(conversation);
-  } else if ((action === "regenerate" || action === "retry") && index === conversation.messages.length - 1) {
-    conversation.messages.pop();
-    view.removeFrom(messageId);
-    generate(conversation);
+    // The edited question is a new version beside the old one, with a reply of its own.
+    const edited = { id: newId(), parentId: message.parentId, role: "user", content: text, createdAt: Date.now() };
+    conversation.messages.push(edited);
+    conversation.leafId = edited.id;
+    showPath();
+    view.focusAction(edited.id, "edit");
+    await saver.append(conversation, edited);
+    if (!conversation.deleted) generate(conversation, edited.id);
+  } else if ((action === "regenerate" || action === "retry") && messageId === conversation.leafId && message.role === "assistant") {
+    // A new reply beside this one; the old one stays, a version away.
+    if (store.remote) askServer(conversation, { kind: "regenerate", messageId });
+    else generate(conversation, message.parentId);
     input.focus();
   }
 }
 
 // ---- page furniture -------------------------------------------------------------------------
 
-function showBanner(text, kind = "save") {
-  const banner = $("banner");
-  banner.dataset.kind = kind;
+/** One banner per kind ("save", "storage", "unreadable", "error"), with an optional action. */
+function showBanner(kind, text, action = null) {
+  let banner = $("banners").querySelector(`[data-kind="${kind}"]`);
+  if (!banner) {
+    const close = iconButton("close", "Dismiss");
+    banner = h("div", { className: "banner", role: "alert", dataset: { kind } }, h("p", { className: "banner-text" }), close);
+    close.addEventListener("click", () => banner.remove());
+    $("banners").append(banner);
+  }
   banner.querySelector(".banner-text").textContent = text;
-  banner.hidden = false;
+  banner.querySelector(".banner-action")?.remove();
+  if (action) {
+    const button = h("button", { type: "button", className: "btn banner-action" }, action.label);
+    button.addEventListener("click", action.run);
+    banner.querySelector(".banner-text").after(button);
+  }
 }
 
-function hideBanner() {
-  $("banner").hidden = true;
-  delete $("banner").dataset.kind;
+function hideBanner(kind) {
+  $("banners").querySelector(`[data-kind="${kind}"]`)?.remove();
+}
+
+async function reportUnreadable() {
+  const { count, entries } = await store.problems();
+  if (!count) return;
+  const text =
+    count === 1
+      ? "1 stored item could not be read and is not shown. It is kept as it was; you can export it."
+      : `${count} stored items could not be read and are not shown. They are kept as they were; you can export them.`;
+  showBanner("unreadable", text, {
+    label: count === 1 ? "Export it" : "Export them",
+    run: () =>
+      saveFile(
+        "quartchat-unreadable.json",
+        JSON.stringify({ format: "quartchat-unreadable", version: 1, exportedAt: new Date().toISOString(), entries }, null, 2),
+        "application/json",
+      ),
+  });
 }
 
 let toastTimer = 0;
-function toast(text, actionLabel, action) {
+function toast(text, actionLabel = null, action = null) {
   const box = $("toast");
   clearTimeout(toastTimer);
-  const button = h("button", { type: "button", className: "btn" }, actionLabel);
-  button.addEventListener("click", () => {
-    box.hidden = true;
-    action();
-  });
-  box.replaceChildren(h("span", {}, text), button);
+  const parts = [h("span", {}, text)];
+  if (actionLabel) {
+    const button = h("button", { type: "button", className: "btn" }, actionLabel);
+    button.addEventListener("click", () => {
+      box.hidden = true;
+      action();
+    });
+    parts.push(button);
+  }
+  box.replaceChildren(...parts);
   box.hidden = false;
-  toastTimer = setTimeout(() => (box.hidden = true), 8000);
+  hideToastSoon();
 }
+
+const TOAST_MS = 8000;
+
+/** The toast goes after a while, but never while it has the pointer or the focus (its Undo). */
+function hideToastSoon() {
+  const box = $("toast");
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    if (!box.matches(":hover, :focus-within")) box.hidden = true;
+  }, TOAST_MS);
+}
+
+for (const type of ["pointerenter", "focusin"]) $("toast").addEventListener(type, () => clearTimeout(toastTimer));
+$("toast").addEventListener("pointerleave", hideToastSoon);
+$("toast").addEventListener("focusout", (event) => {
+  if (!$("toast").contains(event.relatedTarget)) hideToastSoon();
+});
 
 function setTheme(theme) {
   if (theme === "system") delete document.documentElement.dataset.theme;
@@ -361,12 +717,22 @@ composer.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = input.value.trim();
   if (!text || streams.has(current.id)) return;
+  if (writtenElsewhere(current)) return toast(ELSEWHERE); // the text stays in the box
+  if (store.remote) return askServer(current, { kind: "send", content: text }); // clears the box once the server has it
   input.value = "";
   autosize();
+  clearTimeout(draftTimer);
+  typed = false;
+  store.setDraft(draftKey(current), "");
   send(text);
 });
 
-input.addEventListener("input", autosize);
+input.addEventListener("input", () => {
+  autosize();
+  typed = true;
+  clearTimeout(draftTimer);
+  draftTimer = setTimeout(saveDraft, DRAFT_EVERY_MS);
+});
 input.addEventListener("keydown", (event) => {
   // On touch keyboards there is no Shift+Enter, so Enter makes a new line and the button sends.
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !matchMedia("(pointer: coarse)").matches) {
@@ -381,10 +747,10 @@ stopButton.addEventListener("click", () => {
 
 $("new-chat").addEventListener("click", newChat);
 $("open-settings").addEventListener("click", () => settings.open());
+$("open-transfer").addEventListener("click", () => transfer.open());
 $("open-sidebar").addEventListener("click", openSidebar);
 $("close-sidebar").addEventListener("click", closeSidebar);
 $("scrim").addEventListener("click", closeSidebar);
-$("banner-close").addEventListener("click", hideBanner);
 $("theme").addEventListener("click", () => {
   const now = document.documentElement.dataset.theme ?? "system";
   setTheme(THEMES[(THEMES.indexOf(now) + 1) % THEMES.length]);
@@ -394,7 +760,7 @@ let searchTimer = 0;
 $("search").addEventListener("input", (event) => {
   clearTimeout(searchTimer);
   const query = event.target.value;
-  searchTimer = setTimeout(async () => sidebar.setFilter(query.trim() ? await store.search(query) : null), 150);
+  searchTimer = setTimeout(() => sidebar.setQuery(query), 150);
 });
 
 document.addEventListener("keydown", (event) => {
@@ -409,29 +775,69 @@ document.addEventListener("keydown", (event) => {
   } else if (event.key === "Escape" && event.shiftKey) {
     event.preventDefault();
     input.focus();
-  } else if (event.key === "Escape" && !$("settings").open) {
-    if (streams.has(current.id)) stop();
+  } else if (event.key === "Escape" && !document.querySelector("dialog[open]")) {
+    // Esc in the search box clears it, in the sidebar closes the drawer: only from the message box
+    // or the messages (or with nothing focused) does it stop the reply.
+    const at = document.activeElement;
+    const chatFocused = !at || at === document.body || composer.contains(at) || $("scroller").contains(at);
+    if (streams.has(current.id) && chatFocused) stop();
     else closeSidebar();
+  } else if (event.key === "?" && !mod && !typing(event.target) && !document.querySelector("dialog[open]")) {
+    event.preventDefault();
+    $("shortcuts").showModal();
   }
+});
+
+/** Whether keys typed at `target` are text (so `?` is a character, not a shortcut). */
+function typing(target) {
+  return target instanceof Element && (target.isContentEditable || target.matches("input, textarea, select"));
+}
+
+$("skip").addEventListener("click", (event) => {
+  event.preventDefault(); // the address names the conversation: "#input" must not replace it
+  input.focus();
 });
 
 window.addEventListener("hashchange", openFromAddress);
 window.addEventListener("popstate", openFromAddress);
 // Replies in flight are saved every second; save the latest text when the page goes away.
+let leaving = false; // the page is being closed or reloaded: its replies in flight end with it
 window.addEventListener("pagehide", () => {
-  for (const { conversation } of streams.values()) save(conversation);
+  leaving = true;
+  saveDraft();
+  saveSettings();
+  for (const { conversation, reply } of streams.values()) saver.saveNow(conversation, reply);
 });
-store.subscribe(async () => {
-  summaries = await store.list();
-  sidebar.render(summaries, current.id);
+window.addEventListener("pageshow", () => (leaving = false)); // back from the back/forward cache
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "hidden") saveDraft();
+});
+store.subscribe((change) => {
+  if (change.all) {
+    sidebar.reset();
+    if (change.origin === "elsewhere" && current.revision > 0) saver.reload(current);
+  } else if (change.removed) {
+    sidebar.remove(change.id);
+    const live = change.origin === "elsewhere" && held(change.id);
+    if (live) goneElsewhere(live);
+  } else {
+    if (change.summary) sidebar.upsert(change.summary);
+    const live = change.content && change.origin === "elsewhere" && held(change.id);
+    if (live) saver.reload(live);
+  }
 });
 
+// The server store: writes that could not reach the server wait and are retried.
+store.onPending?.((waiting) => (waiting ? showBanner("offline", "Not saved — retrying…") : hideBanner("offline")));
+store.importedFromBrowser?.then((result) => {
+  if (result?.imported) toast(`${result.imported === 1 ? "1 conversation" : `${result.imported} conversations`} kept in this browser now also saved to your account.`);
+});
 if (!store.persistent) {
-  showBanner("This browser does not allow this page to store data, so conversations will be lost on reload.", "storage");
+  showBanner("storage", "This browser does not allow this page to store data, so conversations will be lost on reload.");
 }
 setTheme(document.documentElement.dataset.theme ?? "system");
 show(current);
-await openFromAddress();
+await Promise.all([sidebar.reset(), openFromAddress()]);
 fetchModels()
   .then((models) => {
     settings.setModels(models);
@@ -441,3 +847,4 @@ fetchModels()
     // The default model still works; the picker just has no other choices.
   });
 document.body.dataset.ready = "true"; // for tests and for CSS: the page is wired up
+reportUnreadable();

@@ -4,6 +4,7 @@
 
 const DEFAULTS_KEY = "quartchat.v1.defaults";
 const NUMBERS = ["temperature", "top_p", "max_tokens"];
+const LABELS = { temperature: "Temperature", top_p: "Top P", max_tokens: "Max tokens" };
 
 export function emptySettings() {
   let saved = {};
@@ -39,10 +40,15 @@ export function requestOptions(settings) {
 }
 
 export class SettingsPanel {
-  /** `onChange(settings)` after each valid change. */
-  constructor(dialog, { onChange }) {
+  /**
+   * `onChange(settings)` after each change; `onProblems(texts)` with what is not sent (an
+   * out-of-range number, say), an empty list once nothing is wrong.
+   */
+  constructor(dialog, { onChange, onProblems = () => {} }) {
     this.dialog = dialog;
     this.onChange = onChange;
+    this.onProblems = onProblems;
+    this.problems = new Map(); // setting name -> what is wrong with it
     this.settings = null;
     this.defaultModel = document.body.dataset.defaultModel || "";
     this.form = dialog.querySelector("form");
@@ -86,8 +92,9 @@ export class SettingsPanel {
     this.system.value = settings.system;
     for (const name of NUMBERS) {
       this.inputs[name].value = settings[name] ?? "";
-      this.inputs[name].removeAttribute("aria-invalid");
+      this.#flag(name, null);
     }
+    this.onProblems([...this.problems.values()]);
   }
 
   open() {
@@ -101,13 +108,39 @@ export class SettingsPanel {
     else {
       const name = NUMBERS.find((n) => this.inputs[n] === target);
       if (!name) return;
-      // Out-of-range or half-typed values are flagged and not used; empty means "server default".
-      const valid = target.checkValidity();
-      target.setAttribute("aria-invalid", String(!valid));
-      if (!valid) return;
-      this.settings[name] = target.value === "" ? null : Number(target.value);
+      // Empty means "server default". A value out of range (or half typed) is not sent either,
+      // and says so, here and on the page: never dropped without a word.
+      const problem = this.#problem(name, target);
+      this.#flag(name, problem);
+      this.settings[name] = problem || target.value === "" ? null : Number(target.value);
+      this.onProblems([...this.problems.values()]);
     }
     rememberDefaults(this.settings);
     this.onChange(this.settings);
+  }
+
+  /** What is wrong with a number field's value, in words, or null. */
+  #problem(name, field) {
+    const { validity } = field;
+    // A step is only the arrows' increment for the fractions (0.15 is a fine temperature); a
+    // token count must be whole.
+    const wrong = validity.badInput || validity.rangeOverflow || validity.rangeUnderflow || (name === "max_tokens" && validity.stepMismatch);
+    if (!wrong) return null;
+    const label = LABELS[name];
+    const range = field.max ? `between ${field.min} and ${field.max}` : `a whole number of ${field.min} or more`;
+    const value = validity.badInput ? "what is typed" : field.value;
+    return `${label} must be ${range}, so ${value} is not sent (the server's default applies).`;
+  }
+
+  /** Mark a field wrong (its hint says why) or right again. */
+  #flag(name, problem) {
+    const field = this.inputs[name];
+    const hint = this.dialog.querySelector(`#${field.getAttribute("aria-describedby")}`);
+    hint.dataset.hint ??= hint.textContent;
+    hint.textContent = problem ?? hint.dataset.hint;
+    hint.classList.toggle("invalid", Boolean(problem));
+    field.setAttribute("aria-invalid", String(Boolean(problem)));
+    if (problem) this.problems.set(name, problem);
+    else this.problems.delete(name);
   }
 }

@@ -1,12 +1,53 @@
 // The message list. Each message is one <article>, created once and updated in place: a streamed
-// token re-renders only its own message, at most once per animation frame, and a long
-// conversation is drawn newest-first in batches so the latest messages appear at once.
+// token touches only its own message, whose reply is rendered incrementally (stream-render.js),
+// a finished message is rendered once, and a long conversation is drawn newest-first in batches
+// so the latest messages appear at once.
 
 import { h, iconButton } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
+import { StreamRenderer } from "./stream-render.js";
 
 const FIRST_BATCH = 30; // enough to fill any screen
 const BATCH = 60;
+const BATCH_MS = 10;
+// A reply still being written (here, or in another tab) is rendered incrementally as it grows.
+const LIVE = new Set(["streaming", "elsewhere"]);
+const LONG_LINES = 50; // a question longer than this is folded behind "Show all"
+
+const clock = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
+const day = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+const full = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
+const minutes = new Map(); // minute -> [shown, title]: a conversation's messages share minutes
+
+/** When a message was written: the time (and the day, if not today); the whole date on hover. */
+function timeOf(ms) {
+  const date = new Date(ms);
+  const minute = Math.floor(ms / 60000);
+  let words = minutes.get(minute);
+  if (!words) {
+    const today = date.toDateString() === new Date().toDateString();
+    words = [today ? clock.format(date) : `${day.format(date)}, ${clock.format(date)}`, full.format(date)];
+    if (minutes.size > 5000) minutes.clear();
+    minutes.set(minute, words);
+  }
+  return h("time", { className: "msg-time", dateTime: date.toISOString(), title: words[1] }, words[0]);
+}
+
+/** A rate-limited Retry: off, counting the seconds down, until `at` (ms since the epoch). */
+function countDown(button, at) {
+  const left = () => Math.ceil((at - Date.now()) / 1000);
+  button.disabled = true;
+  button.textContent = `Retry in ${left()} s`;
+  const timer = setInterval(() => {
+    if (left() > 0 && button.isConnected) {
+      button.textContent = `Retry in ${left()} s`;
+      return;
+    }
+    clearInterval(timer); // the wait is over (or the message is no longer shown)
+    button.disabled = false;
+    button.textContent = "Retry";
+  }, 1000);
+}
 
 function formatUsage(usage) {
   return {
@@ -18,11 +59,13 @@ function formatUsage(usage) {
 export class MessageList {
   /**
    * `onAction(action, messageId, {button, text})` for copy, edit, regenerate, retry, copy-code
-   * (`text`: the code) and save-edit (`text`: the edited message).
+   * (`text`: the code), save-edit (`text`: the edited message), prev-version and next-version.
+   * `versionsOf(message)`: which version a message is among its siblings, {index, count}.
    */
-  constructor(container, { onAction }) {
+  constructor(container, { onAction, versionsOf = () => null }) {
     this.el = container;
     this.onAction = onAction;
+    this.versionsOf = versionsOf;
     this.articles = new Map();
     this.dirty = new Set();
     this.frame = 0;
@@ -38,15 +81,21 @@ export class MessageList {
     cancelAnimationFrame(this.frame);
     this.frame = 0;
     this.dirty.clear();
+    for (const article of this.articles.values()) article.stream?.cancel();
     this.articles.clear();
     this.el.replaceChildren(...messages.slice(-FIRST_BATCH).map((m) => this.#create(m)));
     const older = messages.slice(0, Math.max(0, messages.length - FIRST_BATCH));
     const generation = this.generation;
     const prependBatch = () => {
       if (generation !== this.generation || !older.length) return;
-      const batch = older.splice(-BATCH);
+      // As many as fit in a few milliseconds (Markdown with code costs far more than a line of
+      // text), so no frame of a long conversation's drawing is a long task.
+      const start = performance.now();
+      const batch = [];
+      do batch.push(this.#create(older.pop()));
+      while (older.length && batch.length < BATCH && performance.now() - start < BATCH_MS);
       const fragment = document.createDocumentFragment();
-      fragment.append(...batch.map((m) => this.#create(m)));
+      fragment.append(...batch.reverse());
       this.el.prepend(fragment); // scroll anchoring keeps what the reader sees in place
       if (older.length) requestAnimationFrame(prependBatch);
     };
@@ -57,8 +106,11 @@ export class MessageList {
     this.el.append(this.#create(message));
   }
 
-  /** Re-render one message in the next frame (many calls per frame cost one render). */
+  /** Show a message's new state in a coming frame (many calls per frame cost one render). */
   update(message) {
+    const stream = this.articles.get(message.id)?.stream;
+    // A streaming reply paces its own renders; nothing else of it changes while it streams.
+    if (stream && LIVE.has(message.status)) return stream.update(message.content);
     this.dirty.add(message);
     if (!this.frame) {
       this.frame = requestAnimationFrame(() => {
@@ -113,48 +165,124 @@ export class MessageList {
   }
 
   #forget(article) {
+    article.stream?.cancel();
     this.articles.delete(article.dataset.id);
     article.remove();
   }
 
   #create(message) {
     const user = message.role === "user";
-    const actions = h("div", { className: "actions" }, iconButton("copy", "Copy message", { dataset: { action: "copy" } }));
+    const actions = h("div", { className: "actions" }, this.#versions(message), iconButton("copy", "Copy message", { dataset: { action: "copy" } }));
     if (user) actions.append(iconButton("edit", "Edit message", { dataset: { action: "edit" } }));
     else actions.append(iconButton("refresh", "Regenerate reply", { dataset: { action: "regenerate" } }));
+    if (message.createdAt) actions.append(timeOf(message.createdAt));
     const article = h(
       "article",
       { className: `msg ${message.role}`, dataset: { id: message.id } },
       h("h2", { className: "visually-hidden" }, user ? "You said:" : "quartchat said:"),
-      h("div", { className: "bubble" }, h("div", { className: user ? "content plain" : "content markdown" })),
+      h("div", { className: "bubble" }, h("div", { className: user ? "content plain" : "content markdown", dir: user ? "auto" : null })),
       h("div", { className: "meta" }),
       actions,
     );
     this.articles.set(message.id, article);
     this.#fill(article, message);
+    if (user) this.#collapseLong(article, message);
     return article;
+  }
+
+  /** `‹ 2/3 ›`: switch between the versions of a message (none when there is one). */
+  #versions(message) {
+    const { index = 1, count = 1 } = this.versionsOf(message) ?? {};
+    if (count < 2) return null;
+    const box = h(
+      "div",
+      { className: "versions", role: "group", "aria-label": "Versions" },
+      iconButton("prev", "Previous version", { dataset: { action: "prev-version" }, disabled: index <= 1 }),
+      h("span", { className: "version-count", "aria-hidden": "true" }, `${index}/${count}`),
+      h("span", { className: "visually-hidden" }, `Version ${index} of ${count}`),
+      iconButton("next", "Next version", { dataset: { action: "next-version" }, disabled: index >= count }),
+    );
+    return box;
+  }
+
+  /** Show a message's version switcher as it is now (after a new version was made). */
+  setVersions(message) {
+    const actions = this.articles.get(message.id)?.querySelector(".actions");
+    if (!actions) return;
+    const box = this.#versions(message);
+    const old = actions.querySelector(".versions");
+    if (old && box) old.replaceWith(box);
+    else if (old) old.remove();
+    else if (box) actions.prepend(box);
+  }
+
+  /** Focus one of a message's action buttons (the other version button if that one is off). */
+  focusAction(messageId, action) {
+    const actions = this.articles.get(messageId)?.querySelector(".actions");
+    const button = actions?.querySelector(`[data-action="${action}"]:not(:disabled)`) ?? actions?.querySelector(".versions button:not(:disabled)");
+    button?.focus();
+  }
+
+  /** Long pasted text folds to a few lines behind "Show all". */
+  #collapseLong(article, message) {
+    let lines = 1;
+    for (let i = message.content.indexOf("\n"); i !== -1 && lines <= LONG_LINES; i = message.content.indexOf("\n", i + 1)) lines += 1;
+    if (lines <= LONG_LINES) return;
+    const bubble = article.querySelector(".bubble");
+    bubble.classList.add("collapsed");
+    bubble.id = `body-${message.id}`;
+    bubble.after(h("button", { type: "button", className: "btn quiet show-all", dataset: { action: "expand" }, "aria-expanded": "false", "aria-controls": bubble.id }, "Show all"));
+  }
+
+  #toggleLong(button) {
+    const bubble = button.closest(".msg").querySelector(".bubble");
+    const collapsed = bubble.classList.toggle("collapsed");
+    button.setAttribute("aria-expanded", String(!collapsed));
+    button.textContent = collapsed ? "Show all" : "Show less";
   }
 
   #fill(article, message) {
     const content = article.querySelector(".content");
-    if (article.rendered !== message.content) {
-      if (message.role === "user") content.textContent = message.content;
-      else content.replaceChildren(renderMarkdown(message.content));
+    if (message.role === "user") {
+      if (article.rendered !== message.content) content.textContent = message.content;
+      article.rendered = message.content;
+      return;
+    }
+    const streaming = message.status === "streaming";
+    if (LIVE.has(message.status)) {
+      article.stream ??= new StreamRenderer(content);
+      article.stream.update(message.content);
+      article.rendered = null;
+    } else if (article.stream) {
+      article.stream.finish(message.content); // the blocks shown stay; the rest is rendered now
+      article.stream = null;
+      article.rendered = message.content;
+    } else if (article.rendered !== message.content) {
+      content.replaceChildren(renderMarkdown(message.content));
       article.rendered = message.content;
     }
-    if (message.role === "user") return;
-    const streaming = message.status === "streaming";
     article.classList.toggle("streaming", streaming);
     article.classList.toggle("empty", !message.content);
     article.setAttribute("aria-busy", String(streaming));
-    article.querySelector(".meta").replaceChildren(...this.#meta(message));
-    article.querySelector(".error-box")?.remove();
-    if (message.error) article.querySelector(".meta").before(this.#errorBox(message));
+    // The footer and the error box are replaced only when they change (not at every update).
+    const meta = this.#meta(message);
+    const footer = meta.map((part) => part.outerHTML).join("");
+    if (article.footer !== footer) {
+      article.footer = footer;
+      article.querySelector(".meta").replaceChildren(...meta);
+    }
+    const error = JSON.stringify(message.error ?? null);
+    if (article.error !== error) {
+      article.error = error;
+      article.querySelector(".error-box")?.remove();
+      if (message.error) article.querySelector(".meta").before(this.#errorBox(message));
+    }
   }
 
   #meta(message) {
     const parts = [];
     if (message.status === "streaming") parts.push(h("span", { className: "status generating" }, "Generating…"));
+    if (message.status === "elsewhere") parts.push(h("span", { className: "status generating" }, "Being written in another tab…"));
     if (message.status === "stopped") parts.push(h("span", { className: "status stopped" }, "Stopped"));
     if (message.finishReason === "length") parts.push(h("span", { className: "status" }, "Cut off at the token limit"));
     if (message.model && message.status !== "streaming") parts.push(h("span", { className: "model" }, message.model));
@@ -168,12 +296,9 @@ export class MessageList {
   #errorBox(message) {
     const { error } = message;
     const detail = [error.code, error.requestId && `request ${error.requestId}`].filter(Boolean).join(", ");
-    return h(
-      "div",
-      { className: "error-box" },
-      h("p", {}, error.message, detail ? h("span", { className: "error-detail" }, ` (${detail})`) : null),
-      h("button", { type: "button", className: "btn", dataset: { action: "retry" } }, "Retry"),
-    );
+    const retry = h("button", { type: "button", className: "btn", dataset: { action: "retry" } }, "Retry");
+    if (error.retryAt > Date.now()) countDown(retry, error.retryAt);
+    return h("div", { className: "error-box" }, h("p", {}, error.message, detail ? h("span", { className: "error-detail" }, ` (${detail})`) : null), retry);
   }
 
   #click(event) {
@@ -182,6 +307,7 @@ export class MessageList {
     const article = button.closest(".msg");
     const action = button.dataset.action;
     if (action === "cancel-edit") return this.endEdit(article.dataset.id);
+    if (action === "expand") return this.#toggleLong(button);
     const text = action === "copy-code" ? button.closest(".code-block").querySelector("code").textContent : null;
     this.onAction(action, article?.dataset.id, { button, text });
   }

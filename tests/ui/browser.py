@@ -70,7 +70,8 @@ class ChatPage:
         """Store a conversation through the page's own storage module (as the page would)."""
         self.page.evaluate(
             """async (c) => { const { openStore } = await import('/static/store.js');
-                              await (await openStore(() => ({}))).put(c); }""",
+                              const store = await openStore(() => ({}));
+                              await (store.create ? store.create(c) : store.put(c)); }""",
             conversation,
         )
 
@@ -80,7 +81,14 @@ class ChatPage:
             """async () => { const { openStore } = await import('/static/store.js');
                              const store = await openStore(() => ({}));
                              const all = [];
-                             for (const s of await store.list()) all.push(await store.get(s.id));
+                             let after = null;
+                             do {
+                               const page = await store.list({after});
+                               // (An array from the page before issue 8: the tests run on it too.)
+                               const items = Array.isArray(page) ? page : page.items;
+                               for (const s of items) all.push(await store.get(s.id));
+                               after = Array.isArray(page) ? null : page.next;
+                             } while (after);
                              return JSON.stringify(all); }"""
         )
         result: list[dict[str, Any]] = json.loads(raw)
@@ -143,3 +151,41 @@ def axe_violations(page: Page) -> list[dict[str, Any]]:
 
 def background(page: Page) -> str:
     return str(page.evaluate("getComputedStyle(document.body).backgroundColor"))
+
+
+# Writes conversations straight into localStorage, in the page's first tree-less layout (one key
+# per conversation with a flat list of messages, plus the index of summaries), which every
+# version of the page reads: for the sidebar tests and bench/sidebar_bench.py.
+SEED_MANY = """([count, pairs, prefix, needle, every]) => {
+  const index = [];
+  for (let i = 0; i < count; i++) {
+    const id = `c${String(i).padStart(5, '0')}`;
+    const messages = [];
+    for (let j = 0; j < pairs; j++) {
+      messages.push({id: `${id}-u${j}`, role: 'user', content: `Question ${j} of ${i}`, createdAt: i});
+      const found = needle && i % every === 0 ? ` ${needle}` : '';
+      messages.push({id: `${id}-a${j}`, role: 'assistant', status: 'done', createdAt: i,
+                     content: `Answer ${j} of conversation ${i}, with **bold** text and \\`code\\`${found}.`});
+    }
+    const title = `Conversation ${i}`;
+    const updatedAt = 1700000000000 + i * 1000;
+    localStorage.setItem(`${prefix}c.${id}`, JSON.stringify(
+      {id, title, createdAt: updatedAt, updatedAt, settings: {}, messages}));
+    index.push({id, title, updatedAt});
+  }
+  localStorage.setItem(`${prefix}index`, JSON.stringify(index));
+}"""
+
+
+def seed_many(
+    page: Page,
+    count: int,
+    *,
+    pairs: int = 2,
+    prefix: str = "quartchat.v1.",
+    needle: str = "",
+    every: int = 1,
+) -> None:
+    """`count` conversations, `c00000` the oldest (titled "Conversation 0"); with `needle`, every
+    `every`-th one says it in its answers."""
+    page.evaluate(SEED_MANY, [count, pairs, prefix, needle, every])

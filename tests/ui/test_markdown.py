@@ -7,7 +7,7 @@ from playwright.sync_api import Dialog, Frame, Locator, Page, Request, expect
 
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
 from ..service import Service
-from .browser import ChatPage, needs_chromium
+from .browser import ChatPage, axe_violations, needs_chromium, screenshot
 
 pytestmark = needs_chromium
 
@@ -223,3 +223,78 @@ def test_the_sanitiser_makes_raw_html_inert_too(
     click_everything(box)
     chat.page.evaluate("new Promise((done) => setTimeout(done, 100))")  # let any handler fire
     watch.assert_nothing_happened()
+
+
+TASKS = """Plan:
+
+- [x] write the tests
+- [ ] make them pass
+  - [ ] a nested task
+
+1. [X] numbered and done
+"""
+
+
+def test_task_lists_show_their_boxes_as_read_only_checkboxes(
+    chat: ChatPage, fake: FakeUpstream
+) -> None:
+    reply_with_text(fake, TASKS)
+    content = rendered(chat)
+    done = content.get_by_role("checkbox", name="write the tests")
+    expect(done).to_have_attribute("aria-checked", "true")
+    expect(done).to_have_attribute("aria-disabled", "true")
+    expect(content.get_by_role("checkbox", name="make them pass")).to_have_attribute(
+        "aria-checked", "false"
+    )
+    expect(content.get_by_role("checkbox", name="a nested task")).to_be_visible()
+    expect(content.get_by_role("checkbox", name="numbered and done")).to_be_checked()
+    expect(content.get_by_role("checkbox")).to_have_count(4)
+    assert content.locator("input, button:not(.copy-code), textarea, select").count() == 0
+    todo = content.get_by_role("checkbox", name="make them pass")
+    expect(todo).to_be_disabled()
+    todo.click(force=True)  # there is nothing to toggle
+    expect(todo).not_to_be_checked()
+    screenshot(chat.page, "task-list")
+    assert axe_violations(chat.page) == []
+
+
+RIGHT_TO_LEFT = """שלום! זו פסקה בעברית, עם מילה אחת באנגלית: Python.
+
+This paragraph is in English, with one Hebrew word: שלום.
+
+- פריט ראשון
+- פריט שני
+
+مرحبا بالعالم، هذه فقرة باللغة العربية.
+
+| שם | ערך |
+|----|-----|
+| א  | 1   |
+
+```python
+print("code stays left to right")
+```
+"""
+
+
+def test_right_to_left_paragraphs_lists_and_tables_are_laid_out_right_to_left(
+    chat: ChatPage, fake: FakeUpstream
+) -> None:
+    reply_with_text(fake, RIGHT_TO_LEFT)
+    content = rendered(chat)
+
+    def direction(locator: Locator) -> str:
+        return str(locator.evaluate("(el) => getComputedStyle(el).direction"))
+
+    paragraphs = content.locator("p")
+    assert direction(paragraphs.nth(0)) == "rtl"
+    assert direction(paragraphs.nth(1)) == "ltr"
+    assert direction(paragraphs.nth(2)) == "rtl"
+    assert direction(content.locator("ul")) == "rtl"
+    assert direction(content.locator("table")) == "rtl"
+    table, wrap = content.locator("table"), content.locator(".table-wrap")
+    table_box, wrap_box = table.bounding_box(), wrap.bounding_box()
+    assert table_box and wrap_box  # a right-to-left table sits at the right
+    assert abs(table_box["x"] + table_box["width"] - (wrap_box["x"] + wrap_box["width"])) < 1
+    assert direction(content.locator("pre")) == "ltr"
+    screenshot(chat.page, "right-to-left")

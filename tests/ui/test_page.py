@@ -225,11 +225,13 @@ def test_keyboard_shortcuts(chat: ChatPage) -> None:
     expect(chat.input).to_be_focused()
 
 
-def test_a_finished_reply_is_announced_politely(chat: ChatPage) -> None:
+def test_a_finished_reply_is_announced_politely_and_briefly(chat: ChatPage) -> None:
     announcer = chat.page.locator("#announcer")
     expect(announcer).to_have_attribute("aria-live", "polite")
     chat.send("announce me")
-    expect(announcer).to_have_text("Echo: announce me")
+    expect(chat.content(chat.last_reply())).to_have_text("Echo: announce me")
+    # A short word that it is over, not the reply (thousands of characters, read in one go).
+    expect(announcer).to_have_text("Reply finished.")
     # The growing reply itself is not a live region, so readers are not flooded token by token.
     assert chat.page.locator("#messages [aria-live]").count() == 0
 

@@ -57,6 +57,33 @@ def test_empty_fields_leave_the_choice_to_the_server(chat: ChatPage, fake: FakeU
     assert not {"temperature", "top_p", "max_tokens"} & body.keys()
 
 
+def test_an_out_of_range_value_says_it_is_not_sent_in_the_panel_and_on_the_page(
+    chat: ChatPage, fake: FakeUpstream
+) -> None:
+    open_settings(chat.page)
+    temperature = chat.page.get_by_label("Temperature")
+    temperature.fill("0.7")
+    temperature.fill("5")
+    said = "Temperature must be between 0 and 2, so 5 is not sent (the server's default applies)."
+    expect(chat.page.locator("#set-temperature-hint")).to_have_text(said)
+    expect(temperature).to_have_accessible_description(said)
+    close_settings(chat.page)
+    note = chat.page.get_by_role("alert")
+    expect(note).to_contain_text(said)
+    chat.send("how warm?")
+    expect(chat.content(chat.last_reply())).to_have_text("Echo: how warm?")
+    assert "temperature" not in fake.chat_requests()[-1].json  # not the 0.7 typed before either
+    note.get_by_role("button", name="Open settings").click()
+    temperature.fill("1.5")
+    hint = chat.page.locator("#set-temperature-hint")
+    expect(hint).to_have_text("0\u20132.")  # the plain hint again
+    close_settings(chat.page)
+    expect(note).to_be_hidden()
+    chat.send("and now?")
+    expect(chat.content(chat.last_reply())).to_have_text("Echo: and now?")
+    assert fake.chat_requests()[-1].json["temperature"] == 1.5
+
+
 def test_an_out_of_range_value_is_flagged_and_not_sent(chat: ChatPage, fake: FakeUpstream) -> None:
     open_settings(chat.page)
     temperature = chat.page.get_by_label("Temperature")

@@ -207,5 +207,9 @@ def test_a_chat_message_after_the_session_ended_leads_to_logging_in_and_back(
     chat.send("hello?")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     fill_login(page, person.email, PASSWORD)
+    expect(page.locator("body[data-ready]")).to_be_attached()
+    # The server never had it: it waits in the box, to be sent again.
+    expect(chat.input).to_have_value("hello?")
+    chat.input.press("Enter")
     chat.wait_until_idle()
     expect(chat.content(chat.user_messages.last)).to_have_text("hello?")
