@@ -479,7 +479,7 @@ async def edit(conversation_id: str, message_id: str) -> Response:
 
 
 class SearchQuery(BaseModel):
-    q: str = Field("", description="Words to find (the last one as a prefix)")
+    q: str = Field("", description="Words to find (the last one as a prefix, from 3 characters on)")
 
 
 class SearchHit(BaseModel):
@@ -493,7 +493,7 @@ class SearchHit(BaseModel):
 
 
 class SearchResults(BaseModel):
-    """The best hits, most recently updated first."""
+    """The hits: the newest messages first, then titles."""
 
     items: list[SearchHit]
 
