@@ -12,6 +12,7 @@ other worker processes notice within `CACHE_SECONDS`.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable
@@ -132,6 +133,22 @@ class Authenticator:
         self.trusted_header = trusted_header
         self.on_new_header_user = on_new_header_user
         self.cache = cache
+        self._pending: dict[str, asyncio.Task[Principal | None]] = {}
+
+    async def _shared(
+        self, key: str, look_up: Callable[[], Awaitable[Principal | None]]
+    ) -> Principal | None:
+        """One lookup per credential at a time. When a cached credential expires, every request
+        in flight with it misses at once (50 keep-alive connections of one script: 50 lookups
+        every CACHE_SECONDS, each slower for the others); they now wait for the first one's
+        answer. The lookup runs in a task of its own, so a request that is cancelled (its client
+        left) does not cancel it for the others."""
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.ensure_future(look_up())
+            self._pending[key] = task
+            task.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(task)
 
     async def resolve(self) -> Principal | None:
         """The request's principal; a credential that is present but not valid is a 401."""
@@ -156,6 +173,11 @@ class Authenticator:
         principal = self.cache.get(key)
         if principal is not None:
             return principal
+        found_principal = await self._shared(key, lambda: self._look_up_token(key, secret))
+        assert found_principal is not None  # a token that is not valid raised
+        return found_principal
+
+    async def _look_up_token(self, key: str, secret: str) -> Principal:
         async with self.db.read() as connection:
             found = await tokens.owner(connection, secret)
         if found is None or found[1].status != "active":
@@ -173,6 +195,9 @@ class Authenticator:
         principal = self.cache.get(key)
         if principal is not None:
             return principal
+        return await self._shared(key, lambda: self._look_up_session(key, session_id))
+
+    async def _look_up_session(self, key: str, session_id: str) -> Principal | None:
         async with self.db.read() as connection:
             found = await sessions.owner(connection, session_id)
         if found is None or found[1].status != "active":
@@ -191,6 +216,11 @@ class Authenticator:
         principal = self.cache.get(key)
         if principal is not None:
             return principal
+        found_principal = await self._shared(key, lambda: self._look_up_header(key, email))
+        assert found_principal is not None  # an account that cannot log in raised
+        return found_principal
+
+    async def _look_up_header(self, key: str, email: str) -> Principal:
         async with self.db.read() as connection:
             user = await users.by_email(connection, email)
         if user is None:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 
 from quartchat.auth import passwords as passwords_module
 from quartchat.auth import setup
+from quartchat.auth import tokens as tokens_module
 from quartchat.db import Database
 from quartchat.db.tables import users
 
@@ -150,6 +151,35 @@ async def test_a_token_revoked_during_a_request_cannot_start_another(
     assert (await browser.delete(f"/api/auth/tokens/{made['id']}")).status_code == 200
     refused = await script.post("/api/chat", json=CHAT, headers=bearer)
     assert_error(refused.status_code, await refused.get_data(), 401, "UNAUTHENTICATED")
+
+
+async def test_requests_that_miss_the_cache_together_share_one_lookup(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script's keep-alive connections all miss when its cached token expires; one lookup
+    answers them all (and a token that is not valid is refused to each of them)."""
+    await make_user(app, "ann@example.com")
+    browser = app.test_client()
+    await log_in(browser, "ann@example.com")
+    made = orjson.loads(
+        await (await browser.post("/api/auth/tokens", json={"name": "script"})).get_data()
+    )
+    lookups: list[str] = []
+    real_owner = tokens_module.owner
+
+    async def counted_owner(connection: Any, secret: str) -> Any:
+        lookups.append(secret)
+        await asyncio.sleep(0.05)  # a lookup that takes a while, as under load
+        return await real_owner(connection, secret)
+
+    monkeypatch.setattr(tokens_module, "owner", counted_owner)
+    for token in (made["token"], "qc_" + "x" * 40):
+        headers = {"Authorization": f"Bearer {token}"}
+        clients = [app.test_client() for _ in range(20)]
+        answers = await asyncio.gather(*(c.get("/api/auth/me", headers=headers) for c in clients))
+        assert len({a.status_code for a in answers}) == 1
+        assert lookups.count(token) == 1
+    assert [a.status_code for a in answers] == [401] * 20
 
 
 async def test_an_unknown_or_malformed_token_is_refused(client: Client) -> None:
