@@ -88,6 +88,7 @@ from relay_bench import (
     table,
     upstream_argv,
     wait_for_port,
+    write_json,
 )
 
 from quartchat.auth.cookies import COOKIE_NAME
@@ -889,11 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["targets"] = check_targets(res)
     print_report(res)
     if args.json:
-        text = json.dumps(res, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+        write_json(res, args.json)
     return 0
 
 

@@ -95,6 +95,7 @@ from relay_bench import (
     table,
     upstream_argv,
     wait_for_port,
+    write_json,
 )
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import URL, make_url
@@ -875,11 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["targets"] = check_targets(res)
     print_report(res)
     if args.json:
-        text_ = json.dumps(res, indent=2, default=str)
-        if args.json == "-":
-            print(text_)
-        else:
-            Path(args.json).write_text(text_ + "\n")
+        write_json(res, args.json)
     return 0
 
 

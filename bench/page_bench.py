@@ -40,7 +40,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,16 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from relay_bench import (
-    HOST,
     ROOT,
-    check_imported_from,
-    child_env,
-    free_port,
     materialise_baseline,
-    service_argv,
-    spawn,
+    start_page_service,
     stop_children,
-    wait_for_port,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -256,28 +249,6 @@ def measure(
         context.close()
 
 
-def start_service(name: str, upstream: str, logdir: Path, tree: Path | None) -> str:
-    port = free_port()
-    env = child_env()
-    env.update(
-        {
-            "OPENAI_API_BASE": upstream,
-            "OPENAI_API_KEY": "sk-bench-0000000000",
-            "APP_HOST": HOST,
-            "APP_PORT": str(port),
-            "AUTH_MODE": "none",
-            "DATA_DIR": tempfile.mkdtemp(prefix=f"quartchat-{name}-"),
-        }
-    )
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
-    argv = service_argv(sys.executable, "", report=True)
-    child = spawn(name, argv, None, env, logdir, cwd=tree or ROOT)
-    wait_for_port(child, port)
-    check_imported_from(child, tree or ROOT)
-    return f"http://{HOST}:{port}"
-
-
 def median_run(runs: list[Run]) -> dict[str, Any]:
     numbers = (
         "seconds",
@@ -371,12 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     with FakeUpstream() as fake, sync_playwright() as playwright:
-        services = {"after": start_service("service", fake.url, logdir, None)}
+        services = {"after": start_page_service("service", fake.url, logdir, None)}
         if not args.no_baseline:
             baseline = materialise_baseline(args.baseline_ref, args.outdir)
             name = f"before ({args.baseline_ref} {baseline.commit[:7]})"
             services = {
-                name: start_service("baseline", fake.url, logdir, baseline.tree),
+                name: start_page_service("baseline", fake.url, logdir, baseline.tree),
                 **services,
             }
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

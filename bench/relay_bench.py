@@ -194,6 +194,39 @@ def service_argv(python: str, prelude: str, *, report: bool) -> list[str]:
     return [python, "-c", "\n".join(code)]
 
 
+def write_json(result: dict[str, Any], dest: str) -> None:
+    """`--json DEST`: the raw figures, to a file or (`-`) to stdout."""
+    text = json.dumps(result, indent=2, default=str)
+    if dest == "-":
+        print(text)
+    else:
+        Path(dest).write_text(text + "\n")
+
+
+def start_page_service(name: str, upstream: str, logdir: Path, tree: Path | None) -> str:
+    """For the browser benches: `python -m quartchat` of `tree` (None: this checkout) without
+    accounts, with a DATA_DIR of its own, in front of `upstream`; its base URL."""
+    port = free_port()
+    env = child_env()
+    env.update(
+        {
+            "OPENAI_API_BASE": upstream,
+            "OPENAI_API_KEY": "sk-bench-0000000000",
+            "APP_HOST": HOST,
+            "APP_PORT": str(port),
+            "AUTH_MODE": "none",
+            "DATA_DIR": tempfile.mkdtemp(prefix=f"quartchat-{name}-"),
+        }
+    )
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    argv = service_argv(sys.executable, "", report=True)
+    child = spawn(name, argv, None, env, logdir, cwd=tree or ROOT)
+    wait_for_port(child, port)
+    check_imported_from(child, tree or ROOT)
+    return f"http://{HOST}:{port}"
+
+
 def check_imported_from(child: Child, tree: Path) -> Path:
     """The quartchat package `child` imported, which must be the one in `tree` (and its cwd `tree`).
 
@@ -1519,11 +1552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["comparison"] = compare(res)
     print_table(res)
     if args.json:
-        text = json.dumps(res, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+        write_json(res, args.json)
     return 0
 
 

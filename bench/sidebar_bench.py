@@ -39,7 +39,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,12 +47,11 @@ from typing import Any
 from relay_bench import (
     HOST,
     ROOT,
-    check_imported_from,
     child_env,
     free_port,
     materialise_baseline,
-    service_argv,
     spawn,
+    start_page_service,
     stop_children,
     upstream_argv,
     wait_for_port,
@@ -309,30 +307,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def start_service(name: str, upstream: str, logdir: Path, tree: Path | None) -> str:
-    port = free_port()
-    data = tempfile.mkdtemp(prefix=f"quartchat-{name}-")
-    env = child_env()
-    env.update(
-        {
-            "OPENAI_API_BASE": upstream,
-            "OPENAI_API_KEY": "sk-bench-0000000000",
-            "APP_HOST": HOST,
-            "APP_PORT": str(port),
-            "AUTH_MODE": "none",
-            "DATA_DIR": data,
-        }
-    )
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
-    child = spawn(
-        name, service_argv(sys.executable, "", report=True), None, env, logdir, cwd=tree or ROOT
-    )
-    wait_for_port(child, port)
-    check_imported_from(child, tree or ROOT)
-    return f"http://{HOST}:{port}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     load = [os.getloadavg()[0]]
@@ -349,11 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     wait_for_port(fake, upstream_port)
     upstream = f"http://{HOST}:{upstream_port}/v1"
-    services = {"after (working tree)": start_service("service", upstream, logdir, None)}
+    services = {"after (working tree)": start_page_service("service", upstream, logdir, None)}
     if args.baseline_ref:
         baseline = materialise_baseline(args.baseline_ref, args.outdir)
         label = f"before ({args.baseline_ref} {baseline.commit[:7]})"
-        services = {label: start_service("baseline", upstream, logdir, baseline.tree), **services}
+        services = {
+            label: start_page_service("baseline", upstream, logdir, baseline.tree),
+            **services,
+        }
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         long = long_conversation(args.messages)
