@@ -17,7 +17,7 @@ import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from quart import g, request
 from quart_auth import AuthUser, QuartAuth, login_user, renew_login
@@ -30,6 +30,7 @@ from .credentials import TOKEN_PREFIX, digest
 
 CACHE_SECONDS = 2.0
 CACHE_SIZE = 10_000
+Looked = TypeVar("Looked", bound="Principal | None")
 
 Via = Literal["session", "token", "header"]
 
@@ -133,11 +134,9 @@ class Authenticator:
         self.trusted_header = trusted_header
         self.on_new_header_user = on_new_header_user
         self.cache = cache
-        self._pending: dict[str, asyncio.Task[Principal | None]] = {}
+        self._pending: dict[str, asyncio.Task[Any]] = {}
 
-    async def _shared(
-        self, key: str, look_up: Callable[[], Awaitable[Principal | None]]
-    ) -> Principal | None:
+    async def _shared(self, key: str, look_up: Callable[[], Awaitable[Looked]]) -> Looked:
         """One lookup per credential at a time. When a cached credential expires, every request
         in flight with it misses at once (50 keep-alive connections of one script: 50 lookups
         every CACHE_SECONDS, each slower for the others); they now wait for the first one's
@@ -148,7 +147,8 @@ class Authenticator:
             task = asyncio.ensure_future(look_up())
             self._pending[key] = task
             task.add_done_callback(lambda _: self._pending.pop(key, None))
-        return await asyncio.shield(task)
+        result: Looked = await asyncio.shield(task)
+        return result
 
     async def resolve(self) -> Principal | None:
         """The request's principal; a credential that is present but not valid is a 401."""
@@ -173,9 +173,7 @@ class Authenticator:
         principal = self.cache.get(key)
         if principal is not None:
             return principal
-        found_principal = await self._shared(key, lambda: self._look_up_token(key, secret))
-        assert found_principal is not None  # a token that is not valid raised
-        return found_principal
+        return await self._shared(key, lambda: self._look_up_token(key, secret))
 
     async def _look_up_token(self, key: str, secret: str) -> Principal:
         async with self.db.read() as connection:
@@ -216,9 +214,7 @@ class Authenticator:
         principal = self.cache.get(key)
         if principal is not None:
             return principal
-        found_principal = await self._shared(key, lambda: self._look_up_header(key, email))
-        assert found_principal is not None  # an account that cannot log in raised
-        return found_principal
+        return await self._shared(key, lambda: self._look_up_header(key, email))
 
     async def _look_up_header(self, key: str, email: str) -> Principal:
         async with self.db.read() as connection:

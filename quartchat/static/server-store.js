@@ -140,7 +140,7 @@ export class ServerStore {
    * between tries; listeners hear that writes are waiting while they are.
    */
   async #persist(attempt, signal) {
-    let counted = false;
+    const waiting = this.#waitingMark();
     try {
       for (;;) {
         let response = null;
@@ -150,15 +150,27 @@ export class ServerStore {
           if (!(error instanceof ChatError && error.kind === "network")) throw error;
         }
         if (response && !TRANSIENT.has(response.status)) return response;
-        if (!counted) {
-          counted = true;
-          this.#setWaiting(this.#waiting + 1);
-        }
+        waiting.on();
         await this.#pause(signal);
       }
     } finally {
-      if (counted) this.#setWaiting(this.#waiting - 1);
+      waiting.off();
     }
+  }
+
+  /** One write's share of the "waiting" count: on while it waits to be retried, at most once. */
+  #waitingMark() {
+    let counted = false;
+    return {
+      on: () => {
+        if (!counted) this.#setWaiting(this.#waiting + 1);
+        counted = true;
+      },
+      off: () => {
+        if (counted) this.#setWaiting(this.#waiting - 1);
+        counted = false;
+      },
+    };
   }
 
   #pause(signal) {
@@ -310,7 +322,7 @@ export class ServerStore {
       url = `${base}/${encodeURIComponent(turn.messageId)}/regenerate`;
       body = { client_id: turn.clientId };
     }
-    let counted = false;
+    const waiting = this.#waitingMark();
     let accepted = false;
     try {
       for (;;) {
@@ -320,8 +332,7 @@ export class ServerStore {
             onDelta,
             onResponse: (response) => {
               accepted = true;
-              if (counted) this.#setWaiting(this.#waiting - 1);
-              counted = false;
+              waiting.off();
               onAccepted({ messageId: response.headers.get("Quartchat-Message-Id"), replyId: response.headers.get("Quartchat-Reply-Id") });
             },
           });
@@ -331,15 +342,12 @@ export class ServerStore {
           // than the service's own error) is tried again.
           const unsent = !accepted && error instanceof ChatError && (error.kind === "network" || (TRANSIENT.has(error.status) && !error.code));
           if (!unsent) throw error;
-          if (!counted) {
-            counted = true;
-            this.#setWaiting(this.#waiting + 1);
-          }
+          waiting.on();
           await this.#pause(signal);
         }
       }
     } finally {
-      if (counted) this.#setWaiting(this.#waiting - 1);
+      waiting.off();
     }
   }
 
