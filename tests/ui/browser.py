@@ -53,6 +53,14 @@ class ChatPage:
         self.input.fill(text)
         self.input.press("Enter")
 
+    def edit(self, message: Locator, text: str) -> None:
+        """Edit one of the user's messages in place and send it, as a person does."""
+        message.hover()
+        message.get_by_role("button", name="Edit message").click()
+        editor = self.page.get_by_label("Edit message", exact=True)
+        editor.fill(text)
+        editor.press("Enter")
+
     def last_reply(self) -> Locator:
         return self.replies.last
 
@@ -189,3 +197,10 @@ def seed_many(
     """`count` conversations, `c00000` the oldest (titled "Conversation 0"); with `needle`, every
     `every`-th one says it in its answers."""
     page.evaluate(SEED_MANY, [count, pairs, prefix, needle, every])
+
+
+def ask(chat: ChatPage, text: str) -> None:
+    """Send `text` and wait for the fake upstream's echo to finish (its default reply)."""
+    chat.send(text)
+    expect(chat.content(chat.last_reply())).to_have_text(f"Echo: {text}")
+    chat.wait_until_idle()

@@ -107,12 +107,7 @@ def test_edit_an_earlier_message_and_resend_from_there(chat: ChatPage, fake: Fak
     expect(chat.content(chat.last_reply())).to_have_text("Echo: first question")
     chat.send("second question")
     expect(chat.content(chat.last_reply())).to_have_text("Echo: second question")
-    first = chat.user_messages.first
-    first.hover()
-    first.get_by_role("button", name="Edit message").click()
-    editor = chat.page.get_by_label("Edit message", exact=True)
-    editor.fill("changed question")
-    editor.press("Enter")
+    chat.edit(chat.user_messages.first, "changed question")
     expect(chat.messages.locator(".content")).to_have_text(
         ["changed question", "Echo: changed question"]
     )

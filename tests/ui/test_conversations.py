@@ -5,15 +5,9 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from ..fake_upstream import FakeUpstream
-from .browser import ChatPage, conversation, needs_chromium
+from .browser import ChatPage, ask, conversation, needs_chromium
 
 pytestmark = needs_chromium
-
-
-def ask(chat: ChatPage, text: str) -> None:
-    chat.send(text)
-    expect(chat.content(chat.last_reply())).to_have_text(f"Echo: {text}")
-    chat.wait_until_idle()
 
 
 def test_new_chat_starts_fresh_and_keeps_the_others(chat: ChatPage) -> None:

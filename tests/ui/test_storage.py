@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from .browser import ChatPage, conversation, needs_chromium
+from .browser import ChatPage, ask, conversation, needs_chromium
 
 pytestmark = needs_chromium
 
@@ -25,12 +25,6 @@ PARTLY_BAD = {
         {"id": "a1", "role": "assistant", "content": "good answer", "status": "done"},
     ],
 }
-
-
-def ask(chat: ChatPage, text: str) -> None:
-    chat.send(text)
-    expect(chat.content(chat.last_reply())).to_have_text(f"Echo: {text}")
-    chat.wait_until_idle()
 
 
 def test_an_unreadable_index_does_not_stop_the_page(chat: ChatPage) -> None:

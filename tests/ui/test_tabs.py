@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
-from .browser import ChatPage, needs_chromium
+from .browser import ChatPage, ask, needs_chromium
 from .conftest import csp_problems, watch
 
 pytestmark = needs_chromium
@@ -24,12 +24,6 @@ def other_tab(context: BrowserContext, blocked_payloads: list[str]) -> Iterator[
     yield tab
     problems += csp_problems(tab, blocked_payloads)
     assert problems == []
-
-
-def ask(chat: ChatPage, text: str) -> None:
-    chat.send(text)
-    expect(chat.content(chat.last_reply())).to_have_text(f"Echo: {text}")
-    chat.wait_until_idle()
 
 
 # Lets a test make a tab deaf to other tabs' writes (a tab that lags behind): the page's own

@@ -7,15 +7,9 @@ from __future__ import annotations
 from playwright.sync_api import Locator, expect
 
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
-from .browser import ChatPage, conversation, needs_chromium
+from .browser import ChatPage, ask, conversation, needs_chromium
 
 pytestmark = needs_chromium
-
-
-def ask(chat: ChatPage, text: str) -> None:
-    chat.send(text)
-    expect(chat.content(chat.last_reply())).to_have_text(f"Echo: {text}")
-    chat.wait_until_idle()
 
 
 def version(message: Locator) -> Locator:
@@ -63,12 +57,7 @@ def test_editing_a_question_keeps_the_old_one_and_what_followed_it(
 ) -> None:
     ask(chat, "first question")
     ask(chat, "second question")
-    first = chat.user_messages.first
-    first.hover()
-    first.get_by_role("button", name="Edit message").click()
-    editor = chat.page.get_by_label("Edit message", exact=True)
-    editor.fill("changed question")
-    editor.press("Enter")
+    chat.edit(chat.user_messages.first, "changed question")
     expect(chat.messages.locator(".content")).to_have_text(
         ["changed question", "Echo: changed question"]
     )

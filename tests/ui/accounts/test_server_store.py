@@ -296,12 +296,7 @@ def test_an_edited_question_is_a_new_version_on_the_server(page: Page, person: P
     chat = ChatPage(open_page(page, "/"))
     chat.send("first question")
     chat.wait_until_idle()
-    first = chat.user_messages.first
-    first.hover()
-    first.get_by_role("button", name="Edit message").click()
-    editor = page.get_by_label("Edit message", exact=True)
-    editor.fill("changed question")
-    editor.press("Enter")
+    chat.edit(chat.user_messages.first, "changed question")
     expect(chat.messages.locator(".content")).to_have_text(
         ["changed question", "Echo: changed question"]
     )
