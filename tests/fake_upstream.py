@@ -32,6 +32,9 @@ class Reply:
     delay: float = 0.0
     hang: bool = False  # after the chunks, keep the connection open and send nothing more
     cut: bool = False  # after the chunks, drop the connection without ending the body
+    # When set, each piece after the first waits for one release() of this semaphore, so a
+    # test can look at the page between two pieces instead of guessing with a delay.
+    step: threading.Semaphore | None = None
 
 
 @dataclass
@@ -288,6 +291,8 @@ class FakeUpstream:
             for i, piece in enumerate(reply.chunks):
                 if i and reply.delay:
                     await asyncio.wait({hangup}, timeout=reply.delay)
+                if i and reply.step:
+                    await asyncio.to_thread(reply.step.acquire, timeout=30)
                 if hangup.done():
                     return self._hung_up()
                 if piece:

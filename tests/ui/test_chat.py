@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -19,18 +21,17 @@ def partial_then_hang(*words: str) -> Reply:
 
 def test_reply_streams_in_step_by_step(chat: ChatPage, fake: FakeUpstream) -> None:
     words = ["One", " two", " three", " four", " five", " six"]
-    fake.reply_with(Reply(chunks=completion_chunks(words), delay=0.05))
-    chat.page.evaluate(
-        """() => { window.seen = new Set();
-        new MutationObserver(() => {
-          const reply = document.querySelector('.msg.assistant .content');
-          if (reply) window.seen.add(reply.textContent);
-        }).observe(document.getElementById('messages'),
-                   {subtree: true, childList: true, characterData: true}); }"""
-    )
+    step = threading.Semaphore(0)
+    fake.reply_with(Reply(chunks=completion_chunks(words), step=step))
     chat.send("count to six")
-    expect(chat.content(chat.last_reply())).to_have_text("One two three four five six")
-    assert chat.page.evaluate("window.seen.size") >= 4  # partial texts were shown on the way
+    reply = chat.content(chat.last_reply())
+    for i in range(len(words)):
+        step.release()  # the upstream sends one more word, and the page shows it before the end
+        expect(reply).to_have_text("".join(words[: i + 1]))
+        expect(chat.last_reply()).to_have_attribute("aria-busy", "true")
+    step.release(3)  # finish reason, usage, [DONE]
+    expect(chat.last_reply()).to_have_attribute("aria-busy", "false")
+    expect(reply).to_have_text("One two three four five six")
 
 
 def test_a_streaming_reply_shows_a_generating_state_and_ends_with_token_usage(
