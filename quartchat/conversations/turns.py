@@ -50,7 +50,6 @@ def title_from(text: str) -> str:
 class Turn:
     """A turn that has begun: its messages, and the request for the upstream."""
 
-    conversation: Conversation
     user: Message | None  # None when regenerating
     reply: Message
     chat: ChatRequest
@@ -75,6 +74,27 @@ def chat_request(conversation: Conversation, path: list[Message]) -> ChatRequest
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What a turn starts from: the conversation and its whole tree, by id."""
+
+    conversation: Conversation
+    tree: dict[str, Message]
+
+    def by_client_id(self, client_id: str) -> Message | None:
+        return next((m for m in self.tree.values() if m.client_id == client_id), None)
+
+
+async def _load(connection: Any, owner_id: int, conversation_id: str) -> _Loaded:
+    # Two statements: the tree answers every later question (is the parent here, was this
+    # client id sent before, what is the path) without another trip to the database.
+    conversation = await store.get(connection, owner_id, conversation_id)
+    if conversation is None:
+        raise not_found()
+    tree = await store.messages_of(connection, owner_id, conversation_id)
+    return _Loaded(conversation, {m.id: m for m in tree})
+
+
 async def send(
     db: Database,
     owner_id: int,
@@ -90,17 +110,12 @@ async def send(
     (a retry after a lost connection) starts nothing new: the turn already made is returned.
     """
     async with db.write() as connection:
-        conversation = await store.get(connection, owner_id, conversation_id)
-        if conversation is None:
-            raise not_found()
-        earlier = await store.by_message_client_id(connection, owner_id, conversation_id, client_id)
+        loaded = await _load(connection, owner_id, conversation_id)
+        earlier = loaded.by_client_id(client_id)
         if earlier is not None:
-            return await _replay(connection, owner_id, conversation, earlier)
-        parent = parent_id if parent_id is not None else conversation.leaf_id
-        if (
-            parent is not None
-            and await store.message(connection, owner_id, conversation_id, parent) is None
-        ):
+            return _replay(loaded, earlier)
+        parent = parent_id if parent_id is not None else loaded.conversation.leaf_id
+        if parent is not None and parent not in loaded.tree:
             raise APIError(
                 400, "INVALID_REQUEST", "The message to answer is not in this conversation."
             )
@@ -113,7 +128,7 @@ async def send(
             parent_id=parent,
             client_id=client_id,
         )
-        return await _begin_reply(connection, owner_id, conversation, user, first=parent is None)
+        return await _begin_reply(connection, owner_id, loaded, user, first=parent is None)
 
 
 async def regenerate(
@@ -121,19 +136,16 @@ async def regenerate(
 ) -> Turn:
     """A new reply beside `message_id` (a reply): its parent's question, answered again."""
     async with db.write() as connection:
-        conversation = await store.get(connection, owner_id, conversation_id)
-        if conversation is None:
-            raise not_found()
-        earlier = await store.by_message_client_id(connection, owner_id, conversation_id, client_id)
+        loaded = await _load(connection, owner_id, conversation_id)
+        earlier = loaded.by_client_id(client_id)
         if earlier is not None:
-            return await _replay(connection, owner_id, conversation, earlier)
-        old = await store.message(connection, owner_id, conversation_id, message_id)
+            return _replay(loaded, earlier)
+        old = loaded.tree.get(message_id)
         if old is None or old.role != "assistant" or old.parent_id is None:
             raise not_found("There is no such reply in this conversation.")
-        question = await store.message(connection, owner_id, conversation_id, old.parent_id)
-        assert question is not None
+        question = loaded.tree[old.parent_id]
         return await _begin_reply(
-            connection, owner_id, conversation, question, client_id=client_id, regenerated=True
+            connection, owner_id, loaded, question, client_id=client_id, regenerated=True
         )
 
 
@@ -148,13 +160,11 @@ async def edit(
 ) -> Turn:
     """An edited question: a new message beside `message_id` (a question), and its reply."""
     async with db.write() as connection:
-        conversation = await store.get(connection, owner_id, conversation_id)
-        if conversation is None:
-            raise not_found()
-        earlier = await store.by_message_client_id(connection, owner_id, conversation_id, client_id)
+        loaded = await _load(connection, owner_id, conversation_id)
+        earlier = loaded.by_client_id(client_id)
         if earlier is not None:
-            return await _replay(connection, owner_id, conversation, earlier)
-        old = await store.message(connection, owner_id, conversation_id, message_id)
+            return _replay(loaded, earlier)
+        old = loaded.tree.get(message_id)
         if old is None or old.role != "user":
             raise not_found("There is no such question in this conversation.")
         user = await store.add(
@@ -166,22 +176,20 @@ async def edit(
             parent_id=old.parent_id,
             client_id=client_id,
         )
-        return await _begin_reply(
-            connection, owner_id, conversation, user, first=old.parent_id is None
-        )
+        return await _begin_reply(connection, owner_id, loaded, user, first=old.parent_id is None)
 
 
 async def _begin_reply(
     connection: Any,
     owner_id: int,
-    conversation: Conversation,
+    loaded: _Loaded,
     question: Message,
     *,
     first: bool = False,
     client_id: str | None = None,
     regenerated: bool = False,
 ) -> Turn:
-    settings = conversation.settings
+    conversation = loaded.conversation
     reply = await store.add(
         connection,
         owner_id,
@@ -191,32 +199,27 @@ async def _begin_reply(
         parent_id=question.id,
         status="streaming",
         client_id=client_id,
-        model=settings.get("model") or None,
+        model=conversation.settings.get("model") or None,
     )
-    changes: dict[str, Any] = {"leaf_id": reply.id}
+    title = None
     if first and conversation.title == DEFAULT_TITLE:
-        changes["title"] = title_from(question.content)
-    await store.touch(connection, owner_id, conversation.id, **changes)
-    tree = await store.messages_of(connection, owner_id, conversation.id)
-    after = await store.get(connection, owner_id, conversation.id)
-    assert after is not None
-    path = store.path_to(tree, question.id)
-    return Turn(after, None if regenerated else question, reply, chat_request(after, path))
+        title = title_from(question.content)
+    await store.touch(connection, owner_id, conversation.id, leaf_id=reply.id, title=title)
+    path = store.path_to([*loaded.tree.values(), question], question.id)
+    return Turn(None if regenerated else question, reply, chat_request(conversation, path))
 
 
-async def _replay(
-    connection: Any, owner_id: int, conversation: Conversation, earlier: Message
-) -> Turn:
+def _replay(loaded: _Loaded, earlier: Message) -> Turn:
     """The turn a client id already made: its question and reply, for a retried request."""
-    tree = await store.messages_of(connection, owner_id, conversation.id)
+    tree = list(loaded.tree.values())
     if earlier.role == "assistant":
-        reply, question = earlier, next((m for m in tree if m.id == earlier.parent_id), None)
+        reply, question = earlier, loaded.tree.get(earlier.parent_id or "")
     else:
         question = earlier
         reply = next((m for m in reversed(tree) if m.parent_id == earlier.id), None)  # type: ignore[assignment]
     if reply is None or question is None:
         raise APIError(409, "TURN_CONFLICT", "That message was sent before, without a reply.")
-    return Turn(conversation, question, reply, chat_request(conversation, []), replayed=True)
+    return Turn(question, reply, chat_request(loaded.conversation, []), replayed=True)
 
 
 class ReplyWriter:

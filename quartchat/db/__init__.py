@@ -33,6 +33,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from . import sqlite
+
 T = TypeVar("T")
 
 SQLITE_PRAGMAS = (
@@ -61,6 +63,8 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     """An async engine; on SQLite, with the pragmas and the BEGIN control described above."""
     if is_sqlite(url) and url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if is_sqlite(url):
+        kwargs.setdefault("module", sqlite.dbapi())  # fewer trips to its thread (db/sqlite.py)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         sync = engine.sync_engine
@@ -76,7 +80,12 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
         @event.listens_for(sync, "begin")
         def _begin(connection: Connection) -> None:
             immediate = connection.get_execution_options().get("quartchat_write", False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+            driver = connection.connection.dbapi_connection
+            if isinstance(driver, sqlite.OneTripConnection):
+                driver.begin(statement)  # sent with the first statement, in the same trip
+            else:
+                connection.exec_driver_sql(statement)
 
     return engine
 
