@@ -22,6 +22,7 @@ from .app import configure_logging, create_app
 from .auth import bootstrap
 from .config import Settings, get_settings
 from .connections import guard_connections, raise_descriptor_limit
+from .db import POOL_SIZE
 from .db.migrate import DatabaseTooNew, migrate
 from .errors import APIError
 from .streaming.watch import LiveStreams
@@ -129,7 +130,9 @@ def _serve_workers(settings: Settings, config: Config) -> int:
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-DATABASE_DESCRIPTORS = 20  # the database pool's connections (SQLAlchemy: 5, and 10 overflow)
+# The database pool's connections: an SQLite one holds three (the file, its WAL, its shared-memory
+# index), a PostgreSQL one a socket.
+DATABASE_DESCRIPTORS = 3 * POOL_SIZE
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -230,9 +230,13 @@ _TOUCH = (
         updated_at=bindparam("at"),
     )
 )
+# Correlated, so that it is one look-up by key: `conversation_id IN (SELECT id ... WHERE owner)`
+# had SQLite list all the owner's conversations (10,000 in the bench) for every checkpoint.
 _OWNED_MESSAGE = and_(
     messages.c.id == bindparam("key"),
-    messages.c.conversation_id.in_(select(conversations.c.id).where(_MINE).scalar_subquery()),
+    select(conversations.c.id)
+    .where(conversations.c.id == messages.c.conversation_id, _MINE)
+    .exists(),
 )
 _FINISH = (
     update(messages)

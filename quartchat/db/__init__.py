@@ -37,6 +37,8 @@ from . import sqlite
 
 T = TypeVar("T")
 
+POOL_SIZE = 15
+
 SQLITE_PRAGMAS = (
     # First, so the others wait for a lock as long as any statement does (the driver's own
     # default is 5 s). None of these needs the write lock on a file that is already set up: a
@@ -63,6 +65,12 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     """An async engine; on SQLite, with the pragmas and the BEGIN control described above."""
     if is_sqlite(url) and url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # A fixed pool, no overflow: SQLAlchemy's default (5, and 10 more) closes every connection
+    # beyond the fifth as it comes back, so under load each transaction could open a connection
+    # -- on SQLite a new aiosqlite thread, the file and the pragmas; on PostgreSQL a backend
+    # process. Past POOL_SIZE, transactions wait for a connection (at most `pool_timeout`).
+    kwargs.setdefault("pool_size", POOL_SIZE)
+    kwargs.setdefault("max_overflow", 0)
     if is_sqlite(url):
         kwargs.setdefault("module", sqlite.dbapi())  # fewer trips to its thread (db/sqlite.py)
     engine = create_async_engine(url, **kwargs)

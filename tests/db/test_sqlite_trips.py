@@ -6,6 +6,7 @@ counted here by wrapping it.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,11 @@ from typing import Any
 import aiosqlite
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.engine import URL
 
 from quartchat.conversations import store, turns
-from quartchat.db import Database, database_url
+from quartchat.db import POOL_SIZE, Database, database_url
 from quartchat.db.tables import now, users
 
 
@@ -167,4 +168,25 @@ async def test_a_transaction_whose_first_statement_fails_gives_the_write_lock_ba
         other.execute("ROLLBACK")
     finally:
         other.close()
+        await db.close()
+
+
+async def test_a_crowd_of_transactions_reuses_the_pool_s_connections(sqlite: URL) -> None:
+    """Opening a connection is a new thread, the file and its pragmas: under load the pool
+    keeps the ones it has rather than closing all but a few as they come back."""
+    db = Database.open(sqlite)
+    opened = []
+    event.listen(db.engine.sync_engine, "connect", lambda *_: opened.append(1))
+
+    async def one(i: int) -> None:
+        async with db.write() as connection:
+            await connection.execute(a_user(f"u{i}@example.com"))
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(40)))
+        first = len(opened)
+        await asyncio.gather(*(one(i) for i in range(40, 80)))
+        assert 1 <= first <= POOL_SIZE
+        assert len(opened) == first  # the second crowd opened none
+    finally:
         await db.close()

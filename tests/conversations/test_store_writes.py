@@ -1,0 +1,53 @@
+"""The reply writes of a turn (checkpoint, heartbeat, finish) touch only the owner's message."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert
+from sqlalchemy.engine import URL
+
+from quartchat.conversations import store
+from quartchat.db import Database
+from quartchat.db.tables import now, users
+
+
+async def a_user(db: Database, email: str) -> int:
+    at = now()
+    async with db.write() as connection:
+        made = await connection.execute(
+            insert(users)
+            .values(email=email, role="user", status="active", created_at=at, updated_at=at)
+            .returning(users.c.id)
+        )
+        owner_id: int = made.scalar_one()
+    return owner_id
+
+
+@pytest.mark.parametrize("write", ["checkpoint", "heartbeat", "finish"])
+async def test_a_reply_write_with_another_owner_changes_nothing(database: URL, write: str) -> None:
+    db = Database.open(database)
+    try:
+        ann, eve = await a_user(db, "ann@example.com"), await a_user(db, "eve@example.com")
+        async with db.write() as connection:
+            made = await store.create(connection, ann, title="ann's", settings={})
+            reply = await store.add(
+                connection, ann, made.id, role="assistant", content="", parent_id=None,
+                status="streaming",
+            )  # fmt: skip
+        async with db.write() as connection:
+            if write == "checkpoint":
+                await store.checkpoint(connection, eve, reply.id, "eve was here")
+            elif write == "heartbeat":
+                await store.heartbeat(connection, eve, reply.id)
+            else:
+                await store.finish(connection, eve, reply.id, content="eve", status="complete")
+        async with db.read() as connection:
+            (after,) = await store.messages_of(connection, ann, made.id)
+        assert after == reply  # not its text, status or time
+        async with db.write() as connection:  # while the owner's own write goes through
+            await store.checkpoint(connection, ann, reply.id, "ann's text")
+        async with db.read() as connection:
+            (after,) = await store.messages_of(connection, ann, made.id)
+        assert after.content == "ann's text"
+    finally:
+        await db.close()
