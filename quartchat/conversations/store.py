@@ -474,22 +474,6 @@ async def message(
     return _message(row) if row else None
 
 
-async def by_message_client_id(
-    connection: AsyncConnection, owner_id: int, conversation_id: str, client_id: str
-) -> Message | None:
-    query = (
-        select(*MESSAGE_COLUMNS)
-        .join(conversations, conversations.c.id == messages.c.conversation_id)
-        .where(
-            _mine(owner_id),
-            messages.c.conversation_id == conversation_id,
-            messages.c.client_id == client_id,
-        )
-    )
-    row = (await connection.execute(query)).first()
-    return _message(row) if row else None
-
-
 async def add(
     connection: AsyncConnection,
     owner_id: int,
