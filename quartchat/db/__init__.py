@@ -27,7 +27,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
@@ -72,7 +72,7 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", POOL_SIZE)
     kwargs.setdefault("max_overflow", 0)
     if is_sqlite(url):
-        kwargs.setdefault("module", sqlite.dbapi())  # fewer trips to its thread (db/sqlite.py)
+        kwargs["module"] = sqlite.dbapi()  # fewer trips to its thread (db/sqlite.py)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         sync = engine.sync_engine
@@ -88,12 +88,9 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
         @event.listens_for(sync, "begin")
         def _begin(connection: Connection) -> None:
             immediate = connection.get_execution_options().get("quartchat_write", False)
-            statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-            driver = connection.connection.dbapi_connection
-            if isinstance(driver, sqlite.OneTripConnection):
-                driver.begin(statement)  # sent with the first statement, in the same trip
-            else:
-                connection.exec_driver_sql(statement)
+            driver = cast(sqlite.OneTripConnection, connection.connection.dbapi_connection)
+            # Sent with the transaction's first statement, in the same trip to its thread.
+            driver.begin("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
