@@ -136,19 +136,30 @@ class Authenticator:
         self.cache = cache
         self._pending: dict[str, asyncio.Task[Any]] = {}
 
-    async def _shared(self, key: str, look_up: Callable[[], Awaitable[Looked]]) -> Looked:
-        """One lookup per credential at a time. When a cached credential expires, every request
-        in flight with it misses at once (50 keep-alive connections of one script: 50 lookups
-        every CACHE_SECONDS, each slower for the others); they now wait for the first one's
-        answer. The lookup runs in a task of its own, so a request that is cancelled (its client
-        left) does not cancel it for the others."""
+    async def _cached(self, key: str, look_up: Callable[[], Awaitable[Looked]]) -> Looked:
+        """The principal cached under `key`, else `look_up()`'s, cached when there is one.
+
+        One lookup per credential at a time: when a cached credential expires, every request in
+        flight with it misses at once (50 keep-alive connections of one script: 50 lookups every
+        CACHE_SECONDS, each slower for the others); they wait for the first one's answer. The
+        lookup runs in a task of its own, so a request that is cancelled (its client left) does
+        not cancel it for the others."""
+        principal = self.cache.get(key)
+        if principal is not None:
+            return principal  # type: ignore[return-value]  # what this key's lookup returned
         task = self._pending.get(key)
         if task is None:
-            task = asyncio.ensure_future(look_up())
+            task = asyncio.ensure_future(self._keep(key, look_up))
             self._pending[key] = task
             task.add_done_callback(lambda _: self._pending.pop(key, None))
         result: Looked = await asyncio.shield(task)
         return result
+
+    async def _keep(self, key: str, look_up: Callable[[], Awaitable[Looked]]) -> Looked:
+        principal = await look_up()
+        if principal is not None:
+            self.cache.put(key, principal)
+        return principal
 
     async def resolve(self) -> Principal | None:
         """The request's principal; a credential that is present but not valid is a 401."""
@@ -169,13 +180,9 @@ class Authenticator:
     async def _token(self, secret: str) -> Principal:
         if not secret.startswith(TOKEN_PREFIX):
             raise unauthenticated("That is not a quartchat API token (they begin qc_).")
-        key = "t:" + digest(secret)
-        principal = self.cache.get(key)
-        if principal is not None:
-            return principal
-        return await self._shared(key, lambda: self._look_up_token(key, secret))
+        return await self._cached("t:" + digest(secret), lambda: self._look_up_token(secret))
 
-    async def _look_up_token(self, key: str, secret: str) -> Principal:
+    async def _look_up_token(self, secret: str) -> Principal:
         async with self.db.read() as connection:
             found = await tokens.owner(connection, secret)
         if found is None or found[1].status != "active":
@@ -185,17 +192,12 @@ class Authenticator:
         if token.last_used_at is None or (now() - token.last_used_at).total_seconds() > 600:
             async with self.db.write() as connection:
                 await tokens.used(connection, token.id)
-        self.cache.put(key, principal)
         return principal
 
     async def _session(self, session_id: str) -> Principal | None:
-        key = "s:" + session_id
-        principal = self.cache.get(key)
-        if principal is not None:
-            return principal
-        return await self._shared(key, lambda: self._look_up_session(key, session_id))
+        return await self._cached("s:" + session_id, lambda: self._look_up_session(session_id))
 
-    async def _look_up_session(self, key: str, session_id: str) -> Principal | None:
+    async def _look_up_session(self, session_id: str) -> Principal | None:
         async with self.db.read() as connection:
             found = await sessions.owner(connection, session_id)
         if found is None or found[1].status != "active":
@@ -205,18 +207,13 @@ class Authenticator:
             async with self.db.write() as connection:
                 await sessions.touch(connection, session_id)
             renew_login()  # and the cookie's lifetime slides with it
-        principal = Principal(row.user_id, row.email, row.role, "session", session_id)
-        self.cache.put(key, principal)
-        return principal
+        return Principal(row.user_id, row.email, row.role, "session", session_id)
 
     async def _header(self, email: str) -> Principal:
         key = "h:" + users.normal_email(email)
-        principal = self.cache.get(key)
-        if principal is not None:
-            return principal
-        return await self._shared(key, lambda: self._look_up_header(key, email))
+        return await self._cached(key, lambda: self._look_up_header(email))
 
-    async def _look_up_header(self, key: str, email: str) -> Principal:
+    async def _look_up_header(self, email: str) -> Principal:
         async with self.db.read() as connection:
             user = await users.by_email(connection, email)
         if user is None:
@@ -227,9 +224,7 @@ class Authenticator:
                 "ACCOUNT_NOT_ACTIVE",
                 "Your account waits for an administrator, or was disabled.",
             )
-        principal = Principal(user.id, user.email, user.role, "header", user.email)
-        self.cache.put(key, principal)
-        return principal
+        return Principal(user.id, user.email, user.role, "header", user.email)
 
 
 def login_cookie(token: str) -> None:

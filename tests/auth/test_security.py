@@ -153,33 +153,55 @@ async def test_a_token_revoked_during_a_request_cannot_start_another(
     assert_error(refused.status_code, await refused.get_data(), 401, "UNAUTHENTICATED")
 
 
-async def test_requests_that_miss_the_cache_together_share_one_lookup(
-    app: Quart, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A script's keep-alive connections all miss when its cached token expires; one lookup
-    answers them all (and a token that is not valid is refused to each of them)."""
+async def a_script_token(app: Quart) -> str:
+    """An API token of a new user, made through the API."""
     await make_user(app, "ann@example.com")
     browser = app.test_client()
     await log_in(browser, "ann@example.com")
-    made = orjson.loads(
-        await (await browser.post("/api/auth/tokens", json={"name": "script"})).get_data()
-    )
+    made = await browser.post("/api/auth/tokens", json={"name": "script"})
+    token: str = orjson.loads(await made.get_data())["token"]
+    return token
+
+
+def count_token_lookups(monkeypatch: pytest.MonkeyPatch, *, taking: float = 0.0) -> list[str]:
+    """The secrets looked up in the database from now on (each lookup taking `taking` s more)."""
     lookups: list[str] = []
     real_owner = tokens_module.owner
 
     async def counted_owner(connection: Any, secret: str) -> Any:
         lookups.append(secret)
-        await asyncio.sleep(0.05)  # a lookup that takes a while, as under load
+        await asyncio.sleep(taking)
         return await real_owner(connection, secret)
 
     monkeypatch.setattr(tokens_module, "owner", counted_owner)
-    for token in (made["token"], "qc_" + "x" * 40):
-        headers = {"Authorization": f"Bearer {token}"}
+    return lookups
+
+
+async def test_requests_that_miss_the_cache_together_share_one_lookup(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script's keep-alive connections all miss when its cached token expires; one lookup
+    answers them all (and a token that is not valid is refused to each of them)."""
+    token = await a_script_token(app)
+    lookups = count_token_lookups(monkeypatch, taking=0.05)  # a slow lookup, as under load
+    for secret, status in ((token, 200), ("qc_" + "x" * 40, 401)):
+        headers = {"Authorization": f"Bearer {secret}"}
         clients = [app.test_client() for _ in range(20)]
         answers = await asyncio.gather(*(c.get("/api/auth/me", headers=headers) for c in clients))
         assert len({a.status_code for a in answers}) == 1
-        assert lookups.count(token) == 1
-    assert [a.status_code for a in answers] == [401] * 20
+        assert lookups.count(secret) == 1
+        assert [a.status_code for a in answers] == [status] * 20
+
+
+async def test_a_token_is_looked_up_once_while_it_is_cached(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = await a_script_token(app)
+    lookups = count_token_lookups(monkeypatch)
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(3):  # one after the other, well within CACHE_SECONDS
+        assert (await app.test_client().get("/api/auth/me", headers=headers)).status_code == 200
+    assert lookups == [token]
 
 
 async def test_an_unknown_or_malformed_token_is_refused(client: Client) -> None:
