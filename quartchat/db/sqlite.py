@@ -30,7 +30,6 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
-from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
 _Outcome = tuple[Any, list[Any], int, int | None, bool]
@@ -92,11 +91,10 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     __slots__ = ("_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
-        # No driver cursor is opened here: `_run` opens and closes its own.
+        # No driver cursor is opened here (`_run` opens and closes its own), so the base class's
+        # `_cursor` and soft-close memo stay unset: every method that read them is overridden.
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
-        self._cursor = None  # type: ignore[assignment]
-        self._soft_closed_memoized = EMPTY_DICT
         self._rows = deque()
         self._description: Any = None
         self._rowcount = -1
