@@ -57,6 +57,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def sqlite_copy(template: Path, tmp_path: Path) -> URL:
+    """The URL of a copy of the migrated SQLite `template`, in `tmp_path`/data."""
+    copy = tmp_path / "data" / "quartchat.db"
+    copy.parent.mkdir()
+    shutil.copy(template, copy)
+    return database_url(None, copy.parent)
+
+
 @pytest.fixture(scope="session")
 def postgres_template(postgres_server: URL | None) -> URL | None:
     """A PostgreSQL database migrated once; each test gets a copy (CREATE DATABASE … TEMPLATE)."""
@@ -91,10 +99,7 @@ async def database(
 ) -> AsyncIterator[URL]:
     """The URL of a migrated, empty database of each kind, made for this test."""
     if request.param == "sqlite":
-        copy = tmp_path / "data" / "quartchat.db"
-        copy.parent.mkdir()
-        shutil.copy(sqlite_template, copy)
-        yield database_url(None, copy.parent)
+        yield sqlite_copy(sqlite_template, tmp_path)
         return
     if postgres_server is None or postgres_template is None:
         pytest.skip("no PostgreSQL here (apt-get install postgresql, or set TEST_DATABASE_URL)")

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.engine import URL
 
+from quartchat.auth import users
 from quartchat.conversations import store
 from quartchat.db import Database
-from quartchat.db.tables import now, users
 
 
 async def a_user(db: Database, email: str) -> int:
-    at = now()
     async with db.write() as connection:
-        made = await connection.execute(
-            insert(users)
-            .values(email=email, role="user", status="active", created_at=at, updated_at=at)
-            .returning(users.c.id)
-        )
-        owner_id: int = made.scalar_one()
-    return owner_id
+        return (await users.create(connection, email, None)).id
 
 
 @pytest.mark.parametrize("write", ["checkpoint", "heartbeat", "finish"])

@@ -14,20 +14,20 @@ from typing import Any
 import aiosqlite
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import URL
 
+from quartchat.auth import users
 from quartchat.conversations import store, turns
-from quartchat.db import POOL_SIZE, Database, database_url
-from quartchat.db.tables import now, users
+from quartchat.db import POOL_SIZE, Database
+from quartchat.db.tables import users as user_rows
+
+from ..conftest import sqlite_copy
 
 
 @pytest.fixture
 def sqlite(tmp_path: Path, sqlite_template: Path) -> URL:
-    copy = tmp_path / "data" / "quartchat.db"
-    copy.parent.mkdir()
-    copy.write_bytes(sqlite_template.read_bytes())
-    return database_url(None, copy.parent)
+    return sqlite_copy(sqlite_template, tmp_path)
 
 
 @pytest.fixture
@@ -43,23 +43,16 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return made
 
 
-def a_user(email: str) -> Any:
-    at = now()
-    return insert(users).values(
-        email=email, role="user", status="active", created_at=at, updated_at=at
-    )
-
-
 async def write_users(db: Database, *emails: str) -> None:
     async with db.write() as connection:
         for email in emails:
-            await connection.execute(a_user(email))
+            await users.create(connection, email, None)
 
 
 async def warm(db: Database) -> None:
     """A first transaction: the pool's connection is opened (and its pragmas set) here."""
     async with db.read() as connection:
-        await connection.scalar(select(func.count()).select_from(users))
+        await connection.scalar(select(func.count()).select_from(user_rows))
 
 
 async def test_a_write_transaction_of_n_statements_is_n_plus_one_trips(
@@ -70,9 +63,9 @@ async def test_a_write_transaction_of_n_statements_is_n_plus_one_trips(
         await warm(db)
         trips.clear()
         async with db.write() as connection:
-            await connection.execute(a_user("a@example.com"))
-            await connection.execute(a_user("b@example.com"))
-            await connection.scalar(select(func.count()).select_from(users))
+            await users.create(connection, "a@example.com", None)
+            await users.create(connection, "b@example.com", None)
+            await connection.scalar(select(func.count()).select_from(user_rows))
         # Each statement one trip (BEGIN IMMEDIATE riding with the first), then COMMIT; no
         # ROLLBACK when the pool takes the connection back after it.
         assert trips == ["_run", "_run", "_run", "commit"]
@@ -101,11 +94,11 @@ async def test_a_write_transaction_holds_the_write_lock_from_its_first_statement
     other = sqlite3.connect(str(sqlite.database), timeout=0, isolation_level=None)
     try:
         async with db.write() as connection:
-            await connection.scalar(select(func.count()).select_from(users))  # a read first
+            await connection.scalar(select(func.count()).select_from(user_rows))  # a read first
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 other.execute("BEGIN IMMEDIATE")
         async with db.read() as connection:
-            await connection.scalar(select(func.count()).select_from(users))
+            await connection.scalar(select(func.count()).select_from(user_rows))
             other.execute("BEGIN IMMEDIATE")  # a read transaction leaves the lock free
             other.execute("ROLLBACK")
     finally:
@@ -121,9 +114,9 @@ async def test_a_failed_statement_rolls_back_what_the_transaction_wrote_before_i
         with pytest.raises(sqlalchemy.exc.IntegrityError):  # the second, by its unique email
             await write_users(db, "kept-out@example.com", "twice@example.com", "twice@example.com")
         async with db.write() as connection:
-            await connection.execute(a_user("next@example.com"))
+            await users.create(connection, "next@example.com", None)
         async with db.read() as connection:
-            emails = (await connection.execute(select(users.c.email))).scalars().all()
+            emails = (await connection.execute(select(user_rows.c.email))).scalars().all()
         assert emails == ["next@example.com"]
     finally:
         await db.close()
@@ -137,8 +130,7 @@ async def test_sending_a_message_is_one_transaction_of_six_trips(
     db = Database.open(sqlite)
     try:
         async with db.write() as connection:
-            owner = await connection.execute(a_user("me@example.com").returning(users.c.id))
-            owner_id = owner.scalar_one()
+            owner_id = (await users.create(connection, "me@example.com", None)).id
             made = await store.create(connection, owner_id, title=turns.DEFAULT_TITLE, settings={})
         trips.clear()
         turn = await turns.send(
@@ -180,7 +172,7 @@ async def test_a_crowd_of_transactions_reuses_the_pool_s_connections(sqlite: URL
 
     async def one(i: int) -> None:
         async with db.write() as connection:
-            await connection.execute(a_user(f"u{i}@example.com"))
+            await users.create(connection, f"u{i}@example.com", None)
 
     try:
         await asyncio.gather(*(one(i) for i in range(40)))
