@@ -216,7 +216,7 @@ def measure(
         cdp = context.new_cdp_session(page)
         cdp.send("Performance.enable")
         tracer = Tracer(cdp)
-        fake.replies_sent.clear()
+        fake.last_pieces_sent.clear()
         fake.reply_with(paced_reply(tokens, args.rate, args.batch))
         box = page.get_by_label("Message", exact=True)
         box.fill("Write a long answer, please.")
@@ -232,7 +232,7 @@ def measure(
         shown = time.monotonic()
         spent = task_duration(cdp) - before
         tasks = main_thread_tasks(tracer.stop(page))
-        last_byte = fake.replies_sent[-1] if fake.replies_sent else shown
+        last_piece = fake.last_pieces_sent[-1] if fake.last_pieces_sent else shown
         return Run(
             page=name,
             tokens=count,
@@ -243,7 +243,7 @@ def measure(
             longest_task_ms=max((t["dur"] for t in tasks), default=0) / 1000,
             longest_task_cpu_ms=max((t.get("tdur", t["dur"]) for t in tasks), default=0) / 1000,
             tasks_over_50ms=sum(t["dur"] >= 50_000 for t in tasks),
-            catch_up_ms=max(0.0, shown - last_byte) * 1000,
+            catch_up_ms=max(0.0, shown - last_piece) * 1000,
         )
     finally:
         context.close()

@@ -101,7 +101,9 @@ class FakeUpstream:
         self.port = port
         self.requests: list[Seen] = []
         self.disconnects: list[float] = []
-        self.replies_sent: list[float] = []  # monotonic time each reply's last byte went out
+        # Monotonic time each reply's last piece was about to go out: taken before the write, so
+        # it is on the list before anything that piece (`[DONE]`, say) causes can reach a client.
+        self.last_pieces_sent: list[float] = []
         self.replies: deque[Reply] = deque()
         self.default_delay = 0.0
         self.bench_chunks: int | None = None  # when set: that many chunks of "tok" per reply
@@ -295,6 +297,8 @@ class FakeUpstream:
                     await asyncio.to_thread(reply.step.acquire, timeout=30)
                 if hangup.done():
                     return self._hung_up()
+                if i == len(reply.chunks) - 1:
+                    self.last_pieces_sent.append(time.monotonic())
                 if piece:
                     writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                     await writer.drain()
@@ -306,7 +310,6 @@ class FakeUpstream:
                 return False
             writer.write(b"0\r\n\r\n")
             await writer.drain()
-            self.replies_sent.append(time.monotonic())
             return True
         except ConnectionError:
             return self._hung_up()

@@ -216,7 +216,7 @@ def test_a_streamed_reply_arrives_while_the_upstream_is_still_sending(
             if first_chunk_at is None and b"event: chunk" in data:
                 first_chunk_at = time.monotonic()
     assert first_chunk_at is not None
-    assert first_chunk_at < fake.replies_sent[-1]
+    assert first_chunk_at < fake.last_pieces_sent[-1]
     assert len(reads) >= 7  # one read per word, not one lump
     events = parse_events(b"".join(reads))
     assert events[-1][0] == "done"
