@@ -415,7 +415,9 @@ async def size_report(url: URL, data_dir: Path, total: int) -> dict[str, Any]:
                 ).one()
                 sizes[name] = {"total": row[0], "heap": row[1], "indexes": row[2]}
             gin = (
-                await connection.execute(text("SELECT pg_relation_size('ix_messages_search')"))
+                await connection.execute(
+                    text("SELECT pg_relation_size('ix_messages_search_vector')")
+                )
             ).scalar_one()
             database = (
                 await connection.execute(text("SELECT pg_database_size(current_database())"))

@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import FromClause
+from sqlalchemy.sql import ColumnElement, FromClause
 
 from ..db.tables import conversations, messages, now
 
@@ -591,12 +591,14 @@ def path_to(tree: list[Message], leaf_id: str | None) -> list[Message]:
 WORD = re.compile(r"\w+", re.UNICODE)
 # SQLite's full-text index (migration 0002), for queries only.
 MESSAGES_FTS = table("messages_fts", column("rowid"), column("content"))
+# PostgreSQL's: each message's words, stored with it, under a GIN index (migration 0004).
+SEARCH_VECTOR: ColumnElement[Any] = literal_column("messages.search_vector")
 MAX_TERMS = 16
 MAX_TERM_LENGTH = 64
 # The last word is a prefix from this many characters on: a shorter prefix matches so many words
 # that the index must merge them all (a search for "t*" read every message).
 PREFIX_FROM = 3
-RECENT = 200  # PostgreSQL: the newest messages looked at before the index (see below)
+RECENT = 1000  # PostgreSQL: the newest messages looked at before the index (see below)
 SNIPPET_SCAN = 20_000  # characters of a hit searched for its snippet
 
 
@@ -709,20 +711,21 @@ async def _newest_hits_postgresql(
     the planner guesses.
 
     The GIN index finds the rows of a word but not in any order: sorting a common word's
-    hits means reading them all. Walking the messages newest first instead computes
-    to_tsvector() on each (~0.1 ms for a reply), for ever for a rare word. The planner cannot
-    tell the two apart (a rare word or prefix is estimated at 1,200 rows of 240,000 and then
-    walked: 29 s). So: the newest `RECENT` messages first, which holds the newest hits of a
-    common word; if they hold fewer than `limit`, the index alone.
+    hits means reading them all. Walking the messages newest first instead checks each one's
+    stored vector, for ever for a rare word. The planner cannot tell the two apart (a rare word
+    or prefix is estimated at 1,200 rows of 240,000 and then walked: 29 s). So: the newest
+    `RECENT` messages first, which holds the newest hits of a common word; if they hold fewer
+    than `limit`, the index alone.
     """
     tsquery = " & ".join([*terms[:-1], terms[-1] + (":*" if prefix else "")])
     query = func.to_tsquery(literal_column("'simple'"), tsquery)
-
-    def matching(content: Any) -> Any:
-        return func.to_tsvector(literal_column("'simple'"), content).op("@@")(query)
-
     recent = (
-        select(messages.c.id, messages.c.conversation_id, messages.c.content)
+        select(
+            messages.c.id,
+            messages.c.conversation_id,
+            messages.c.content,
+            SEARCH_VECTOR.label("search_vector"),
+        )
         .order_by(messages.c.id.desc())
         .limit(RECENT)
         .subquery("recent")
@@ -732,13 +735,13 @@ async def _newest_hits_postgresql(
         owner_id,
         recent,
         recent.c,
-        matching(recent.c.content),
+        recent.c.search_vector.op("@@")(query),
         recent.c.id.desc(),
         limit,
     )
     if len(rows) >= limit:
         return rows
-    # Only the index's bitmap: no per-row to_tsvector() over the table.
+    # Only the index's bitmap: no walk of the table in id order.
     await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
     await connection.exec_driver_sql("SET LOCAL enable_indexscan = off")
     try:
@@ -747,7 +750,7 @@ async def _newest_hits_postgresql(
             owner_id,
             messages,
             messages.c,
-            matching(messages.c.content),
+            SEARCH_VECTOR.op("@@")(query),
             messages.c.id.desc(),  # a UUIDv7: creation order
             limit,
         )

@@ -10,13 +10,13 @@ connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - the alembic command line is not how we migrate
     raise RuntimeError("run migrations with `quartchat migrate` (quartchat.db.migrate)")
 
-SEARCH_OBJECTS = ("messages_fts", "ix_messages_search")
+SEARCH_OBJECTS = ("messages_fts", "ix_messages_search", "search_vector")
 
 
 def include_object(
     obj: object, name: str | None, kind: str, reflected: bool, compare_to: object
 ) -> bool:
-    """Leave the search structures (made per database in migration 0002) out of comparisons."""
+    """Leave the search structures (made per database in migrations 0002-0004) out of comparisons."""
     return not (name or "").startswith(SEARCH_OBJECTS)
 
 
