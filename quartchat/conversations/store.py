@@ -5,6 +5,12 @@ A conversation's messages form a tree (`parent_id`): regenerating a reply or edi
 adds a sibling, and the conversation's `leaf_id` picks the path shown. A message is one row,
 written when it is sent, checkpointed while a reply streams and finished once: never one blob
 per conversation rewritten per message.
+
+Most functions take an `AsyncConnection` of a `Database.read()` or `write()`. The writes of a
+turn -- `get_in`, `messages_in`, `add_in` (the `_in` forms of `get`, `messages_of`, `add`),
+`touch`, `checkpoint`, `heartbeat`, `finish` -- take a `Tx` instead: they are plain functions
+that run inside `Database.run(work)`, which on SQLite is one trip to the database's thread
+(db/tx.py).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, FromClause
 
 from ..db.tables import conversations, messages, now
+from ..db.tx import Tx
 
 PAGE_SIZE = 50
 STATUSES = ("streaming", "complete", "interrupted", "error")
@@ -352,6 +359,11 @@ async def get(
     return _conversation(row) if row else None
 
 
+def get_in(tx: Tx, owner_id: int, conversation_id: str) -> Conversation | None:
+    found = tx.rows(_GET, {"owner": owner_id, "key": conversation_id})
+    return _conversation(found[0]) if found else None
+
+
 async def by_client_id(
     connection: AsyncConnection, owner_id: int, client_id: str
 ) -> Conversation | None:
@@ -393,8 +405,8 @@ async def change(
     return None
 
 
-async def touch(
-    connection: AsyncConnection,
+def touch(
+    tx: Tx,
     owner_id: int,
     conversation_id: str,
     *,
@@ -403,7 +415,7 @@ async def touch(
 ) -> None:
     """A new turn: the conversation shows `leaf_id`, moves to the top of the list and its
     revision goes up; `title`, if given, replaces the title."""
-    await connection.execute(
+    tx.run(
         _TOUCH,
         {
             "owner": owner_id,
@@ -458,6 +470,10 @@ async def messages_of(
     return [_message(row) for row in rows]
 
 
+def messages_in(tx: Tx, owner_id: int, conversation_id: str) -> list[Message]:
+    return [_message(row) for row in tx.rows(_TREE, {"owner": owner_id, "key": conversation_id})]
+
+
 async def message(
     connection: AsyncConnection, owner_id: int, conversation_id: str, message_id: str
 ) -> Message | None:
@@ -478,6 +494,22 @@ async def add(
     connection: AsyncConnection,
     owner_id: int,
     conversation_id: str,
+    **fields: Any,
+) -> Message:
+    """Add a message to the owner's conversation (the caller checked it is theirs: `get`);
+    `fields` as `new_message` takes them."""
+    result = await connection.execute(_ADD, new_message(conversation_id, **fields))
+    return _message(result.one())
+
+
+def add_in(tx: Tx, owner_id: int, conversation_id: str, **fields: Any) -> Message:
+    """`add`, in a `Database.run` transaction."""
+    (row,) = tx.rows(_ADD, new_message(conversation_id, **fields))
+    return _message(row)
+
+
+def new_message(
+    conversation_id: str,
     *,
     role: str,
     content: str,
@@ -489,47 +521,41 @@ async def add(
     usage: dict[str, int] | None = None,
     error: dict[str, Any] | None = None,
     created_at: datetime | None = None,
-) -> Message:
-    """Add a message to the owner's conversation (the caller checked it is theirs: `get`)."""
+) -> dict[str, Any]:
+    """The row of a new message, with a new id."""
     at = created_at or now()
-    result = await connection.execute(
-        _ADD,
-        {
-            "id": new_id(),
-            "conversation_id": conversation_id,
-            "parent_id": parent_id,
-            "client_id": client_id,
-            "role": role,
-            "content": content,
-            "status": status,
-            "model": model,
-            "finish_reason": finish_reason,
-            "error": error,
-            "created_at": at,
-            "updated_at": at,
-            **_usage_columns(usage),
-        },
-    )
-    return _message(result.one())
+    return {
+        "id": new_id(),
+        "conversation_id": conversation_id,
+        "parent_id": parent_id,
+        "client_id": client_id,
+        "role": role,
+        "content": content,
+        "status": status,
+        "model": model,
+        "finish_reason": finish_reason,
+        "error": error,
+        "created_at": at,
+        "updated_at": at,
+        **_usage_columns(usage),
+    }
 
 
-async def checkpoint(
-    connection: AsyncConnection, owner_id: int, message_id: str, content: str
-) -> None:
+def checkpoint(tx: Tx, owner_id: int, message_id: str, content: str) -> None:
     """The text a streaming reply has so far (and a sign the reply is alive)."""
-    await connection.execute(
+    tx.run(
         _CHECKPOINT,
         {"owner": owner_id, "key": message_id, "new_content": content, "at": now()},
     )
 
 
-async def heartbeat(connection: AsyncConnection, owner_id: int, message_id: str) -> None:
+def heartbeat(tx: Tx, owner_id: int, message_id: str) -> None:
     """A streaming reply is alive, though it has said nothing new (the text index is spared)."""
-    await connection.execute(_HEARTBEAT, {"owner": owner_id, "key": message_id, "at": now()})
+    tx.run(_HEARTBEAT, {"owner": owner_id, "key": message_id, "at": now()})
 
 
-async def finish(
-    connection: AsyncConnection,
+def finish(
+    tx: Tx,
     owner_id: int,
     message_id: str,
     *,
@@ -541,7 +567,7 @@ async def finish(
     error: dict[str, Any] | None = None,
 ) -> None:
     counts = _usage_columns(usage)
-    await connection.execute(
+    tx.run(
         _FINISH,
         {
             "owner": owner_id,

@@ -16,11 +16,13 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from ..accesslog import AccessRecord
 from ..db import Database
 from ..db.tables import now
+from ..db.tx import Tx
 from ..errors import APIError
 from ..schemas import ChatMessage, ChatRequest
 from ..streaming.completion import Completion
@@ -85,14 +87,18 @@ class _Loaded:
         return next((m for m in self.tree.values() if m.client_id == client_id), None)
 
 
-async def _load(connection: Any, owner_id: int, conversation_id: str) -> _Loaded:
+def _load(tx: Tx, owner_id: int, conversation_id: str) -> _Loaded:
     # Two statements: the tree answers every later question (is the parent here, was this
-    # client id sent before, what is the path) without another trip to the database.
-    conversation = await store.get(connection, owner_id, conversation_id)
+    # client id sent before, what is the path) without another look at the database.
+    conversation = store.get_in(tx, owner_id, conversation_id)
     if conversation is None:
         raise not_found()
-    tree = await store.messages_of(connection, owner_id, conversation_id)
+    tree = store.messages_in(tx, owner_id, conversation_id)
     return _Loaded(conversation, {m.id: m for m in tree})
+
+
+# A turn begins in one transaction, run by `Database.run` (on SQLite, in one trip to the
+# database's thread): the functions below are its work, plain synchronous code.
 
 
 async def send(
@@ -109,8 +115,9 @@ async def send(
     `parent_id` defaults to the conversation's current leaf. Sending the same `client_id` again
     (a retry after a lost connection) starts nothing new: the turn already made is returned.
     """
-    async with db.write() as connection:
-        loaded = await _load(connection, owner_id, conversation_id)
+
+    def work(tx: Tx) -> Turn:
+        loaded = _load(tx, owner_id, conversation_id)
         earlier = loaded.by_client_id(client_id)
         if earlier is not None:
             return _replay(loaded, earlier)
@@ -119,8 +126,8 @@ async def send(
             raise APIError(
                 400, "INVALID_REQUEST", "The message to answer is not in this conversation."
             )
-        user = await store.add(
-            connection,
+        user = store.add_in(
+            tx,
             owner_id,
             conversation_id,
             role="user",
@@ -128,15 +135,18 @@ async def send(
             parent_id=parent,
             client_id=client_id,
         )
-        return await _begin_reply(connection, owner_id, loaded, user, first=parent is None)
+        return _begin_reply(tx, owner_id, loaded, user, first=parent is None)
+
+    return await db.run(work)
 
 
 async def regenerate(
     db: Database, owner_id: int, conversation_id: str, message_id: str, client_id: str
 ) -> Turn:
     """A new reply beside `message_id` (a reply): its parent's question, answered again."""
-    async with db.write() as connection:
-        loaded = await _load(connection, owner_id, conversation_id)
+
+    def work(tx: Tx) -> Turn:
+        loaded = _load(tx, owner_id, conversation_id)
         earlier = loaded.by_client_id(client_id)
         if earlier is not None:
             return _replay(loaded, earlier)
@@ -144,9 +154,9 @@ async def regenerate(
         if old is None or old.role != "assistant" or old.parent_id is None:
             raise not_found("There is no such reply in this conversation.")
         question = loaded.tree[old.parent_id]
-        return await _begin_reply(
-            connection, owner_id, loaded, question, client_id=client_id, regenerated=True
-        )
+        return _begin_reply(tx, owner_id, loaded, question, client_id=client_id, regenerated=True)
+
+    return await db.run(work)
 
 
 async def edit(
@@ -159,16 +169,17 @@ async def edit(
     client_id: str,
 ) -> Turn:
     """An edited question: a new message beside `message_id` (a question), and its reply."""
-    async with db.write() as connection:
-        loaded = await _load(connection, owner_id, conversation_id)
+
+    def work(tx: Tx) -> Turn:
+        loaded = _load(tx, owner_id, conversation_id)
         earlier = loaded.by_client_id(client_id)
         if earlier is not None:
             return _replay(loaded, earlier)
         old = loaded.tree.get(message_id)
         if old is None or old.role != "user":
             raise not_found("There is no such question in this conversation.")
-        user = await store.add(
-            connection,
+        user = store.add_in(
+            tx,
             owner_id,
             conversation_id,
             role="user",
@@ -176,11 +187,13 @@ async def edit(
             parent_id=old.parent_id,
             client_id=client_id,
         )
-        return await _begin_reply(connection, owner_id, loaded, user, first=old.parent_id is None)
+        return _begin_reply(tx, owner_id, loaded, user, first=old.parent_id is None)
+
+    return await db.run(work)
 
 
-async def _begin_reply(
-    connection: Any,
+def _begin_reply(
+    tx: Tx,
     owner_id: int,
     loaded: _Loaded,
     question: Message,
@@ -190,8 +203,8 @@ async def _begin_reply(
     regenerated: bool = False,
 ) -> Turn:
     conversation = loaded.conversation
-    reply = await store.add(
-        connection,
+    reply = store.add_in(
+        tx,
         owner_id,
         conversation.id,
         role="assistant",
@@ -204,7 +217,7 @@ async def _begin_reply(
     title = None
     if first and conversation.title == DEFAULT_TITLE:
         title = title_from(question.content)
-    await store.touch(connection, owner_id, conversation.id, leaf_id=reply.id, title=title)
+    store.touch(tx, owner_id, conversation.id, leaf_id=reply.id, title=title)
     path = store.path_to([*loaded.tree.values(), question], question.id)
     return Turn(None if regenerated else question, reply, chat_request(conversation, path))
 
@@ -271,8 +284,9 @@ class ReplyWriter:
 
     async def _finish(self, values: dict[str, Any]) -> None:
         try:
-            async with self.db.write() as connection:
-                await store.finish(connection, self.owner_id, self.reply_id, **values)
+            await self.db.run(
+                partial(store.finish, owner_id=self.owner_id, message_id=self.reply_id, **values)
+            )
         except Exception as exc:  # the reply is lost to a database failure: say so, once
             log.error("could not save reply %s: %s", self.reply_id, type(exc).__name__)
 
@@ -283,13 +297,20 @@ class ReplyWriter:
             # The text when it grew; a sign of life anyway (a model thinking is not a dead reply).
             parts = len(completion.parts)
             with contextlib.suppress(Exception):  # a failed checkpoint is retried at the next
-                async with self.db.write() as connection:
-                    if parts != saved:
-                        await store.checkpoint(
-                            connection, self.owner_id, self.reply_id, completion.text
+                if parts != saved:
+                    text = completion.text
+                    await self.db.run(
+                        partial(
+                            store.checkpoint,
+                            owner_id=self.owner_id,
+                            message_id=self.reply_id,
+                            content=text,
                         )
-                    else:
-                        await store.heartbeat(connection, self.owner_id, self.reply_id)
+                    )
+                else:
+                    await self.db.run(
+                        partial(store.heartbeat, owner_id=self.owner_id, message_id=self.reply_id)
+                    )
                 saved = parts
 
 

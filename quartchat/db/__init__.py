@@ -34,6 +34,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import sqlite
+from .tx import EngineTx, Tx, in_sqlite_thread
 
 T = TypeVar("T")
 
@@ -139,6 +140,23 @@ class Database:
             await _to_completion(_end(connection, commit=False))
             raise
         await _to_completion(_end(connection, commit=True))
+
+    async def run(self, work: Callable[[Tx], T]) -> T:
+        """`work(tx)` as a write transaction of its own, committed when it returns (db/tx.py):
+        on SQLite one trip to the connection's thread with the write lock held only for it."""
+        return await _to_completion(self._run_sqlite(work) if self.sqlite else self._run(work))
+
+    async def _run_sqlite(self, work: Callable[[Tx], T]) -> T:
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection  # aiosqlite's connection
+            # `_execute` queues a function on the connection's thread (as db/sqlite.py does).
+            done = await driver._execute(in_sqlite_thread, driver._conn, self.engine.dialect, work)
+            return cast(T, done)
+
+    async def _run(self, work: Callable[[Tx], T]) -> T:
+        async with self.write() as connection:
+            return await connection.run_sync(lambda sync: work(EngineTx(sync)))
 
     async def _open(self, write: bool) -> AsyncConnection:
         connection = await _Connection(self.engine).start()

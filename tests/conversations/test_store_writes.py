@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from sqlalchemy.engine import URL
 
@@ -26,20 +28,23 @@ async def test_a_reply_write_with_another_owner_changes_nothing(database: URL, w
                 connection, ann, made.id, role="assistant", content="", parent_id=None,
                 status="streaming",
             )  # fmt: skip
-        async with db.write() as connection:
-            if write == "checkpoint":
-                await store.checkpoint(connection, eve, reply.id, "eve was here")
-            elif write == "heartbeat":
-                await store.heartbeat(connection, eve, reply.id)
-            else:
-                await store.finish(connection, eve, reply.id, content="eve", status="complete")
+        if write == "checkpoint":
+            await db.run(partial(store.checkpoint, owner_id=eve, message_id=reply.id, content="e"))
+        elif write == "heartbeat":
+            await db.run(partial(store.heartbeat, owner_id=eve, message_id=reply.id))
+        else:
+            await db.run(
+                partial(
+                    store.finish, owner_id=eve, message_id=reply.id, content="e", status="complete"
+                )
+            )
         async with db.read() as connection:
             (after,) = await store.messages_of(connection, ann, made.id)
         assert after == reply  # not its text, status or time
-        async with db.write() as connection:  # while the owner's own write goes through
-            await store.checkpoint(connection, ann, reply.id, "ann's text")
+        # while the owner's own write goes through
+        await db.run(partial(store.checkpoint, owner_id=ann, message_id=reply.id, content="ann's"))
         async with db.read() as connection:
             (after,) = await store.messages_of(connection, ann, made.id)
-        assert after.content == "ann's text"
+        assert after.content == "ann's"
     finally:
         await db.close()

@@ -213,9 +213,9 @@ async def test_a_long_reply_is_checkpointed_while_it_streams_not_written_per_chu
     writes: list[str] = []
     real = store.checkpoint
 
-    async def counted(*args: Any) -> None:
-        writes.append(args[-1])
-        await real(*args)
+    def counted(*args: Any, **kwargs: Any) -> None:
+        writes.append(kwargs["content"])
+        real(*args, **kwargs)
 
     monkeypatch.setattr(store, "checkpoint", counted)
     made = await new_conversation(ann)

@@ -1,0 +1,151 @@
+"""A write transaction as one function: `Database.run(work)` calls `work(tx)` and commits.
+
+A turn of a conversation is three short write transactions (the send, a checkpoint, the final
+write) of one to five statements each. Through SQLAlchemy's async engine every statement is a
+round of its own -- a task, a greenlet switch, an execution context, a trip to aiosqlite's thread
+and back through the event loop -- and on SQLite the write lock is held across all those rounds,
+while the loop is busy with every stream: 200 turns starting together waited ~1 s for their first
+chunk, and the database work cost ~3 ms of CPU a turn, more than the 200 chunks of its reply
+cost to relay (bench/conversations_bench.py; docs/benchmarks.md, "Conversations").
+
+`work` is plain synchronous code over `Tx`, so it can run where the database is:
+
+- SQLite: in the connection's own thread, in one trip: BEGIN IMMEDIATE, `work`, COMMIT (or
+  ROLLBACK, if it raised). The statements are SQLAlchemy Core statements compiled once for the
+  dialect, with SQLAlchemy's own type processors for their parameters and rows; only their
+  execution skips the engine.
+- PostgreSQL: inside `AsyncConnection.run_sync`, on SQLAlchemy's sync facade of asyncpg (each
+  statement still a round trip to the server, which has no thread to hand the work to).
+
+Either way the transaction runs to its end when the task awaiting it is cancelled (the
+cancellation is delivered after), as every transaction here does (db/__init__.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, cast
+
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+T = TypeVar("T")
+
+
+class Tx(Protocol):
+    """What a transaction's work can do: run a statement, and read the rows it returns."""
+
+    def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
+        """The rows of `statement` (a SELECT, or a write with RETURNING); each has its columns
+        as attributes and by position."""
+        ...
+
+    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> int:
+        """Run a write; the number of rows it changed."""
+        ...
+
+
+class EngineTx:
+    """`Tx` on SQLAlchemy's sync `Connection` (PostgreSQL, under `run_sync`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
+        result = self.connection.execute(statement, dict(parameters))  # type: ignore[call-overload]
+        return cast(Sequence[Any], result.all())
+
+    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> int:
+        result = self.connection.execute(statement, dict(parameters))  # type: ignore[call-overload]
+        return int(result.rowcount)
+
+
+class _Compiled:
+    """A statement compiled for SQLite once, with its parameter order and type processors."""
+
+    __slots__ = ("binds", "compiled", "names", "result", "row", "sql")
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=list(keys)))
+        # A column default or onupdate that SQLAlchemy computes in Python while executing would
+        # be skipped here: refuse such a statement rather than write a NULL.
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            raise ValueError(f"{statement!r} needs SQLAlchemy's execution-time defaults")
+        self.compiled = compiled
+        self.sql = compiled.string
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        # (A tuple-typed parameter would have a sequence of processors; none of ours is one.)
+        self.binds = cast(dict[str, Callable[[Any], Any]], dict(compiled._bind_processors))
+        columns = compiled._result_columns or []
+        self.result = [c.type._cached_result_processor(dialect, None) for c in columns]
+        row = namedtuple("Row", [c.keyname for c in columns], rename=True)  # type: ignore[misc]
+        self.row: Callable[[Iterable[Any]], Any] = row._make
+
+    def parameters(self, given: Mapping[str, Any]) -> list[Any]:
+        values = self.compiled.construct_params(dict(given))
+        out = []
+        for name in self.names:
+            value = values[name]
+            process = self.binds.get(name)
+            out.append(process(value) if process is not None and value is not None else value)
+        return out
+
+    def rows(self, raw: list[tuple[Any, ...]]) -> list[Any]:
+        make, processors = self.row, self.result
+        return [
+            make([v if p is None else p(v) for p, v in zip(processors, r, strict=True)])
+            for r in raw
+        ]
+
+
+_COMPILED: dict[tuple[ClauseElement, tuple[str, ...]], _Compiled] = {}
+
+
+class SQLiteTx:
+    """`Tx` on the sqlite3 connection itself, in its thread. Statements are compiled once per
+    set of parameter names: pass the module's prebuilt statements, not ones made per call."""
+
+    def __init__(self, connection: sqlite3.Connection, dialect: Dialect) -> None:
+        self.connection = connection
+        self.dialect = dialect
+
+    def _compiled(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> _Compiled:
+        key = (statement, tuple(sorted(parameters)))
+        found = _COMPILED.get(key)
+        if found is None:
+            found = _COMPILED[key] = _Compiled(statement, self.dialect, key[1])
+        return found
+
+    def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
+        compiled = self._compiled(statement, parameters)
+        cursor = self.connection.execute(compiled.sql, compiled.parameters(parameters))
+        try:
+            return compiled.rows(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> int:
+        compiled = self._compiled(statement, parameters)
+        cursor = self.connection.execute(compiled.sql, compiled.parameters(parameters))
+        try:
+            cursor.fetchall()  # a RETURNING write's rows, unread: its changes are done once read
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+
+def in_sqlite_thread(
+    connection: sqlite3.Connection, dialect: Dialect, work: Callable[[Tx], T]
+) -> T:
+    """In the connection's thread: the whole transaction."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(SQLiteTx(connection, dialect))
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.commit()
+    return result

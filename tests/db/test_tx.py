@@ -1,0 +1,181 @@
+"""`Database.run(work)`: a write transaction as one function (quartchat/db/tx.py), on both
+databases -- on SQLite run in the connection's thread on statements compiled once."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from functools import partial
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.engine import URL
+
+from quartchat.auth import users
+from quartchat.conversations import store
+from quartchat.db import Database
+from quartchat.db.tables import conversations
+from quartchat.db.tx import Tx
+
+
+@pytest.fixture
+async def db(database: URL) -> AsyncIterator[Database]:
+    made = Database.open(database)
+    yield made
+    await made.close()
+
+
+async def a_user(db: Database) -> int:
+    async with db.write() as connection:
+        return (await users.create(connection, "me@example.com", None)).id
+
+
+async def test_the_work_s_writes_are_committed_and_its_result_returned(db: Database) -> None:
+    owner_id = await a_user(db)
+    async with db.write() as connection:
+        made = await store.create(connection, owner_id, title="t", settings={"model": "m"})
+
+    def work(tx: Tx) -> tuple[str, int]:
+        reply = store.add_in(tx, owner_id, made.id, role="user", content="hi", parent_id=None)
+        changed = tx.run(store._TOUCH, touch_values(owner_id, made.id, reply.id))
+        return reply.id, changed
+
+    reply_id, changed = await db.run(work)
+    assert changed == 1
+    async with db.read() as connection:
+        after = await store.get(connection, owner_id, made.id)
+        tree = await store.messages_of(connection, owner_id, made.id)
+    assert after is not None and after.leaf_id == reply_id
+    assert [m.id for m in tree] == [reply_id]
+
+
+def touch_values(owner_id: int, conversation_id: str, leaf_id: str) -> dict[str, object]:
+    return {
+        "owner": owner_id,
+        "key": conversation_id,
+        "new_leaf_id": leaf_id,
+        "new_title": None,
+        "at": datetime.now(UTC),
+    }
+
+
+async def test_rows_read_in_the_work_are_typed_as_the_engine_reads_them(db: Database) -> None:
+    """Times with their zone, JSON as objects, booleans: SQLAlchemy's own type processors."""
+    owner_id = await a_user(db)
+    async with db.write() as connection:
+        made = await store.create(
+            connection, owner_id, title="t", settings={"model": "m", "temperature": 0.5}
+        )
+        await store.add(
+            connection, owner_id, made.id, role="assistant", content="x", parent_id=None,
+            usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            error={"code": "E", "message": "m"},
+        )  # fmt: skip
+        by_engine = (
+            await store.get(connection, owner_id, made.id),
+            await store.messages_of(connection, owner_id, made.id),
+        )
+
+    def read(tx: Tx) -> tuple[store.Conversation | None, list[store.Message]]:
+        return store.get_in(tx, owner_id, made.id), store.messages_in(tx, owner_id, made.id)
+
+    in_work = await db.run(read)
+    assert in_work == by_engine
+    conversation, (message,) = in_work
+    assert conversation is not None and conversation.pinned is False
+    assert conversation.created_at.tzinfo is not None
+    assert message.usage == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert message.error == {"code": "E", "message": "m"}
+
+
+async def test_work_that_raises_leaves_nothing_written_and_the_lock_free(db: Database) -> None:
+    owner_id = await a_user(db)
+    async with db.write() as connection:
+        made = await store.create(connection, owner_id, title="t", settings={})
+
+    def work(tx: Tx) -> None:
+        store.add_in(tx, owner_id, made.id, role="user", content="lost", parent_id=None)
+        raise LookupError("changed my mind")
+
+    with pytest.raises(LookupError):
+        await db.run(work)
+    async with db.write() as connection:  # a writer gets the lock at once
+        assert await store.messages_of(connection, owner_id, made.id) == []
+
+
+async def test_a_cancelled_caller_waits_for_the_transaction_and_it_is_kept(db: Database) -> None:
+    """Quart cancels a request's task when its client hangs up: the transaction under way ends
+    as it would have (here, committed), then the cancellation arrives."""
+    owner_id = await a_user(db)
+    async with db.write() as connection:
+        made = await store.create(connection, owner_id, title="t", settings={})
+    started, release = threading.Event(), threading.Event()
+
+    def work(tx: Tx) -> None:
+        store.add_in(tx, owner_id, made.id, role="user", content="first", parent_id=None)
+        started.set()
+        if db.sqlite:  # in the database's thread: hold the work here until the caller is gone
+            release.wait(10)
+        # On PostgreSQL this statement is a round trip, during which the cancellation lands.
+        store.add_in(tx, owner_id, made.id, role="user", content="second", parent_id=None)
+
+    task = asyncio.ensure_future(db.run(work))
+    assert await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    if db.sqlite:
+        await asyncio.sleep(0.05)
+        assert not task.done()  # still waiting for the work
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.read() as connection:
+        tree = await store.messages_of(connection, owner_id, made.id)
+    assert sorted(m.content for m in tree) == ["first", "second"]
+    async with db.write() as connection:  # and the lock is free
+        await store.create(connection, owner_id, title="next", settings={})
+
+
+async def test_a_statement_with_python_side_defaults_is_refused_on_sqlite(db: Database) -> None:
+    """`pinned`, `archived` and `revision` have defaults SQLAlchemy fills in while executing,
+    which the one-trip path does not run: such a statement is refused, not run with NULLs."""
+    if not db.sqlite:
+        pytest.skip("the one-trip path is SQLite's")
+    owner_id = await a_user(db)
+    statement = insert(conversations)
+    values = {
+        "id": store.new_id(),
+        "owner_id": owner_id,
+        "title": "t",
+        "settings": {},
+        "created_at": datetime.now(UTC),
+        "updated_at": datetime.now(UTC),
+    }
+    with pytest.raises(ValueError, match="execution-time defaults"):
+        await db.run(lambda tx: tx.run(statement, values))
+    async with db.read() as connection:
+        assert (await connection.execute(select(conversations.c.id))).all() == []
+
+
+async def test_a_busy_database_is_waited_for_not_failed(db: Database, database: URL) -> None:
+    """Another process holds the write lock for a moment: the work waits (busy timeout)."""
+    if not db.sqlite:
+        pytest.skip("SQLite's write lock")
+    owner_id = await a_user(db)
+    async with db.write() as connection:
+        made = await store.create(connection, owner_id, title="t", settings={})
+    other = sqlite3.connect(str(database.database), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        task = asyncio.ensure_future(
+            db.run(partial(store.add_in, owner_id=owner_id, conversation_id=made.id,
+                           role="user", content="waited", parent_id=None))
+        )  # fmt: skip
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        other.execute("COMMIT")
+        assert (await task).content == "waited"
+    finally:
+        other.close()
