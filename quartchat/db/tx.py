@@ -85,13 +85,11 @@ class _Compiled:
         self.row: Callable[[Iterable[Any]], Any] = row._make
 
     def parameters(self, given: Mapping[str, Any]) -> list[Any]:
+        # Every value through its processor, None too, as the engine does: JSON's writes
+        # None as the JSON text 'null', and a row must be stored the same by either path.
         values = self.compiled.construct_params(dict(given))
-        out = []
-        for name in self.names:
-            value = values[name]
-            process = self.binds.get(name)
-            out.append(process(value) if process is not None and value is not None else value)
-        return out
+        binds = self.binds
+        return [binds[name](values[name]) if name in binds else values[name] for name in self.names]
 
     def rows(self, raw: list[tuple[Any, ...]]) -> list[Any]:
         make, processors = self.row, self.result

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import URL
 
 from quartchat.auth import users
@@ -91,6 +91,34 @@ async def test_rows_read_in_the_work_are_typed_as_the_engine_reads_them(db: Data
     assert message.error == {"code": "E", "message": "m"}
 
 
+async def test_a_row_written_in_the_work_is_stored_as_the_engine_stores_it(
+    db: Database,
+) -> None:
+    """The same message through the engine and through `run`: the same column values in the
+    database (JSON's None is the text 'null' for both, times in one format)."""
+    owner_id = await a_user(db)
+    async with db.write() as connection:
+        made = await store.create(connection, owner_id, title="t", settings={})
+        await store.add(connection, owner_id, made.id, role="user", content="a", parent_id=None)
+    await db.run(
+        partial(store.add_in, owner_id=owner_id, conversation_id=made.id, role="user",
+                content="b", parent_id=None)
+    )  # fmt: skip
+    async with db.read() as connection:
+        stored = (
+            await connection.execute(
+                text(
+                    "SELECT content, error IS NULL, CAST(error AS TEXT),"
+                    " CAST(created_at AS TEXT) LIKE '____-__-__ __:__:__%', status, model IS NULL"
+                    " FROM messages ORDER BY content"
+                )
+            )
+        ).all()
+    by_engine, by_run = (tuple(row[1:]) for row in stored)
+    assert [row[0] for row in stored] == ["a", "b"]
+    assert by_run == by_engine
+
+
 async def test_work_that_raises_leaves_nothing_written_and_the_lock_free(db: Database) -> None:
     owner_id = await a_user(db)
     async with db.write() as connection:
@@ -157,6 +185,28 @@ async def test_a_statement_with_python_side_defaults_is_refused_on_sqlite(db: Da
         await db.run(lambda tx: tx.run(statement, values))
     async with db.read() as connection:
         assert (await connection.execute(select(conversations.c.id))).all() == []
+
+
+async def test_the_work_holds_the_write_lock_from_its_start(db: Database, database: URL) -> None:
+    """BEGIN IMMEDIATE: a work that reads, then writes, cannot lose an update made by another
+    process in between, because no other writer gets in before it ends."""
+    if not db.sqlite:
+        pytest.skip("SQLite's write lock")
+    seen: list[str] = []
+
+    def work(tx: Tx) -> None:
+        other = sqlite3.connect(str(database.database), timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            seen.append("the lock was free")
+        except sqlite3.OperationalError as error:
+            seen.append(str(error))
+        finally:
+            other.close()
+
+    await db.run(work)
+    assert seen == ["database is locked"]
 
 
 async def test_a_busy_database_is_waited_for_not_failed(db: Database, database: URL) -> None:
