@@ -19,6 +19,11 @@ cost to relay (bench/conversations_bench.py; docs/benchmarks.md, "Conversations"
 
 Either way the transaction runs to its end when the task awaiting it is cancelled (the
 cancellation is delivered after), as every transaction here does (db/__init__.py).
+
+The SQLite path reads three of SQLAlchemy's own compiler attributes (`_bind_processors`,
+`_result_columns` and a type's `_cached_result_processor`): SQLAlchemy is pinned to its minor
+version for that, and tests/db/test_tx.py compares the rows read and the values stored with the
+engine's own.
 """
 
 from __future__ import annotations
