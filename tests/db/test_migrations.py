@@ -21,19 +21,24 @@ from quartchat.db import migrate as migrate_module
 from quartchat.db.migrate import DatabaseTooNew, alembic_config, head, migrate
 
 
-async def alembic_check(url: URL) -> None:
+async def alembic(url: URL, action: Callable[..., None], *args: str) -> None:
+    """An Alembic command (`command.check`, `command.downgrade` to a revision...) on `url`."""
     engine = create_engine(url)
     try:
-        async with engine.connect() as connection:
+        async with engine.begin() as connection:
 
-            def check(sync_connection: object) -> None:
+            def run(sync_connection: object) -> None:
                 config = alembic_config()
                 config.attributes["connection"] = sync_connection
-                command.check(config)
+                action(config, *args)
 
-            await connection.run_sync(check)
+            await connection.run_sync(run)
     finally:
         await engine.dispose()
+
+
+async def alembic_check(url: URL) -> None:
+    await alembic(url, command.check)
 
 
 async def test_the_migrations_build_exactly_the_tables(database: URL) -> None:
@@ -66,22 +71,6 @@ async def test_a_database_from_a_newer_version_is_refused(database: URL) -> None
     await engine.dispose()
     with pytest.raises(DatabaseTooNew, match="f00dcafe9999"):
         await migrate(database)
-
-
-async def alembic(url: URL, action: Callable[..., None], revision: str) -> None:
-    """An Alembic command (`command.downgrade`, say) to `revision`, on `url`."""
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-
-            def run(sync_connection: object) -> None:
-                config = alembic_config()
-                config.attributes["connection"] = sync_connection
-                action(config, revision)
-
-            await connection.run_sync(run)
-    finally:
-        await engine.dispose()
 
 
 async def test_messages_written_before_the_search_migration_are_found_after_it(
