@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -87,6 +88,11 @@ class _Loaded:
         return next((m for m in self.tree.values() if m.client_id == client_id), None)
 
 
+# A turn begins in one transaction, run by `Database.run` (on SQLite, in one trip to the
+# database's thread): the functions below, but for the three entry points, are its work, plain
+# synchronous code.
+
+
 def _load(tx: Tx, owner_id: int, conversation_id: str) -> _Loaded:
     # Two statements: the tree answers every later question (is the parent here, was this
     # client id sent before, what is the path) without another look at the database.
@@ -97,8 +103,24 @@ def _load(tx: Tx, owner_id: int, conversation_id: str) -> _Loaded:
     return _Loaded(conversation, {m.id: m for m in tree})
 
 
-# A turn begins in one transaction, run by `Database.run` (on SQLite, in one trip to the
-# database's thread): the functions below are its work, plain synchronous code.
+async def _start(
+    db: Database,
+    owner_id: int,
+    conversation_id: str,
+    client_id: str,
+    begin: Callable[[Tx, _Loaded], Turn],
+) -> Turn:
+    """The turn `begin` makes from the loaded conversation, in one transaction; or, when
+    `client_id` was sent before (a retry after a lost connection), the turn it made then."""
+
+    def work(tx: Tx) -> Turn:
+        loaded = _load(tx, owner_id, conversation_id)
+        earlier = loaded.by_client_id(client_id)
+        if earlier is not None:
+            return _replay(loaded, earlier)
+        return begin(tx, loaded)
+
+    return await db.run(work)
 
 
 async def send(
@@ -116,11 +138,7 @@ async def send(
     (a retry after a lost connection) starts nothing new: the turn already made is returned.
     """
 
-    def work(tx: Tx) -> Turn:
-        loaded = _load(tx, owner_id, conversation_id)
-        earlier = loaded.by_client_id(client_id)
-        if earlier is not None:
-            return _replay(loaded, earlier)
+    def begin(tx: Tx, loaded: _Loaded) -> Turn:
         parent = parent_id if parent_id is not None else loaded.conversation.leaf_id
         if parent is not None and parent not in loaded.tree:
             raise APIError(
@@ -137,7 +155,7 @@ async def send(
         )
         return _begin_reply(tx, owner_id, loaded, user, first=parent is None)
 
-    return await db.run(work)
+    return await _start(db, owner_id, conversation_id, client_id, begin)
 
 
 async def regenerate(
@@ -145,18 +163,14 @@ async def regenerate(
 ) -> Turn:
     """A new reply beside `message_id` (a reply): its parent's question, answered again."""
 
-    def work(tx: Tx) -> Turn:
-        loaded = _load(tx, owner_id, conversation_id)
-        earlier = loaded.by_client_id(client_id)
-        if earlier is not None:
-            return _replay(loaded, earlier)
+    def begin(tx: Tx, loaded: _Loaded) -> Turn:
         old = loaded.tree.get(message_id)
         if old is None or old.role != "assistant" or old.parent_id is None:
             raise not_found("There is no such reply in this conversation.")
         question = loaded.tree[old.parent_id]
         return _begin_reply(tx, owner_id, loaded, question, client_id=client_id, regenerated=True)
 
-    return await db.run(work)
+    return await _start(db, owner_id, conversation_id, client_id, begin)
 
 
 async def edit(
@@ -170,11 +184,7 @@ async def edit(
 ) -> Turn:
     """An edited question: a new message beside `message_id` (a question), and its reply."""
 
-    def work(tx: Tx) -> Turn:
-        loaded = _load(tx, owner_id, conversation_id)
-        earlier = loaded.by_client_id(client_id)
-        if earlier is not None:
-            return _replay(loaded, earlier)
+    def begin(tx: Tx, loaded: _Loaded) -> Turn:
         old = loaded.tree.get(message_id)
         if old is None or old.role != "user":
             raise not_found("There is no such question in this conversation.")
@@ -189,7 +199,7 @@ async def edit(
         )
         return _begin_reply(tx, owner_id, loaded, user, first=old.parent_id is None)
 
-    return await db.run(work)
+    return await _start(db, owner_id, conversation_id, client_id, begin)
 
 
 def _begin_reply(
@@ -298,13 +308,12 @@ class ReplyWriter:
             parts = len(completion.parts)
             with contextlib.suppress(Exception):  # a failed checkpoint is retried at the next
                 if parts != saved:
-                    text = completion.text
                     await self.db.run(
                         partial(
                             store.checkpoint,
                             owner_id=self.owner_id,
                             message_id=self.reply_id,
-                            content=text,
+                            content=completion.text,
                         )
                     )
                 else:

@@ -110,7 +110,8 @@ class _Connection(AsyncConnection):
 
 
 class Database:
-    """Transactions on the app's engine. Use `write()` for anything that changes data."""
+    """Transactions on the app's engine. Use `write()`, or `run(work)` (db/tx.py), for anything
+    that changes data."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
