@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import URL
 
 from quartchat.auth import users
@@ -147,15 +147,15 @@ async def test_a_cancelled_caller_waits_for_the_transaction_and_it_is_kept(db: D
         started.set()
         if db.sqlite:  # in the database's thread: hold the work here until the caller is gone
             release.wait(10)
-        # On PostgreSQL this statement is a round trip, during which the cancellation lands.
+        else:  # on the loop's thread: hold it in the server, a statement the cancellation meets
+            tx.rows(select(func.pg_sleep(0.3)), {})
         store.add_in(tx, owner_id, made.id, role="user", content="second", parent_id=None)
 
     task = asyncio.ensure_future(db.run(work))
     assert await asyncio.to_thread(started.wait, 10)
     task.cancel()
-    if db.sqlite:
-        await asyncio.sleep(0.05)
-        assert not task.done()  # still waiting for the work
+    await asyncio.sleep(0.05)
+    assert not task.done()  # still waiting for the work
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
