@@ -130,9 +130,9 @@ def _serve_workers(settings: Settings, config: Config) -> int:
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-# The database pool's connections: an SQLite one holds three (the file, its WAL, its shared-memory
-# index), a PostgreSQL one a socket.
-DATABASE_DESCRIPTORS = 3 * POOL_SIZE
+# The database pool's connections and SQLite's writer (db/writer.py): an SQLite connection holds
+# three (the file, its WAL, its shared-memory index), a PostgreSQL one a socket.
+DATABASE_DESCRIPTORS = 3 * (POOL_SIZE + 1)
 
 
 def main(argv: list[str] | None = None) -> None:

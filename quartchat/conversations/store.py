@@ -9,8 +9,8 @@ per conversation rewritten per message.
 Most functions take an `AsyncConnection` of a `Database.read()` or `write()`. The writes of a
 turn -- `get_in`, `messages_in`, `add_in` (the `_in` forms of `get`, `messages_of`, `add`),
 `touch`, `checkpoint`, `heartbeat`, `finish` -- take a `Tx` instead: they are plain functions
-that run inside `Database.run(work)`, which on SQLite is one trip to the database's thread
-(db/tx.py).
+that run inside `Database.run(work)`, which on SQLite runs them in the writer's thread
+(db/tx.py, db/writer.py).
 """
 
 from __future__ import annotations

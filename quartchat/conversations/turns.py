@@ -88,8 +88,8 @@ class _Loaded:
         return next((m for m in self.tree.values() if m.client_id == client_id), None)
 
 
-# A turn begins in one transaction, run by `Database.run` (on SQLite, in one trip to the
-# database's thread): the functions below, but for the three entry points, are its work, plain
+# A turn begins in one transaction, run by `Database.run` (on SQLite, in the writer's thread:
+# db/writer.py): the functions below, but for the three entry points, are its work, plain
 # synchronous code.
 
 

@@ -34,7 +34,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import sqlite
-from .tx import EngineTx, Tx, in_sqlite_thread
+from .tx import EngineTx, Tx
+from .writer import SQLiteWriter
 
 T = TypeVar("T")
 
@@ -116,6 +117,10 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sqlite = is_sqlite(engine.url)
+        self.writer: SQLiteWriter | None = None
+        if self.sqlite:
+            path = engine.url.database or ""
+            self.writer = SQLiteWriter(path, engine.dialect, SQLITE_PRAGMAS)
 
     @classmethod
     def open(cls, url: URL, **kwargs: Any) -> Database:
@@ -143,17 +148,11 @@ class Database:
         await _to_completion(_end(connection, commit=True))
 
     async def run(self, work: Callable[[Tx], T]) -> T:
-        """`work(tx)` as a write transaction of its own, committed when it returns (db/tx.py):
-        on SQLite one trip to the connection's thread with the write lock held only for it."""
-        return await _to_completion(self._run_sqlite(work) if self.sqlite else self._run(work))
-
-    async def _run_sqlite(self, work: Callable[[Tx], T]) -> T:
-        async with self.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection  # aiosqlite's connection
-            # `_execute` queues a function on the connection's thread (as db/sqlite.py does).
-            done = await driver._execute(in_sqlite_thread, driver._conn, self.engine.dialect, work)
-            return cast(T, done)
+        """`work(tx)`, all or nothing, committed when this returns (db/tx.py). On SQLite it runs
+        in the writer's thread, maybe in one transaction with other works (db/writer.py)."""
+        if self.writer is not None:
+            return await self.writer.run(work)
+        return await _to_completion(self._run(work))
 
     async def _run(self, work: Callable[[Tx], T]) -> T:
         async with self.write() as connection:
@@ -171,6 +170,8 @@ class Database:
         return connection
 
     async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
         await self.engine.dispose()
 
 

@@ -10,8 +10,9 @@ cost to relay (bench/conversations_bench.py; docs/benchmarks.md, "Conversations"
 
 `work` is plain synchronous code over `Tx`, so it can run where the database is:
 
-- SQLite: in the connection's own thread, in one trip: BEGIN IMMEDIATE, `work`, COMMIT (or
-  ROLLBACK, if it raised). The statements are SQLAlchemy Core statements compiled once for the
+- SQLite: in the writer's thread, on its own connection (db/writer.py): BEGIN IMMEDIATE, `work`,
+  COMMIT (or its rollback, if it raised), maybe with other works waiting at the same moment in
+  the same transaction. The statements are SQLAlchemy Core statements compiled once for the
   dialect, with SQLAlchemy's own type processors for their parameters and rows; only their
   execution skips the engine.
 - PostgreSQL: inside `AsyncConnection.run_sync`, on SQLAlchemy's sync facade of asyncpg (each
@@ -31,13 +32,11 @@ from __future__ import annotations
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-
-T = TypeVar("T")
 
 
 class Tx(Protocol):
@@ -138,17 +137,3 @@ class SQLiteTx:
             return cursor.rowcount
         finally:
             cursor.close()
-
-
-def in_sqlite_thread(
-    connection: sqlite3.Connection, dialect: Dialect, work: Callable[[Tx], T]
-) -> T:
-    """In the connection's thread: the whole transaction."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(SQLiteTx(connection, dialect))
-    except BaseException:
-        connection.rollback()
-        raise
-    connection.commit()
-    return result

@@ -122,20 +122,24 @@ async def test_a_failed_statement_rolls_back_what_the_transaction_wrote_before_i
         await db.close()
 
 
-async def test_sending_a_message_is_one_trip(sqlite: URL, trips: list[str]) -> None:
+async def test_sending_a_message_is_one_transaction_of_the_writer(
+    sqlite: URL, trips: list[str]
+) -> None:
     """The conversation, its tree, the question, the reply's placeholder, the conversation
-    moved to the top and COMMIT, in one function in the database's thread (db/tx.py): what a
-    turn costs before the upstream is asked."""
+    moved to the top and COMMIT, in one function in the writer's thread (db/writer.py), with no
+    trip to the pool's connections: what a turn costs before the upstream is asked."""
     db = Database.open(sqlite)
+    assert db.writer is not None
     try:
         async with db.write() as connection:
             owner_id = (await users.create(connection, "me@example.com", None)).id
             made = await store.create(connection, owner_id, title=turns.DEFAULT_TITLE, settings={})
         trips.clear()
+        before = db.writer.transactions
         turn = await turns.send(
             db, owner_id, made.id, content="hello there", client_id="c-1", parent_id=None
         )
-        assert trips == ["in_sqlite_thread"]
+        assert (trips, db.writer.transactions) == ([], before + 1)
         assert [m.content for m in turn.chat.messages] == ["hello there"]
         async with db.read() as connection:
             after = await store.get(connection, owner_id, made.id)

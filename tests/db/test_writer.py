@@ -1,0 +1,181 @@
+"""SQLite's writer (quartchat/db/writer.py): works waiting together share one transaction, and
+each is still all or nothing. (tests/db/test_tx.py runs `Database.run` itself on both
+databases.)"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import URL
+
+from quartchat.auth import users
+from quartchat.conversations import store
+from quartchat.db import SQLITE_PRAGMAS, Database, writer
+from quartchat.db.tx import Tx
+
+from ..conftest import sqlite_copy
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path, sqlite_template: Path) -> URL:
+    return sqlite_copy(sqlite_template, tmp_path)
+
+
+@pytest.fixture
+async def db(sqlite: URL) -> AsyncIterator[Database]:
+    made = Database.open(sqlite)
+    yield made
+    await made.close()
+
+
+async def a_conversation(db: Database) -> tuple[int, str]:
+    async with db.write() as connection:
+        owner_id = (await users.create(connection, "me@example.com", None)).id
+        made = await store.create(connection, owner_id, title="t", settings={})
+    return owner_id, made.id
+
+
+async def contents(db: Database, owner_id: int, conversation_id: str) -> list[str]:
+    async with db.read() as connection:
+        tree = await store.messages_of(connection, owner_id, conversation_id)
+    return sorted(m.content for m in tree)
+
+
+class Blocker:
+    """A work that holds the writer's thread until released, so that the works queued behind it
+    are waiting together when it ends."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, tx: Tx) -> None:
+        self.started.set()
+        self.release.wait(10)
+
+    async def hold(self, db: Database) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(db.run(self))
+        assert await asyncio.to_thread(self.started.wait, 10)
+        return task
+
+
+def adding(owner_id: int, conversation_id: str, content: str) -> partial[store.Message]:
+    return partial(
+        store.add_in, owner_id=owner_id, conversation_id=conversation_id, role="user",
+        content=content, parent_id=None,
+    )  # fmt: skip
+
+
+async def queued(db: Database, works: list[Callable[[Tx], Any]]) -> list[asyncio.Task[Any]]:
+    tasks = [asyncio.ensure_future(db.run(w)) for w in works]
+    await asyncio.sleep(0.05)  # each has put its work on the writer's queue
+    return tasks
+
+
+async def test_works_waiting_together_are_one_transaction(db: Database) -> None:
+    owner_id, conversation_id = await a_conversation(db)
+    assert db.writer is not None
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    tasks = await queued(db, [adding(owner_id, conversation_id, f"m{i}") for i in range(10)])
+    before = db.writer.transactions
+    blocker.release.set()
+    await held
+    results = await asyncio.gather(*tasks)
+    assert sorted(r.content for r in results) == [f"m{i}" for i in range(10)]
+    assert db.writer.transactions == before + 1
+    assert await contents(db, owner_id, conversation_id) == [f"m{i}" for i in range(10)]
+
+
+async def test_a_transaction_takes_at_most_a_batch_of_works(db: Database) -> None:
+    owner_id, conversation_id = await a_conversation(db)
+    assert db.writer is not None
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    count = writer.BATCH + 1
+    tasks = await queued(db, [adding(owner_id, conversation_id, f"m{i}") for i in range(count)])
+    before = db.writer.transactions
+    blocker.release.set()
+    await held
+    await asyncio.gather(*tasks)
+    assert db.writer.transactions == before + 2
+    assert len(await contents(db, owner_id, conversation_id)) == count
+
+
+async def test_a_work_that_raises_among_others_is_rolled_back_alone(db: Database) -> None:
+    owner_id, conversation_id = await a_conversation(db)
+    assert db.writer is not None
+
+    def failing(tx: Tx) -> None:
+        adding(owner_id, conversation_id, "lost")(tx)
+        raise LookupError("changed my mind")
+
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    first, second, third = await queued(
+        db,
+        [adding(owner_id, conversation_id, "kept 1"), failing,
+         adding(owner_id, conversation_id, "kept 2")],
+    )  # fmt: skip
+    before = db.writer.transactions
+    blocker.release.set()
+    await held
+    assert (await first).content == "kept 1"
+    with pytest.raises(LookupError, match="changed my mind"):
+        await second
+    assert (await third).content == "kept 2"
+    assert db.writer.transactions == before + 1  # the three were one transaction
+    assert await contents(db, owner_id, conversation_id) == ["kept 1", "kept 2"]
+
+
+async def test_when_the_lock_cannot_be_had_every_work_fails_and_the_writer_goes_on(
+    sqlite: URL,
+) -> None:
+    """BEGIN IMMEDIATE gives up after the busy timeout (another process kept the write lock):
+    each work waiting hears it, nothing is half-written, and the next work runs."""
+    pragmas = [p for p in SQLITE_PRAGMAS if "busy_timeout" not in p] + ["PRAGMA busy_timeout=50"]
+    db = Database.open(sqlite)
+    db.writer = writer.SQLiteWriter(str(sqlite.database), db.engine.dialect, pragmas)
+    other = sqlite3.connect(str(sqlite.database), isolation_level=None)
+    try:
+        owner_id, conversation_id = await a_conversation(db)
+        other.execute("BEGIN IMMEDIATE")
+        outcomes = await asyncio.gather(
+            *(db.run(adding(owner_id, conversation_id, f"m{i}")) for i in range(3)),
+            return_exceptions=True,
+        )
+        assert [str(o) for o in outcomes] == ["database is locked"] * 3
+        other.execute("ROLLBACK")
+        assert (await db.run(adding(owner_id, conversation_id, "next"))).content == "next"
+        assert await contents(db, owner_id, conversation_id) == ["next"]
+    finally:
+        other.close()
+        await db.close()
+
+
+async def test_a_closed_writer_starts_again_when_it_is_given_work(db: Database) -> None:
+    owner_id, conversation_id = await a_conversation(db)
+    assert db.writer is not None
+    await db.run(adding(owner_id, conversation_id, "before"))
+    await db.writer.close()
+    assert (await db.run(adding(owner_id, conversation_id, "after"))).content == "after"
+    assert await contents(db, owner_id, conversation_id) == ["after", "before"]
+
+
+async def test_a_file_that_cannot_be_opened_fails_the_work_rather_than_hanging(
+    tmp_path: Path, sqlite: URL
+) -> None:
+    db = Database.open(sqlite)
+    missing = tmp_path / "no such directory" / "quartchat.db"
+    db.writer = writer.SQLiteWriter(str(missing), db.engine.dialect, SQLITE_PRAGMAS)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            await asyncio.wait_for(db.run(lambda tx: None), 10)
+    finally:
+        await db.close()
