@@ -34,8 +34,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import sqlite
-from .tx import EngineTx, Tx
-from .writer import SQLiteWriter
+from .tx import Tx
+from .writer import EngineWriter, SQLiteWriter
 
 T = TypeVar("T")
 
@@ -117,10 +117,12 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sqlite = is_sqlite(engine.url)
-        self.writer: SQLiteWriter | None = None
+        self.writer: SQLiteWriter | EngineWriter
         if self.sqlite:
             path = engine.url.database or ""
             self.writer = SQLiteWriter(path, engine.dialect, SQLITE_PRAGMAS)
+        else:
+            self.writer = EngineWriter(self.write)
 
     @classmethod
     def open(cls, url: URL, **kwargs: Any) -> Database:
@@ -148,15 +150,9 @@ class Database:
         await _to_completion(_end(connection, commit=True))
 
     async def run(self, work: Callable[[Tx], T]) -> T:
-        """`work(tx)`, all or nothing, committed when this returns (db/tx.py). On SQLite it runs
-        in the writer's thread, maybe in one transaction with other works (db/writer.py)."""
-        if self.writer is not None:
-            return await self.writer.run(work)
-        return await _to_completion(self._run(work))
-
-    async def _run(self, work: Callable[[Tx], T]) -> T:
-        async with self.write() as connection:
-            return await connection.run_sync(lambda sync: work(EngineTx(sync)))
+        """`work(tx)`, all or nothing, committed when this returns (db/tx.py), maybe in one
+        transaction with other works waiting at the same moment (db/writer.py)."""
+        return await self.writer.run(work)
 
     async def _open(self, write: bool) -> AsyncConnection:
         connection = await _Connection(self.engine).start()
@@ -170,8 +166,7 @@ class Database:
         return connection
 
     async def close(self) -> None:
-        if self.writer is not None:
-            await self.writer.close()
+        await self.writer.close()
         await self.engine.dispose()
 
 

@@ -129,7 +129,6 @@ async def test_sending_a_message_is_one_transaction_of_the_writer(
     moved to the top and COMMIT, in one function in the writer's thread (db/writer.py), with no
     trip to the pool's connections: what a turn costs before the upstream is asked."""
     db = Database.open(sqlite)
-    assert db.writer is not None
     try:
         async with db.write() as connection:
             owner_id = (await users.create(connection, "me@example.com", None)).id
