@@ -21,8 +21,10 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -227,6 +229,7 @@ _TREE = (
     .order_by(messages.c.created_at, messages.c.id)
 )
 _ADD = insert(messages).returning(*MESSAGE_COLUMNS)
+_INSERT = insert(messages)
 _TOUCH = (
     update(conversations)
     .where(_MINE, conversations.c.id == bindparam("key"))
@@ -504,8 +507,16 @@ async def add(
 
 def add_in(tx: Tx, owner_id: int, conversation_id: str, **fields: Any) -> Message:
     """`add`, in a `Database.run` transaction."""
-    (row,) = tx.rows(_ADD, new_message(conversation_id, **fields))
-    return _message(row)
+    (message,) = insert_in(tx, [new_message(conversation_id, **fields)])
+    return message
+
+
+def insert_in(tx: Tx, rows: Sequence[dict[str, Any]]) -> list[Message]:
+    """New messages (rows made by `new_message`, of conversations the caller checked are the
+    owner's), in one statement: a turn's question and reply's placeholder are one round trip.
+    Every column is in the row, so the messages are made from it, not read back."""
+    tx.run_many(_INSERT, rows)
+    return [_message(SimpleNamespace(**row)) for row in rows]
 
 
 def new_message(

@@ -144,16 +144,12 @@ async def send(
             raise APIError(
                 400, "INVALID_REQUEST", "The message to answer is not in this conversation."
             )
-        user = store.add_in(
-            tx,
-            owner_id,
-            conversation_id,
-            role="user",
-            content=content,
-            parent_id=parent,
-            client_id=client_id,
+        question = store.new_message(
+            conversation_id, role="user", content=content, parent_id=parent, client_id=client_id
         )
-        return _begin_reply(tx, owner_id, loaded, user, first=parent is None)
+        return _begin_reply(
+            tx, owner_id, loaded, question["id"], new_question=question, first=parent is None
+        )
 
     return await _start(db, owner_id, conversation_id, client_id, begin)
 
@@ -167,8 +163,7 @@ async def regenerate(
         old = loaded.tree.get(message_id)
         if old is None or old.role != "assistant" or old.parent_id is None:
             raise not_found("There is no such reply in this conversation.")
-        question = loaded.tree[old.parent_id]
-        return _begin_reply(tx, owner_id, loaded, question, client_id=client_id, regenerated=True)
+        return _begin_reply(tx, owner_id, loaded, old.parent_id, client_id=client_id)
 
     return await _start(db, owner_id, conversation_id, client_id, begin)
 
@@ -188,16 +183,16 @@ async def edit(
         old = loaded.tree.get(message_id)
         if old is None or old.role != "user":
             raise not_found("There is no such question in this conversation.")
-        user = store.add_in(
-            tx,
-            owner_id,
+        question = store.new_message(
             conversation_id,
             role="user",
             content=content,
             parent_id=old.parent_id,
             client_id=client_id,
         )
-        return _begin_reply(tx, owner_id, loaded, user, first=old.parent_id is None)
+        return _begin_reply(
+            tx, owner_id, loaded, question["id"], new_question=question, first=old.parent_id is None
+        )
 
     return await _start(db, owner_id, conversation_id, client_id, begin)
 
@@ -206,30 +201,33 @@ def _begin_reply(
     tx: Tx,
     owner_id: int,
     loaded: _Loaded,
-    question: Message,
+    question_id: str,
     *,
+    new_question: dict[str, Any] | None = None,
     first: bool = False,
     client_id: str | None = None,
-    regenerated: bool = False,
 ) -> Turn:
+    """The reply's placeholder under the question `question_id`: one of the tree's (a
+    regenerate), or `new_question`, a row of `store.new_message` written with it in one
+    statement."""
     conversation = loaded.conversation
-    reply = store.add_in(
-        tx,
-        owner_id,
+    reply_row = store.new_message(
         conversation.id,
         role="assistant",
         content="",
-        parent_id=question.id,
+        parent_id=question_id,
         status="streaming",
         client_id=client_id,
         model=conversation.settings.get("model") or None,
     )
+    *asked, reply = store.insert_in(tx, [new_question, reply_row] if new_question else [reply_row])
+    question = asked[0] if asked else loaded.tree[question_id]
     title = None
     if first and conversation.title == DEFAULT_TITLE:
         title = title_from(question.content)
     store.touch(tx, owner_id, conversation.id, leaf_id=reply.id, title=title)
-    path = store.path_to([*loaded.tree.values(), question], question.id)
-    return Turn(None if regenerated else question, reply, chat_request(conversation, path))
+    path = store.path_to([*loaded.tree.values(), *asked], question.id)
+    return Turn(question if asked else None, reply, chat_request(conversation, path))
 
 
 def _replay(loaded: _Loaded, earlier: Message) -> Turn:

@@ -51,6 +51,10 @@ class Tx(Protocol):
         """Run a write; the number of rows it changed."""
         ...
 
+    def run_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run a write (without RETURNING) once per row, as one statement or one round trip."""
+        ...
+
 
 class EngineTx:
     """`Tx` on SQLAlchemy's sync `Connection` (PostgreSQL, under `run_sync`)."""
@@ -65,6 +69,9 @@ class EngineTx:
     def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> int:
         result = self.connection.execute(statement, dict(parameters))  # type: ignore[call-overload]
         return int(result.rowcount)
+
+    def run_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.connection.execute(statement, [dict(row) for row in rows])  # type: ignore[call-overload]
 
 
 class _Compiled:
@@ -137,3 +144,9 @@ class SQLiteTx:
             return cursor.rowcount
         finally:
             cursor.close()
+
+    def run_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = self._compiled(statement, rows[0])
+        self.connection.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
