@@ -119,6 +119,26 @@ async def test_a_row_written_in_the_work_is_stored_as_the_engine_stores_it(
     assert by_run == by_engine
 
 
+async def test_messages_written_in_the_work_are_the_messages_read_back(db: Database) -> None:
+    """`store.insert_in` makes its messages from the rows it writes, not from the database's
+    answer: they must be what a read finds (times with their zone, usage, the error)."""
+    owner_id = await a_user(db)
+    async with db.write() as connection:
+        made = await store.create(connection, owner_id, title="t", settings={})
+    question = store.new_message(made.id, role="user", content="q", parent_id=None, client_id="c")
+    reply = store.new_message(
+        made.id, role="assistant", content="r", parent_id=question["id"], status="error",
+        model="m", finish_reason="stop", error={"code": "E", "message": "m"},
+        usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    )  # fmt: skip
+    written = await db.run(partial(store.insert_in, rows=[question, reply]))
+    async with db.read() as connection:
+        read = await store.messages_of(connection, owner_id, made.id)
+    assert written == read
+    assert [m.content for m in written] == ["q", "r"]
+    assert written[1].created_at.tzinfo is not None and written[1].usage is not None
+
+
 async def test_work_that_raises_leaves_nothing_written_and_the_lock_free(db: Database) -> None:
     owner_id = await a_user(db)
     async with db.write() as connection:
