@@ -8,23 +8,24 @@ while the loop is busy with every stream: 200 turns starting together waited ~1 
 chunk, and the database work cost ~3 ms of CPU a turn, more than the 200 chunks of its reply
 cost to relay (bench/conversations_bench.py; docs/benchmarks.md, "Conversations").
 
-`work` is plain synchronous code over `Tx`, so it can run where the database is:
+`work` is plain synchronous code over `Tx`, so it can run where the database is, maybe in one
+transaction with other works waiting at the same moment (db/writer.py):
 
-- SQLite: in the writer's thread, on its own connection (db/writer.py): BEGIN IMMEDIATE, `work`,
-  COMMIT (or its rollback, if it raised), maybe with other works waiting at the same moment in
-  the same transaction. The statements are SQLAlchemy Core statements compiled once for the
-  dialect, with SQLAlchemy's own type processors for their parameters and rows; only their
-  execution skips the engine.
-- PostgreSQL: inside `AsyncConnection.run_sync`, on SQLAlchemy's sync facade of asyncpg (each
-  statement still a round trip to the server, which has no thread to hand the work to).
+- SQLite: in the writer's thread, on its own connection: BEGIN IMMEDIATE, `work`, COMMIT (or its
+  rollback, if it raised).
+- PostgreSQL: inside `AsyncConnection.run_sync`, each statement handed to asyncpg itself (still
+  a round trip to the server, which has no thread to hand the work to).
 
-Either way the transaction runs to its end when the task awaiting it is cancelled (the
+Either way the statements are SQLAlchemy Core statements compiled once for the dialect, with
+SQLAlchemy's own type processors for their parameters and rows; only their execution skips the
+engine. The transaction runs to its end when the task awaiting it is cancelled (the
 cancellation is delivered after), as every transaction here does (db/__init__.py).
 
-The SQLite path reads three of SQLAlchemy's own compiler attributes (`_bind_processors`,
-`_result_columns` and a type's `_cached_result_processor`): SQLAlchemy is pinned to its minor
-version for that, and tests/db/test_tx.py compares the rows read and the values stored with the
-engine's own.
+This reads some of SQLAlchemy's own private names: three compiler attributes
+(`_bind_processors`, `_result_columns` and a type's `_cached_result_processor`) and, on
+PostgreSQL, its asyncpg adapter's `_transaction`, `_start_transaction()` and `_connection`.
+SQLAlchemy is pinned to its minor version for that, and tests/db/test_tx.py compares the rows
+read and the values stored with the engine's own, on both databases.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util.concurrency import await_
 
 
 class Tx(Protocol):
@@ -47,31 +49,13 @@ class Tx(Protocol):
         as attributes and by position."""
         ...
 
-    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> int:
-        """Run a write; the number of rows it changed."""
+    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> None:
+        """Run a write."""
         ...
 
     def run_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run a write (without RETURNING) once per row, as one statement or one round trip."""
         ...
-
-
-class EngineTx:
-    """`Tx` on SQLAlchemy's sync `Connection` (PostgreSQL, under `run_sync`)."""
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-
-    def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
-        result = self.connection.execute(statement, dict(parameters))  # type: ignore[call-overload]
-        return cast(Sequence[Any], result.all())
-
-    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> int:
-        result = self.connection.execute(statement, dict(parameters))  # type: ignore[call-overload]
-        return int(result.rowcount)
-
-    def run_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.connection.execute(statement, [dict(row) for row in rows])  # type: ignore[call-overload]
 
 
 class _Compiled:
@@ -110,7 +94,18 @@ class _Compiled:
         ]
 
 
-_COMPILED: dict[tuple[ClauseElement, tuple[str, ...]], _Compiled] = {}
+_COMPILED: dict[tuple[str, ClauseElement, tuple[str, ...]], _Compiled] = {}
+
+
+def _compiled_for(
+    statement: ClauseElement, parameters: Mapping[str, Any], dialect: Dialect
+) -> _Compiled:
+    """`statement` compiled for `dialect` and these parameter names, once."""
+    key = (dialect.name, statement, tuple(sorted(parameters)))
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = _Compiled(statement, dialect, key[2])
+    return found
 
 
 class SQLiteTx:
@@ -121,32 +116,59 @@ class SQLiteTx:
         self.connection = connection
         self.dialect = dialect
 
-    def _compiled(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> _Compiled:
-        key = (statement, tuple(sorted(parameters)))
-        found = _COMPILED.get(key)
-        if found is None:
-            found = _COMPILED[key] = _Compiled(statement, self.dialect, key[1])
-        return found
-
     def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
-        compiled = self._compiled(statement, parameters)
+        compiled = _compiled_for(statement, parameters, self.dialect)
         cursor = self.connection.execute(compiled.sql, compiled.parameters(parameters))
         try:
             return compiled.rows(cursor.fetchall())
         finally:
             cursor.close()
 
-    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> int:
-        compiled = self._compiled(statement, parameters)
+    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> None:
+        compiled = _compiled_for(statement, parameters, self.dialect)
         cursor = self.connection.execute(compiled.sql, compiled.parameters(parameters))
         try:
             cursor.fetchall()  # a RETURNING write's rows, unread: its changes are done once read
-            return cursor.rowcount
         finally:
             cursor.close()
 
     def run_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        compiled = self._compiled(statement, rows[0])
+        compiled = _compiled_for(statement, rows[0], self.dialect)
         self.connection.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+
+
+class AsyncpgTx:
+    """`Tx` on asyncpg's connection itself (PostgreSQL), inside `AsyncConnection.run_sync`: the
+    statements compiled once, as SQLiteTx's, and each handed to asyncpg (`await_` switches out of
+    the greenlet `run_sync` made) without SQLAlchemy's execution context, cursor and result
+    around it -- ~70 us of CPU a statement of the ~150 us SQLAlchemy's path costs here.
+
+    The transaction stays SQLAlchemy's: BEGIN through its adapter (`_start_transaction`, the
+    call its cursor makes before a first statement), COMMIT or ROLLBACK by the caller's
+    `Database.write()`.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        adapted: Any = connection.connection.dbapi_connection  # SQLAlchemy's asyncpg adapter
+        if adapted._transaction is None:
+            await_(adapted._start_transaction())
+        self.connection: Any = adapted._connection  # asyncpg's
+        self.dialect = connection.dialect
+
+    def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
+        compiled = _compiled_for(statement, parameters, self.dialect)
+        return compiled.rows(
+            await_(self.connection.fetch(compiled.sql, *compiled.parameters(parameters)))
+        )
+
+    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> None:
+        compiled = _compiled_for(statement, parameters, self.dialect)
+        await_(self.connection.execute(compiled.sql, *compiled.parameters(parameters)))
+
+    def run_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = _compiled_for(statement, rows[0], self.dialect)
+        await_(self.connection.executemany(compiled.sql, [compiled.parameters(r) for r in rows]))

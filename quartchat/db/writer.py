@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .tx import EngineTx, SQLiteTx, Tx
+from .tx import AsyncpgTx, SQLiteTx, Tx
 
 T = TypeVar("T")
 
@@ -207,7 +207,7 @@ class EngineWriter:
         try:
             async with self.begin() as connection:
                 results = await connection.run_sync(
-                    lambda sync: [work(EngineTx(sync)) for work in works]
+                    lambda sync: [work(AsyncpgTx(sync)) for work in works]
                 )
             return [(True, result) for result in results]
         except Exception as error:
