@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from . import sqlite
 from .tx import Tx
-from .writer import EngineWriter, SQLiteWriter
+from .writer import PostgresWriter, SQLiteWriter
 
 T = TypeVar("T")
 
@@ -117,12 +117,12 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sqlite = is_sqlite(engine.url)
-        self.writer: SQLiteWriter | EngineWriter
+        self.writer: SQLiteWriter | PostgresWriter
         if self.sqlite:
             path = engine.url.database or ""
             self.writer = SQLiteWriter(path, engine.dialect, SQLITE_PRAGMAS)
         else:
-            self.writer = EngineWriter(self.write)
+            self.writer = PostgresWriter(self.write)
 
     @classmethod
     def open(cls, url: URL, **kwargs: Any) -> Database:

@@ -1,5 +1,5 @@
 """The writes of `Database.run(work)`, group-committed: on SQLite one thread with its own
-connection, on PostgreSQL batches on the pool's connections (`EngineWriter`, below).
+connection, on PostgreSQL batches on the pool's connections (`PostgresWriter`, below).
 
 SQLite has one writer at a time anyway; here a process's `run` transactions go to a thread of
 their own with a connection of its own, instead of through SQLAlchemy's pool and aiosqlite's
@@ -155,11 +155,11 @@ class SQLiteWriter:
                 loop.call_soon_threadsafe(_settle, settled)
 
 
-class EngineWriter:
+class PostgresWriter:
     """PostgreSQL's `run` transactions: the works waiting together share one transaction on a
-    pooled connection (a checkout, BEGIN and COMMIT: three of a turn's ~13 round trips to the
-    server, each a wake-up of the event loop, and SQLAlchemy's work around them). At most
-    `PARALLEL` such transactions at once, so a slow server does not hold every write up.
+    pooled connection (a checkout, BEGIN and COMMIT: of a turn's 12 round trips to the server,
+    each a wake-up of the event loop with SQLAlchemy's work around it, 6 are BEGIN and COMMIT).
+    At most `PARALLEL` such transactions at once, so a slow server does not hold every write up.
 
     No SAVEPOINT per work: on PostgreSQL each would be two more round trips. If a work raises
     (or COMMIT fails), the whole transaction is rolled back and each of its works runs again

@@ -188,7 +188,7 @@ async def test_works_one_after_another_each_get_run(db: Database) -> None:
     for i in range(writer.PARALLEL * 3):
         task = asyncio.ensure_future(db.run(adding(owner_id, conversation_id, f"m{i:02}")))
         done, _ = await asyncio.wait({task}, timeout=10)  # (wait_for's cancel would be waited out)
-        if not done and isinstance(db.writer, writer.EngineWriter):
+        if not done and isinstance(db.writer, writer.PostgresWriter):
             for _, future in db.writer._waiting:  # let the test end: nobody will run it
                 future.cancel()
         assert done, f"work {i} was never run"
