@@ -228,7 +228,6 @@ _TREE = (
     .where(_MINE, messages.c.conversation_id == bindparam("key"))
     .order_by(messages.c.created_at, messages.c.id)
 )
-_ADD = insert(messages).returning(*MESSAGE_COLUMNS)
 _INSERT = insert(messages)
 _TOUCH = (
     update(conversations)
@@ -501,8 +500,9 @@ async def add(
 ) -> Message:
     """Add a message to the owner's conversation (the caller checked it is theirs: `get`);
     `fields` as `new_message` takes them."""
-    result = await connection.execute(_ADD, new_message(conversation_id, **fields))
-    return _message(result.one())
+    row = new_message(conversation_id, **fields)
+    await connection.execute(_INSERT, row)
+    return _written(row)
 
 
 def add_in(tx: Tx, owner_id: int, conversation_id: str, **fields: Any) -> Message:
@@ -513,10 +513,14 @@ def add_in(tx: Tx, owner_id: int, conversation_id: str, **fields: Any) -> Messag
 
 def insert_in(tx: Tx, rows: Sequence[dict[str, Any]]) -> list[Message]:
     """New messages (rows made by `new_message`, of conversations the caller checked are the
-    owner's), in one statement: a turn's question and reply's placeholder are one round trip.
-    Every column is in the row, so the messages are made from it, not read back."""
+    owner's), in one statement: a turn's question and reply's placeholder are one round trip."""
     tx.run_many(_INSERT, rows)
-    return [_message(SimpleNamespace(**row)) for row in rows]
+    return [_written(row) for row in rows]
+
+
+def _written(row: dict[str, Any]) -> Message:
+    # Every column is in the row `new_message` made: the message is made from it, not read back.
+    return _message(SimpleNamespace(**row))
 
 
 def new_message(

@@ -144,12 +144,7 @@ async def send(
             raise APIError(
                 400, "INVALID_REQUEST", "The message to answer is not in this conversation."
             )
-        question = store.new_message(
-            conversation_id, role="user", content=content, parent_id=parent, client_id=client_id
-        )
-        return _begin_reply(
-            tx, owner_id, loaded, question["id"], new_question=question, first=parent is None
-        )
+        return _ask(tx, owner_id, loaded, content, parent, client_id)
 
     return await _start(db, owner_id, conversation_id, client_id, begin)
 
@@ -183,18 +178,22 @@ async def edit(
         old = loaded.tree.get(message_id)
         if old is None or old.role != "user":
             raise not_found("There is no such question in this conversation.")
-        question = store.new_message(
-            conversation_id,
-            role="user",
-            content=content,
-            parent_id=old.parent_id,
-            client_id=client_id,
-        )
-        return _begin_reply(
-            tx, owner_id, loaded, question["id"], new_question=question, first=old.parent_id is None
-        )
+        return _ask(tx, owner_id, loaded, content, old.parent_id, client_id)
 
     return await _start(db, owner_id, conversation_id, client_id, begin)
+
+
+def _ask(
+    tx: Tx, owner_id: int, loaded: _Loaded, content: str, parent_id: str | None, client_id: str
+) -> Turn:
+    """A new question under `parent_id` (None: a first question), and its reply's placeholder."""
+    question = store.new_message(
+        loaded.conversation.id, role="user", content=content, parent_id=parent_id,
+        client_id=client_id,
+    )  # fmt: skip
+    return _begin_reply(
+        tx, owner_id, loaded, question["id"], new_question=question, first=parent_id is None
+    )
 
 
 def _begin_reply(
@@ -304,20 +303,13 @@ class ReplyWriter:
             await asyncio.sleep(CHECKPOINT_SECONDS)
             # The text when it grew; a sign of life anyway (a model thinking is not a dead reply).
             parts = len(completion.parts)
+            ids: dict[str, Any] = {"owner_id": self.owner_id, "message_id": self.reply_id}
+            if parts != saved:
+                work = partial(store.checkpoint, content=completion.text, **ids)
+            else:
+                work = partial(store.heartbeat, **ids)
             with contextlib.suppress(Exception):  # a failed checkpoint is retried at the next
-                if parts != saved:
-                    await self.db.run(
-                        partial(
-                            store.checkpoint,
-                            owner_id=self.owner_id,
-                            message_id=self.reply_id,
-                            content=completion.text,
-                        )
-                    )
-                else:
-                    await self.db.run(
-                        partial(store.heartbeat, owner_id=self.owner_id, message_id=self.reply_id)
-                    )
+                await self.db.run(work)
                 saved = parts
 
 
