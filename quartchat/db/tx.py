@@ -59,7 +59,7 @@ class Tx(Protocol):
 
 
 class _Compiled:
-    """A statement compiled for SQLite once, with its parameter order and type processors."""
+    """A statement compiled once for a dialect, with its parameter order and type processors."""
 
     __slots__ = ("binds", "compiled", "names", "result", "row", "sql")
 

@@ -120,26 +120,21 @@ class SQLiteWriter:
         """Run the jobs in one transaction: (True, result) or (False, exception) for each."""
         self.transactions += 1
         tx = SQLiteTx(connection, self.dialect)
-        alone = len(jobs) == 1  # no savepoint needed: the transaction is the work's own
         outcomes: list[tuple[bool, Any]] = []
         try:
             connection.execute("BEGIN IMMEDIATE")
             for work, _ in jobs:
-                if not alone:
-                    connection.execute("SAVEPOINT work")
+                connection.execute("SAVEPOINT work")
                 try:
                     outcomes.append((True, work(tx)))
                 except BaseException as error:
-                    if alone:
-                        raise
                     connection.execute("ROLLBACK TO work")
                     outcomes.append((False, error))
-                if not alone:
-                    connection.execute("RELEASE work")
+                connection.execute("RELEASE work")
             connection.execute("COMMIT")
         except BaseException as error:
-            # BEGIN, a savepoint or COMMIT failed (a busy timeout, a full disk), or a lone
-            # work raised: nothing of the transaction is kept, and every work hears why.
+            # BEGIN, a savepoint or COMMIT failed (a busy timeout, a full disk): nothing of the
+            # transaction is kept, and every work hears why.
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             return [(False, error)] * len(jobs)
@@ -207,7 +202,7 @@ class PostgresWriter:
         try:
             async with self.begin() as connection:
                 results = await connection.run_sync(
-                    lambda sync: [work(AsyncpgTx(sync)) for work in works]
+                    lambda sync: [work(tx) for tx in [AsyncpgTx(sync)] for work in works]
                 )
             return [(True, result) for result in results]
         except Exception as error:
