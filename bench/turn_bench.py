@@ -10,7 +10,7 @@ tests start one, when Debian's postgresql is installed): `--turns` conversations
 turn already (its title set), then `--repeat` rounds of: every conversation gets a turn, first one
 at a time ("sequential"), then all at once ("concurrent", as a crowd of users sending together).
 Each operation is timed with `time.process_time()`: this process's CPU, its threads included
-(aiosqlite's), the PostgreSQL server's processes not. Medians over the rounds, per turn.
+(SQLite's writer), the PostgreSQL server's processes not. Medians over the rounds, per turn.
 
 A script, not a test: it prints figures. bench/conversations_bench.py measures the same work
 inside the running service, against a stateless stream.

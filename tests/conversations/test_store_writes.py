@@ -28,16 +28,12 @@ async def test_a_reply_write_with_another_owner_changes_nothing(database: URL, w
                 connection, ann, made.id, role="assistant", content="", parent_id=None,
                 status="streaming",
             )  # fmt: skip
-        if write == "checkpoint":
-            await db.run(partial(store.checkpoint, owner_id=eve, message_id=reply.id, content="e"))
-        elif write == "heartbeat":
-            await db.run(partial(store.heartbeat, owner_id=eve, message_id=reply.id))
-        else:
-            await db.run(
-                partial(
-                    store.finish, owner_id=eve, message_id=reply.id, content="e", status="complete"
-                )
-            )
+        works = {
+            "checkpoint": partial(store.checkpoint, content="e"),
+            "heartbeat": partial(store.heartbeat),
+            "finish": partial(store.finish, content="e", status="complete"),
+        }
+        await db.run(partial(works[write], owner_id=eve, message_id=reply.id))
         async with db.read() as connection:
             (after,) = await store.messages_of(connection, ann, made.id)
         assert after == reply  # not its text, status or time
