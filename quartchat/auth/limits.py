@@ -1,8 +1,8 @@
-"""Counting failures per key (an IP, an account) in fixed windows, in the database, so that every
-worker process and every host counts together.
+"""Counting per key (failures per IP or account, bytes imported per user) in fixed windows, in the
+database, so that every worker process and every host counts together.
 
-One statement per failure: an upsert that starts a new window or adds one, atomically on both
-databases; no read-then-write.
+One statement per count: an upsert that starts a new window or adds to it, atomically on both
+databases, returning the new total; no read-then-write.
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ async def retry_after(
 
 async def failed(connection: AsyncConnection, key: str, window: timedelta) -> int:
     """Count one failure for `key`; returns the failures in its current window."""
+    return await add(connection, key, window)
+
+
+async def add(connection: AsyncConnection, key: str, window: timedelta, amount: int = 1) -> int:
+    """Add `amount` to `key`'s count in its current window (a new window if it is over); returns
+    the new count."""
     at = now()
     expired = rate_limits.c.window_start <= at - window
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(rate_limits).values(key=key, window_start=at, count=1)
+    statement = dialect.insert(rate_limits).values(key=key, window_start=at, count=amount)
     statement = statement.on_conflict_do_update(
         index_elements=[rate_limits.c.key],
         set_={
-            "count": case((expired, 1), else_=rate_limits.c.count + 1),
+            "count": case((expired, amount), else_=rate_limits.c.count + amount),
             "window_start": case((expired, at), else_=rate_limits.c.window_start),
         },
     ).returning(rate_limits.c.count)
