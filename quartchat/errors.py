@@ -98,21 +98,53 @@ class Redactor:
     """Removes credentials from upstream text before it reaches a client or a log.
 
     The configured key is removed whatever it looks like (an Azure key is 32 hex digits, which
-    no pattern could tell from a hash); then anything shaped like a credential.
+    no pattern could tell from a hash), in any case, with any of its characters percent-encoded
+    (an upstream that echoes the URL it was called with), and so is any prefix of it of
+    `PREFIX` characters or more (an upstream that echoes it cut short); then anything shaped
+    like a credential.
     """
+
+    PREFIX = 8
 
     __slots__ = ("_secrets",)
 
     def __init__(self, *secrets: str | None) -> None:
         # Longest first, so a key that contains another secret is removed whole.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        known = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._secrets = (
+            re.compile("|".join(_any_form(s, self.PREFIX) for s in known), re.IGNORECASE)
+            if known
+            else None
+        )
 
     def __call__(self, text: str, limit: int = 500) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
+        # The text is matched as it is, not decoded: what is replaced is what would be sent.
+        if self._secrets is not None:
+            text = self._secrets.sub("[redacted]", text)
         for pattern, replacement in _CREDENTIAL_SHAPES:
             text = pattern.sub(replacement, text)
         return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _any_form(secret: str, prefix: int) -> str:
+    """A pattern for `secret`, or its first `prefix` characters and as many more as follow,
+    each character either itself or percent-encoded (IGNORECASE then covers both the letters'
+    case and the hex digits' case)."""
+    chars = [_char(c) for c in secret]
+    if len(chars) <= prefix:
+        return "".join(chars)
+    # a(?:b(?:c)?)?: the longest prefix present, each optional character nested in the last.
+    rest = ""
+    for char in reversed(chars[prefix:]):
+        rest = f"(?:{char}{rest})?"
+    return "".join(chars[:prefix]) + rest
+
+
+def _char(c: str) -> str:
+    forms = {re.escape(c)}
+    for variant in {c, c.lower(), c.upper()}:
+        forms.add("".join(f"%{byte:02x}" for byte in variant.encode()))
+    return "(?:" + "|".join(sorted(forms)) + ")"
 
 
 def plain_text(body: str) -> str:

@@ -9,7 +9,7 @@ from quart.typing import TestClientProtocol as Client
 from quartchat.errors import Redactor
 from quartchat.upstream.client import message_of
 
-from ..conftest import CHAT, assert_error
+from ..conftest import CHAT, LiveClient, assert_error
 from ..fake_upstream import FakeUpstream, Reply
 
 DIALECTS = {
@@ -80,3 +80,49 @@ async def test_a_rate_limit_s_retry_after_is_passed_on_over_the_production_trans
     )
     assert response.headers["Retry-After"] == "17"
     assert error["message"] == "The upstream is rate limiting: slow down"
+
+
+# An Azure-style key: 32 hex digits, which no credential shape matches, so only the configured
+# key's own redaction can remove it.
+AZURE_KEY = "3f9a0c7e5b2d4a6f8e1c0b9d7a5f3e21"
+
+
+def percent_encoded(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" for c in text)
+
+
+ECHOES = {
+    "as it is": AZURE_KEY,
+    "upper-cased": AZURE_KEY.upper(),
+    "percent-encoded": percent_encoded(AZURE_KEY),
+    "percent-encoded in lower-case hex": percent_encoded(AZURE_KEY).lower(),
+    "partly percent-encoded": AZURE_KEY[:10] + percent_encoded(AZURE_KEY[10:20]) + AZURE_KEY[20:],
+    "upper-cased and percent-encoded": percent_encoded(AZURE_KEY.upper()),
+    "cut to its first 8 characters": AZURE_KEY[:8],
+    "cut short and upper-cased": AZURE_KEY[:20].upper(),
+}
+
+
+@pytest.mark.parametrize("echo", ECHOES.values(), ids=ECHOES.keys())
+def test_the_configured_key_is_redacted_in_any_case_percent_encoded_or_cut_short(
+    echo: str,
+) -> None:
+    redacted = Redactor(AZURE_KEY)(f"Access denied for key '{echo}' at /v1/keys/{echo}?x=1")
+    assert redacted == "Access denied for key '[redacted]' at /v1/keys/[redacted]?x=1"
+
+
+def test_fewer_than_8_characters_of_the_key_are_not_taken_for_it() -> None:
+    text = f"request {AZURE_KEY[:7]} failed"
+    assert Redactor(AZURE_KEY)(text) == text
+
+
+async def test_an_upstream_echoing_the_key_encoded_sends_the_client_no_form_of_it(
+    live: LiveClient, fake: FakeUpstream
+) -> None:
+    echo = f"No deployment at /keys/{percent_encoded(AZURE_KEY)} for {AZURE_KEY.upper()}"
+    body = b'{"error": {"message": "' + echo.encode() + b'"}}'
+    fake.reply_with(Reply(status=404, chunks=[body]))
+    async with live(openai_api_key=AZURE_KEY) as client:
+        response = await client.post("/api/chat/stream", json=CHAT)
+    error = assert_error(response.status_code, await response.get_data(), 400, "UPSTREAM_REJECTED")
+    assert error["message"] == "No deployment at /keys/[redacted] for [redacted]"
