@@ -35,10 +35,11 @@ sqlalchemy.dialects.sqlite.aiosqlite, sqlalchemy.dialects.postgresql.asyncpg, ar
 FROM python:3.12-slim
 
 # A fixed numeric uid/gid, so volume ownership and Kubernetes' runAsNonRoot can rely on it.
+# /data is the app user's alone (a new named volume copies this mode): it holds every message.
 RUN groupadd --system --gid 10001 quartchat \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin quartchat \
- && mkdir /data && chown 10001:10001 /data
+ && mkdir -m 0700 /data && chown 10001:10001 /data
 
 COPY --from=build /opt/venv /opt/venv
 

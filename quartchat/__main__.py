@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         help="read the password from standard input instead of asking for it",
     )
     args = parser.parse_args(argv)
+    # Before anything is written: the database, its backups and the secret key are nobody
+    # else's (datadir.py covers what was made before, or by `create_app` run elsewhere).
+    os.umask(0o077)
     settings = get_settings()
     configure_logging(settings.log_level)
     try:

@@ -108,6 +108,14 @@ async def database(
     yield postgres_server.set(database=name)
 
 
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The umask most hosts give a process, whatever this one's is; restored afterwards."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "openai_api_key": SECRET,

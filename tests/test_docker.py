@@ -239,6 +239,17 @@ def test_accounts_live_in_the_data_volume(service: Stack) -> None:
     assert {"quartchat.db", "secret_key"} <= set(listing.stdout.split())
 
 
+def test_the_data_volume_is_the_app_user_s_alone(service: Stack) -> None:
+    modes = service.exec(
+        "stat", "-c", "%n %a %u", "/data", "/data/quartchat.db", "/data/secret_key"
+    )
+    assert modes.stdout.split("\n")[:3] == [
+        "/data 700 10001",
+        "/data/quartchat.db 600 10001",
+        "/data/secret_key 600 10001",
+    ]
+
+
 def test_a_chat_streams_through_the_container_from_the_upstream_on_the_host(
     service: Stack,
 ) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL
 from ..config import Settings
 from ..conversations.store import interrupt_stale
 from ..conversations.turns import STALE_AFTER
+from ..datadir import make_private
 from ..db import Database, database_url
 from ..db.migrate import migrate
 from . import setup, users
@@ -19,6 +20,10 @@ from .principal import PrincipalCache
 
 
 def url_of(settings: Settings) -> URL:
+    """The database's URL. When it is the SQLite file in DATA_DIR, DATA_DIR is made private
+    first (created 0700, or fixed if an older version left it open to others)."""
+    if not settings.database_url:
+        make_private(settings.data_dir)
     return database_url(
         settings.database_url.get_secret_value() if settings.database_url else None,
         settings.data_dir,

@@ -25,6 +25,7 @@ from quart.sessions import SecureCookieSessionInterface
 from quart.wrappers import BaseRequestWebsocket
 from quart_auth import Action, QuartAuth
 
+from ..datadir import make_private
 from .principal import Networks
 from .sessions import LIFETIME
 
@@ -73,10 +74,10 @@ def secret_key(configured: str | None, data_dir: Path) -> str:
     """SECRET_KEY, or one generated at the first start and kept in DATA_DIR (mode 0600)."""
     if configured:
         return configured
+    make_private(data_dir)
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     # O_EXCL: two workers starting at once must agree on one key.
     try:

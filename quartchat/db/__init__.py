@@ -33,6 +33,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ..datadir import private_database
 from . import sqlite
 from .tx import Tx
 from .writer import PostgresWriter, SQLiteWriter
@@ -65,8 +66,8 @@ def is_sqlite(url: URL) -> bool:
 
 def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     """An async engine; on SQLite, with the pragmas and the BEGIN control described above."""
-    if is_sqlite(url) and url.database:
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if is_sqlite(url) and url.database and url.database != ":memory:" and "uri" not in url.query:
+        private_database(Path(url.database))  # the file 0600 before SQLite makes it 0644
     # A fixed pool, no overflow: SQLAlchemy's default (5, and 10 more) closes every connection
     # beyond the fifth as it comes back, so under load each transaction could open a connection
     # -- on SQLite a new aiosqlite thread, the file and the pragmas; on PostgreSQL a backend

@@ -21,6 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
+from ..datadir import create_private
 from . import create_engine, is_sqlite
 
 log = logging.getLogger("quartchat.db")
@@ -122,9 +123,10 @@ def _check_known(revision: str, target: str | None) -> None:
 
 def _backup(connection: Connection, backups: Path, revision: str) -> Path:
     """A consistent copy of the whole SQLite file (VACUUM INTO reads one snapshot)."""
-    backups.mkdir(parents=True, exist_ok=True)
+    backups.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = backups / f"quartchat-{stamp}-before-{revision}.db"
+    create_private(target)  # VACUUM INTO would make it 0644: it is the whole database
     # On the driver's connection: through SQLAlchemy the statement would start a transaction.
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,6 +152,20 @@ async def test_an_sqlite_file_is_copied_before_it_is_migrated(
         )
     with sqlite3.connect(data / "quartchat.db") as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchone() == ("9999",)
+
+
+@pytest.mark.usefixtures("umask_022")
+async def test_the_copy_before_a_migration_is_nobody_else_s(
+    tmp_path: Path, next_release: Callable[[], str]
+) -> None:
+    data = tmp_path / "data"
+    url = database_url(None, data)
+    await migrate(url)
+    next_release()
+    await migrate(url, data / "backups")
+    (backup,) = (data / "backups").glob("quartchat-*.db")
+    assert stat.S_IMODE((data / "backups").stat().st_mode) == 0o700
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
 
 
 async def test_hosts_starting_together_migrate_once(
