@@ -7,6 +7,7 @@ import contextlib
 import html
 import logging
 import re
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -15,6 +16,100 @@ from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("quartchat")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """A code of the vocabulary: the HTTP statuses it is answered with, whether it also ends a
+    stream that has begun (an SSE `error` event), and what it means, in one line."""
+
+    statuses: tuple[int, ...]
+    meaning: str
+    event: bool = False
+
+
+# Every code quartchat sends, one entry each; docs/api.md's table is generated from this
+# (scripts/error-table), and tests/test_errors_vocabulary.py fails on a code raised but missing.
+CODES: dict[str, ErrorCode] = {
+    "INVALID_REQUEST": ErrorCode(
+        (400,),
+        "invalid JSON, a body that fails validation (with `details`), a bad cursor or parameter",
+    ),
+    "HOST_NOT_ALLOWED": ErrorCode((400,), "`Host` is not a loopback name or in `ALLOWED_HOSTS`"),
+    "CROSS_SITE_REQUEST": ErrorCode((403,), "a state-changing request from another site"),
+    "UNSUPPORTED_MEDIA_TYPE": ErrorCode((415,), "a `POST` whose body is not `application/json`"),
+    "REQUEST_TOO_LARGE": ErrorCode((413,), "a body over `MAX_BODY_BYTES` (an import: 50 MB)"),
+    "NOT_FOUND": ErrorCode(
+        (404,),
+        "an unknown route; no such thing, or another user's (conversation, session, token...)",
+    ),
+    "METHOD_NOT_ALLOWED": ErrorCode(
+        (405,), "a method the route does not take (`Allow` lists those it does)"
+    ),
+    "NOT_CONFIGURED": ErrorCode((503,), "no upstream key while the base URL is OpenAI's own"),
+    "UPSTREAM_AUTH": ErrorCode((502,), "the upstream answered 401/403: it refused our key"),
+    "UPSTREAM_RATE_LIMITED": ErrorCode(
+        (429,),
+        "the upstream answered 429 (its `Retry-After` passed on, if seconds or an HTTP date)",
+    ),
+    "UPSTREAM_REJECTED": ErrorCode(
+        (400,),
+        "the upstream answered another 4xx (its message, secrets removed, 300 characters at most)",
+    ),
+    "UPSTREAM_ERROR": ErrorCode(
+        (502,),
+        "upstream 5xx or 2xx without a completion; mid-stream: its error, a bad chunk, a cut",
+        event=True,
+    ),
+    "UPSTREAM_UNREACHABLE": ErrorCode((502,), "no connection to the upstream"),
+    "UPSTREAM_TIMEOUT": ErrorCode(
+        (504,),
+        "no connection or first byte in `REQUEST_TIMEOUT_SECONDS`; mid-stream: silent that long",
+        event=True,
+    ),
+    "INTERNAL_ERROR": ErrorCode(
+        (500,), "a bug: no traceback, its type is logged (once, with the request id)", event=True
+    ),
+    "SERVER_SHUTTING_DOWN": ErrorCode(
+        (503,),
+        "a new chat after SIGTERM; mid-stream: still running when the grace period ended",
+        event=True,
+    ),
+    "UNAUTHENTICATED": ErrorCode(
+        (401,),
+        "no session or API token (accounts on), or one that ended (`WWW-Authenticate: Bearer`)",
+    ),
+    "FORBIDDEN": ErrorCode((403,), "not an administrator, on an admin route"),
+    "ACCOUNT_NOT_ACTIVE": ErrorCode((403,), "a trusted-header user not (yet) allowed in"),
+    "INVALID_CREDENTIALS": ErrorCode(
+        (401,), "login: wrong email or password (one message for both); a wrong current password"
+    ),
+    "TOO_MANY_ATTEMPTS": ErrorCode(
+        (429,), "login: too many failures a minute for the account or the address (`Retry-After`)"
+    ),
+    "ACCOUNT_PENDING": ErrorCode(
+        (403,), "login: the account waits for an administrator's approval"
+    ),
+    "ACCOUNT_DISABLED": ErrorCode((403,), "login: the account was disabled"),
+    "WEAK_PASSWORD": ErrorCode((400,), "a password under 8 characters"),
+    "SETUP_REFUSED": ErrorCode((403,), "the setup token is wrong or used, or an admin exists"),
+    "SIGNUP_CLOSED": ErrorCode((403,), "sign-up under the `closed` or `invite` policy"),
+    "EMAIL_TAKEN": ErrorCode((409,), "an email that has an account already"),
+    "INVALID_INVITE": ErrorCode((404,), "an invite used, expired or withdrawn"),
+    "LAST_ADMIN": ErrorCode((409,), "disabling or demoting the last active administrator"),
+    "TOO_MANY_TOKENS": ErrorCode(
+        (409,), "a new API token while the user has the most there may be (50)"
+    ),
+    "STALE": ErrorCode(
+        (409,),
+        "a change against a `revision` the conversation moved past (`details`: the current one)",
+    ),
+    "TURN_CONFLICT": ErrorCode(
+        (409,),
+        "a resent turn (same `client_id`) with no reply; mid-stream: its reply did not complete",
+        event=True,
+    ),
+}
 
 # Status codes the framework itself raises, mapped onto our codes.
 HTTP_CODES = {
@@ -223,3 +318,27 @@ def error_kind(error: Exception) -> str:
     if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) <= 40:
         kind += f" ({code})"
     return kind
+
+
+ERROR_TABLE_START = (
+    "<!-- error table: generated from quartchat/errors.py's CODES by scripts/error-table -->"
+)
+ERROR_TABLE_END = "<!-- end of the error table -->"
+
+
+def error_table() -> str:
+    """The Markdown table of `CODES`, as docs/api.md shows it."""
+    rows = ["| code | status | meaning |", "|---|---|---|"]
+    for code, error in CODES.items():
+        status = " / ".join(str(s) for s in error.statuses)
+        if error.event:
+            status += ", `error` event"
+        rows.append(f"| `{code}` | {status} | {error.meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def with_error_table(document: str) -> str:
+    """`document` with the text between the error table's markers replaced by `error_table()`."""
+    start = document.index(ERROR_TABLE_START) + len(ERROR_TABLE_START)
+    end = document.index(ERROR_TABLE_END, start)
+    return document[:start] + "\n" + error_table() + document[end:]
