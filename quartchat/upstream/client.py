@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -194,6 +195,9 @@ class UpstreamClient:
             transport=transport
             or AiohttpTransport(max_connections=settings.upstream_max_connections),
         )
+        # A jar that keeps nothing: httpx stores every response's cookies and `get()` sends them
+        # back, so one user's upstream cookie would go out with shared requests (the model list).
+        self.http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._completions_url = self.http.base_url.join("chat/completions")
         self._timeout = self.http.timeout.as_dict()
         # Models whose server refused `stream_options`, until when (monotonic): a refusal is
@@ -227,8 +231,7 @@ class UpstreamClient:
 
     async def _post(self, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
         # Built directly rather than by `build_request()`, which re-merges the base URL, headers
-        # and cookie jar on every call (a tenth of a request's CPU). A side benefit: cookies an
-        # upstream sets are never sent back, so no user's session leaks into another's requests.
+        # and cookie jar on every call (a tenth of a request's CPU).
         request = httpx.Request(
             "POST",
             self._completions_url,

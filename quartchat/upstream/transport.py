@@ -7,6 +7,8 @@ streams. aiohttp's pool does not. This is the idea of the `httpx-aiohttp` packag
 for two reasons: its exception map turns every connection failure into `ConnectTimeout`, and
 its body iterator cannot be waited on with a timeout without being destroyed, which the relay
 needs to send keep-alive pings while an upstream is silent (`read_chunk()` is cancel-safe).
+
+The session keeps no cookies (`DummyCookieJar`): it is shared by every user of the process.
 """
 
 from __future__ import annotations
@@ -99,8 +101,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 keepalive_timeout=self._keepalive_expiry,
                 ssl=self._ssl,
             )
+            # No cookie jar: one session serves every user, and a jar would replay one user's
+            # upstream `Set-Cookie` on the next user's request.
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, trust_env=False
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trust_env=False,
             )
         return self._session
 

@@ -12,6 +12,7 @@ import respx
 from quart.typing import TestClientProtocol as Client
 
 from quartchat import create_app
+from quartchat.schemas import ChatRequest
 from quartchat.upstream import client as client_module
 
 from ..conftest import CHAT, LiveClient, assert_error, make_settings, parse_events
@@ -223,3 +224,28 @@ async def test_a_request_gets_its_own_connection_while_another_is_busy(
     async with live(request_timeout_seconds=0.5) as client:
         status, body = await chat_beside_a_busy_stream(client)
     assert status == 200, body
+
+
+async def test_a_cookie_one_reply_sets_is_not_sent_with_the_model_list_request(
+    fake: FakeUpstream,
+) -> None:
+    # httpx's client keeps the cookies of every response it sends for, and `get()` merges them
+    # into the next request: the shared model-list request would carry one user's cookie. (A
+    # host name: cookie jars are pickier about IP addresses, upstreams have names.)
+    base = fake.url.replace("127.0.0.1", "localhost")
+    fake.reply_with(
+        Reply(
+            chunks=[
+                orjson.dumps({"choices": [{"message": {"role": "assistant", "content": "Hi"}}]})
+            ],
+            headers={"Content-Type": "application/json", "Set-Cookie": "session=alice; Path=/"},
+        )
+    )
+    upstream = client_module.UpstreamClient(make_settings(openai_api_base=base))
+    try:
+        await upstream.complete(ChatRequest.model_validate(CHAT))
+        await upstream.models()
+    finally:
+        await upstream.aclose()
+    assert [r.path for r in fake.requests] == ["/v1/chat/completions", "/v1/models"]
+    assert [r.headers.get("cookie") for r in fake.requests] == [None, None]

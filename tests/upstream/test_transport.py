@@ -115,3 +115,32 @@ async def test_stop_read_timeout_lifts_it_for_this_response_only(
     with pytest.raises(httpx.ReadTimeout):
         await http.post(fake.url + "/chat/completions", json={})
     assert fake.open_connections == 1
+
+
+async def test_a_cookie_the_upstream_sets_is_not_sent_on_the_next_request(
+    fake: FakeUpstream,
+) -> None:
+    # One transport serves every user: a cookie jar would hand one user's upstream session to
+    # the next user's request. (Requests built as UpstreamClient builds them: httpx's own jar,
+    # merged in only by `build_request`, is not in play.) A host name, not an address: aiohttp's
+    # jar ignores cookies from IP addresses, but upstreams have names.
+    url = fake.url.replace("127.0.0.1", "localhost") + "/chat/completions"
+    fake.reply_with(
+        Reply(
+            chunks=[b"{}"],
+            headers={"Content-Type": "application/json", "Set-Cookie": "session=alice; Path=/"},
+        )
+    )
+    transport = AiohttpTransport(max_connections=10)
+    offered = []
+    try:
+        for _ in range(2):
+            request = httpx.Request("POST", url, json={})
+            response = await transport.handle_async_request(request)
+            await response.aread()
+            await response.aclose()
+            offered.append(response.headers.get("set-cookie"))
+    finally:
+        await transport.aclose()
+    assert offered == ["session=alice; Path=/", None]
+    assert [r.headers.get("cookie") for r in fake.chat_requests()] == [None, None]
