@@ -31,7 +31,8 @@ read and the values stored with the engine's own, on both databases.
 from __future__ import annotations
 
 import sqlite3
-from collections import namedtuple
+import threading
+from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -94,23 +95,37 @@ class _Compiled:
         ]
 
 
-_COMPILED: dict[tuple[str, ClauseElement, tuple[str, ...]], _Compiled] = {}
+# Compiled statements, the most recently used last. Bounded: the key holds its statement, so a
+# statement built per call (rather than once, at module level) would otherwise add an entry per
+# call, for ever. Past the bound the least recently used is dropped (and compiled again if it
+# comes back); the module-level statements of every work together are far fewer than this.
+COMPILED_CACHE_SIZE = 1024
+_COMPILED: OrderedDict[tuple[str, ClauseElement, tuple[str, ...]], _Compiled] = OrderedDict()
+_COMPILED_LOCK = threading.Lock()
 
 
 def _compiled_for(
     statement: ClauseElement, parameters: Mapping[str, Any], dialect: Dialect
 ) -> _Compiled:
-    """`statement` compiled for `dialect` and these parameter names, once."""
+    """`statement` compiled for `dialect` and these parameter names, once while it is in use."""
     key = (dialect.name, statement, tuple(sorted(parameters)))
-    found = _COMPILED.get(key)
-    if found is None:
-        found = _COMPILED[key] = _Compiled(statement, dialect, key[2])
-    return found
+    with _COMPILED_LOCK:  # every SQLite writer's thread, and the event loop's, use it
+        found = _COMPILED.get(key)
+        if found is not None:
+            _COMPILED.move_to_end(key)
+            return found
+    compiled = _Compiled(statement, dialect, key[2])  # outside the lock: it takes a while
+    with _COMPILED_LOCK:
+        _COMPILED[key] = compiled
+        if len(_COMPILED) > COMPILED_CACHE_SIZE:
+            _COMPILED.popitem(last=False)
+    return compiled
 
 
 class SQLiteTx:
     """`Tx` on the sqlite3 connection itself, in its thread. Statements are compiled once per
-    set of parameter names: pass the module's prebuilt statements, not ones made per call."""
+    set of parameter names: pass the module's prebuilt statements (one made per call is
+    compiled on every call)."""
 
     def __init__(self, connection: sqlite3.Connection, dialect: Dialect) -> None:
         self.connection = connection

@@ -9,16 +9,18 @@ import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Select, create_engine, func, insert, literal_column, select, text
 from sqlalchemy.engine import URL
 
 from quartchat.auth import users
 from quartchat.conversations import store
 from quartchat.db import Database
+from quartchat.db import tx as tx_module
 from quartchat.db.tables import conversations
-from quartchat.db.tx import Tx
+from quartchat.db.tx import SQLiteTx, Tx
 
 
 @pytest.fixture
@@ -246,3 +248,26 @@ async def test_a_busy_database_is_waited_for_not_failed(db: Database, database: 
         assert (await task).content == "waited"
     finally:
         other.close()
+
+
+def test_statements_built_per_call_do_not_grow_the_compiled_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A statement made inside the work is a new key each call: the cache must stay bounded (it
+    # grew by one entry a call, for ever), while a module-level statement in use stays compiled.
+    # A small bound, so that a hundred times as many calls as it (each compiling its statement:
+    # ~150 us) prove it in a second or two.
+    monkeypatch.setattr(tx_module, "COMPILED_CACHE_SIZE", 100, raising=False)
+    dialect = create_engine("sqlite://").dialect
+    connection = sqlite3.connect(":memory:")
+    tx = SQLiteTx(connection, dialect)
+    kept: Select[Any] = select(literal_column("1"))
+    tx.rows(kept, {})
+    compiled_once = tx_module._COMPILED[("sqlite", kept, ())]
+    for n in range(10_000):
+        tx.run(text("SELECT :n"), {"n": n})
+        if n % 50 == 0:
+            tx.rows(kept, {})  # in use all along
+    connection.close()
+    assert len(tx_module._COMPILED) <= 100
+    assert tx_module._COMPILED[("sqlite", kept, ())] is compiled_once
