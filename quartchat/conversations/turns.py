@@ -78,6 +78,15 @@ def chat_request(conversation: Conversation, path: list[Message]) -> ChatRequest
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A work's refusal (not found, a conflict), returned rather than raised: a work that raises
+    rolls back the transaction it shares with other users' works (on PostgreSQL, all of them,
+    to be run again one by one: db/writer.py). Its caller raises `error` once the batch is done."""
+
+    error: APIError
+
+
+@dataclass(frozen=True, slots=True)
 class _Loaded:
     """What a turn starts from: the conversation and its whole tree, by id."""
 
@@ -90,15 +99,15 @@ class _Loaded:
 
 # A turn begins in one transaction, run by `Database.run` (on SQLite, in the writer's thread:
 # db/writer.py): the functions below, but for the three entry points, are its work, plain
-# synchronous code.
+# synchronous code. They refuse by returning `Refused`, never by raising.
 
 
-def _load(tx: Tx, owner_id: int, conversation_id: str) -> _Loaded:
+def _load(tx: Tx, owner_id: int, conversation_id: str) -> _Loaded | Refused:
     # Two statements: the tree answers every later question (is the parent here, was this
     # client id sent before, what is the path) without another look at the database.
     conversation = store.get_in(tx, owner_id, conversation_id)
     if conversation is None:
-        raise not_found()
+        return Refused(not_found())
     tree = store.messages_in(tx, owner_id, conversation_id)
     return _Loaded(conversation, {m.id: m for m in tree})
 
@@ -108,19 +117,25 @@ async def _start(
     owner_id: int,
     conversation_id: str,
     client_id: str,
-    begin: Callable[[Tx, _Loaded], Turn],
+    begin: Callable[[Tx, _Loaded], Turn | Refused],
 ) -> Turn:
     """The turn `begin` makes from the loaded conversation, in one transaction; or, when
-    `client_id` was sent before (a retry after a lost connection), the turn it made then."""
+    `client_id` was sent before (a retry after a lost connection), the turn it made then.
+    Raises the APIError of a refusal, after the transaction."""
 
-    def work(tx: Tx) -> Turn:
+    def work(tx: Tx) -> Turn | Refused:
         loaded = _load(tx, owner_id, conversation_id)
+        if isinstance(loaded, Refused):
+            return loaded
         earlier = loaded.by_client_id(client_id)
         if earlier is not None:
             return _replay(loaded, earlier)
         return begin(tx, loaded)
 
-    return await db.run(work)
+    outcome = await db.run(work)
+    if isinstance(outcome, Refused):
+        raise outcome.error
+    return outcome
 
 
 async def send(
@@ -138,11 +153,13 @@ async def send(
     (a retry after a lost connection) starts nothing new: the turn already made is returned.
     """
 
-    def begin(tx: Tx, loaded: _Loaded) -> Turn:
+    def begin(tx: Tx, loaded: _Loaded) -> Turn | Refused:
         parent = parent_id if parent_id is not None else loaded.conversation.leaf_id
         if parent is not None and parent not in loaded.tree:
-            raise APIError(
-                400, "INVALID_REQUEST", "The message to answer is not in this conversation."
+            return Refused(
+                APIError(
+                    400, "INVALID_REQUEST", "The message to answer is not in this conversation."
+                )
             )
         return _ask(tx, owner_id, loaded, content, parent, client_id)
 
@@ -154,10 +171,10 @@ async def regenerate(
 ) -> Turn:
     """A new reply beside `message_id` (a reply): its parent's question, answered again."""
 
-    def begin(tx: Tx, loaded: _Loaded) -> Turn:
+    def begin(tx: Tx, loaded: _Loaded) -> Turn | Refused:
         old = loaded.tree.get(message_id)
         if old is None or old.role != "assistant" or old.parent_id is None:
-            raise not_found("There is no such reply in this conversation.")
+            return Refused(not_found("There is no such reply in this conversation."))
         return _begin_reply(tx, owner_id, loaded, old.parent_id, client_id=client_id)
 
     return await _start(db, owner_id, conversation_id, client_id, begin)
@@ -174,10 +191,10 @@ async def edit(
 ) -> Turn:
     """An edited question: a new message beside `message_id` (a question), and its reply."""
 
-    def begin(tx: Tx, loaded: _Loaded) -> Turn:
+    def begin(tx: Tx, loaded: _Loaded) -> Turn | Refused:
         old = loaded.tree.get(message_id)
         if old is None or old.role != "user":
-            raise not_found("There is no such question in this conversation.")
+            return Refused(not_found("There is no such question in this conversation."))
         return _ask(tx, owner_id, loaded, content, old.parent_id, client_id)
 
     return await _start(db, owner_id, conversation_id, client_id, begin)
@@ -229,7 +246,7 @@ def _begin_reply(
     return Turn(question if asked else None, reply, chat_request(conversation, path))
 
 
-def _replay(loaded: _Loaded, earlier: Message) -> Turn:
+def _replay(loaded: _Loaded, earlier: Message) -> Turn | Refused:
     """The turn a client id already made: its question and reply, for a retried request."""
     tree = list(loaded.tree.values())
     if earlier.role == "assistant":
@@ -238,7 +255,9 @@ def _replay(loaded: _Loaded, earlier: Message) -> Turn:
         question = earlier
         reply = next((m for m in reversed(tree) if m.parent_id == earlier.id), None)  # type: ignore[assignment]
     if reply is None or question is None:
-        raise APIError(409, "TURN_CONFLICT", "That message was sent before, without a reply.")
+        return Refused(
+            APIError(409, "TURN_CONFLICT", "That message was sent before, without a reply.")
+        )
     return Turn(question, reply, chat_request(loaded.conversation, []), replayed=True)
 
 

@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy.engine import URL
 
 from quartchat.auth import users
-from quartchat.conversations import store
+from quartchat.conversations import store, turns
 from quartchat.db import SQLITE_PRAGMAS, Database, writer
 from quartchat.db.tx import SQLiteTx, Tx
+from quartchat.errors import APIError
 
 from ..conftest import sqlite_copy
 
@@ -76,7 +77,9 @@ def adding(owner_id: int, conversation_id: str, content: str) -> partial[store.M
 
 async def queued(db: Database, works: list[Callable[[Tx], Any]]) -> list[asyncio.Task[Any]]:
     tasks = [asyncio.ensure_future(db.run(w)) for w in works]
-    await asyncio.sleep(0.05)  # each has put its work on the writer's queue
+    # One turn of the loop, not a wait for time: each task runs up to its first await, and
+    # `run` hands its work to the writer before that.
+    await asyncio.sleep(0)
     return tasks
 
 
@@ -133,6 +136,39 @@ async def test_a_work_that_raises_among_others_is_rolled_back_alone(db: Database
     # each work ran again alone.
     assert db.writer.transactions == before + (1 if db.sqlite else 1 + 3)
     assert await contents(db, owner_id, conversation_id) == ["kept 1", "kept 2"]
+
+
+async def test_a_refused_turn_among_a_batch_leaves_the_others_one_transaction(
+    db: Database,
+) -> None:
+    # A 404 is ordinary: it must not roll back (and, on PostgreSQL, rerun one by one) the other
+    # users' works it was batched with.
+    owner_id, conversation_id = await a_conversation(db)
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    before = db.writer.transactions
+    sends = [
+        turns.send(
+            db,
+            owner_id,
+            "no-such-conversation" if i == 30 else conversation_id,
+            content=f"m{i}",
+            client_id=f"c{i}",
+            parent_id=None,
+        )
+        for i in range(writer.BATCH)
+    ]
+    tasks = [asyncio.ensure_future(send) for send in sends]
+    await asyncio.sleep(0)  # as in `queued`: every work is with the writer
+    blocker.release.set()
+    await held
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    refused = outcomes.pop(30)
+    assert isinstance(refused, APIError) and refused.status_code == 404
+    assert all(isinstance(turn, turns.Turn) for turn in outcomes)
+    assert db.writer.transactions == before + 1
+    expected = sorted([f"m{i}" for i in range(writer.BATCH) if i != 30] + [""] * 63)
+    assert await contents(db, owner_id, conversation_id) == expected
 
 
 async def test_when_the_lock_cannot_be_had_every_work_fails_and_the_writer_goes_on(
