@@ -27,12 +27,12 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-from hypercorn.asyncio import run as hypercorn_run
-from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config, Sockets
 from hypercorn.events import Event, Updated
 from hypercorn.typing import AppWrapper, LifespanState
+
+from .adapters import hypercorn
 
 log = logging.getLogger("quartchat.connections")
 
@@ -187,7 +187,7 @@ def capped(sock: socket.socket, table: ConnectionTable) -> socket.socket:
     return listener
 
 
-class GuardedConnection(TCPServer):
+class GuardedConnection(hypercorn.ServedConnection):
     """hypercorn's connection, closed as soon as its client closes it, and known to its table."""
 
     def __init__(
@@ -216,15 +216,14 @@ class GuardedConnection(TCPServer):
 
     def evict(self) -> None:
         """Close now, to make room for a new connection (only ever done to an idle one)."""
-        self.writer.transport.abort()
+        self.abort()
 
-    async def _read_data(self) -> None:
-        await super()._read_data()
-        # The client has closed its side (or the connection broke): no request can follow.
-        # hypercorn 0.18.0 leaves the keep-alive timer running in the connection's task group,
-        # and that group must finish before the socket is closed, so the socket sat in CLOSE-WAIT
-        # for the whole keep-alive timeout (docs/upstream/hypercorn-close-wait.md).
-        await self.idle_task.stop()
+    async def client_closed(self) -> None:
+        # No request can follow. hypercorn 0.18.0 leaves the keep-alive timer running in the
+        # connection's task group, and that group must finish before the socket is closed, so
+        # the socket sat in CLOSE-WAIT for the whole keep-alive timeout
+        # (docs/upstream/hypercorn-close-wait.md).
+        await self.stop_idle_timer()
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, Updated):
@@ -235,13 +234,13 @@ class GuardedConnection(TCPServer):
                 self._table.busy(self)  # a request in flight: never closed to make room
         await super().protocol_send(event)
 
-    async def _idle_timeout(self) -> None:
+    async def idle_timeout(self) -> None:
         # hypercorn's own, but a new connection waits HEAD_TIMEOUT for its first request rather
         # than the whole keep-alive timeout: that time is for proxies between requests.
         timeout = self.config.keep_alive_timeout if self._answered else self._head_timeout
         with suppress(TimeoutError):
             await asyncio.wait_for(self.context.terminated.wait(), timeout)
-        await asyncio.shield(self._initiate_server_close())
+        await self.close_idle()
 
 
 class ExhaustionLog:
@@ -305,10 +304,7 @@ def guard_connections(
     loop = asyncio.get_running_loop()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     table = ConnectionTable(loop, connection_cap(soft, upstream_connections))
-    # worker_serve() builds each connection as `TCPServer(...)`, a name it looks up in its own
-    # module at that moment: the one place to put a subclass in (tests/test_connections.py checks
-    # that hypercorn still works this way).
-    hypercorn_run.TCPServer = partial(GuardedConnection, table, head_timeout)  # type: ignore[attr-defined,assignment]
+    hypercorn.use_connection_class(partial(GuardedConnection, table, head_timeout))
     loop.set_exception_handler(ExhaustionLog(loop))
     log.info("descriptor limit %d (hard %d): at most %d client connections", soft, hard, table.cap)
     sockets = sockets or config.create_sockets()

@@ -15,6 +15,8 @@ import orjson
 from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from .adapters import quart as quart_adapter
+
 log = logging.getLogger("quartchat")
 
 
@@ -278,7 +280,7 @@ async def _discard_rest_of_body() -> None:
     """
     with contextlib.suppress(TimeoutError):
         # Quart has no public "body complete" wait; `await request.body` raises at once.
-        await asyncio.wait_for(request.body._complete.wait(), DISCARD_SECONDS)
+        await asyncio.wait_for(quart_adapter.body_complete(request.body).wait(), DISCARD_SECONDS)
 
 
 def register_error_handlers(app: Quart) -> None:

@@ -11,26 +11,27 @@ Here a statement is one trip (`OneTripCursor`: the four calls in one function ru
 thread), BEGIN rides along with the transaction's first statement, and COMMIT or ROLLBACK is a
 trip only when a transaction is open. A write transaction of n statements costs n + 1 trips
 instead of 4n + 3. Everything else -- the pool, the dialect, aiosqlite's thread and queue -- is
-SQLAlchemy's and aiosqlite's as they are. The one private name used,
-`aiosqlite.Connection._execute` (queue a function on the connection's thread), is what
-SQLAlchemy's adapter itself uses for `isolation_level`; aiosqlite is pinned to its minor version.
+SQLAlchemy's and aiosqlite's as they are. The private names this needs (aiosqlite's queue to its
+thread, SQLAlchemy's adapter's cursor class and error translation) are read in
+quartchat/adapters/{aiosqlite,sqlalchemy}.py, each with its canary test.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
-    AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
 from sqlalchemy.util.concurrency import await_
+
+from ..adapters import aiosqlite as aiosqlite_adapter
+from ..adapters import sqlalchemy
 
 _Outcome = tuple[Any, list[Any], int, int | None, bool]
 
@@ -40,7 +41,7 @@ def _run(
 ) -> _Outcome:
     """In the connection's thread: a pending BEGIN, the statement, its rows, and what the cursor
     and the connection say after it."""
-    sqlite = connection._conn
+    sqlite = aiosqlite_adapter.sqlite_connection(connection)
     cursor = sqlite.cursor()
     try:
         if begin:
@@ -85,17 +86,14 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             self.in_transaction = False
 
 
-class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
-    """A cursor whose statement is one round trip to the connection's thread."""
+class OneTripCursor(sqlalchemy.PrefetchedCursor):
+    """A cursor whose statement is one round trip to the connection's thread (`_run` opens and
+    closes its own driver cursor there)."""
 
     __slots__ = ("_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
-        # No driver cursor is opened here (`_run` opens and closes its own), so the base class's
-        # `_cursor` and soft-close memo stay unset: every method that read them is overridden.
-        self._adapt_connection = adapt_connection
-        self._connection = adapt_connection._connection
-        self._rows = deque()
+        super().__init__(adapt_connection)
         self._description: Any = None
         self._rowcount = -1
         self._lastrowid: int | None = None
@@ -112,12 +110,6 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     def lastrowid(self) -> int:
         return self._lastrowid  # type: ignore[return-value]
 
-    async def _async_soft_close(self) -> None:
-        pass  # nothing stays open between statements
-
-    def close(self) -> None:
-        self._rows.clear()
-
     def execute(self, operation: Any, parameters: Any = None) -> Any:
         self._trip(operation, parameters, many=False)
 
@@ -125,25 +117,25 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._trip(operation, seq_of_parameters, many=True)
 
     def _trip(self, operation: str, parameters: Any, *, many: bool) -> None:
-        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
-        connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        adapted = cast(OneTripConnection, self.adapted_connection)
+        connection: aiosqlite.Connection = self.driver_connection
         begin, adapted.pending_begin = adapted.pending_begin, ""
         try:
             outcome: _Outcome = await_(
-                connection._execute(  # type: ignore[no-untyped-call]
-                    _run, connection, begin, operation, parameters, many
+                aiosqlite_adapter.run_in_thread(
+                    connection, _run, connection, begin, operation, parameters, many
                 )
             )
         except Exception as error:
             # Whether the failed statement left a transaction open is unknown here: assume it
             # did, so that the ROLLBACK that follows is sent.
             adapted.in_transaction = True
-            adapted._handle_exception(error)
+            sqlalchemy.raise_translated(adapted, error)
         self._description, rows, self._rowcount, self._lastrowid, adapted.in_transaction = outcome
-        self._rows = deque(rows)
+        self.set_rows(rows)
 
 
-OneTripConnection._cursor_cls = OneTripCursor
+sqlalchemy.use_cursor_class(OneTripConnection, OneTripCursor)
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
@@ -151,7 +143,7 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
 
     def connect(self, *arg: Any, **kw: Any) -> AsyncAdapt_aiosqlite_connection:
         adapted = super().connect(*arg, **kw)
-        return OneTripConnection(self, adapted._connection)
+        return OneTripConnection(self, sqlalchemy.driver_connection(adapted))
 
 
 def dbapi() -> OneTripDBAPI:

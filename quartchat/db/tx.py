@@ -21,11 +21,10 @@ SQLAlchemy's own type processors for their parameters and rows; only their execu
 engine. The transaction runs to its end when the task awaiting it is cancelled (the
 cancellation is delivered after), as every transaction here does (db/__init__.py).
 
-This reads some of SQLAlchemy's own private names: three compiler attributes
-(`_bind_processors`, `_result_columns` and a type's `_cached_result_processor`) and, on
-PostgreSQL, its asyncpg adapter's `_transaction`, `_start_transaction()` and `_connection`.
-SQLAlchemy is pinned to its minor version for that, and tests/db/test_tx.py compares the rows
-read and the values stored with the engine's own, on both databases.
+This relies on some of SQLAlchemy's private names (compiled statements' processors, its asyncpg
+adapter's transaction), read in quartchat/adapters/sqlalchemy.py with their canary tests; and
+tests/db/test_tx.py compares the rows read and the values stored with the engine's own, on both
+databases.
 """
 
 from __future__ import annotations
@@ -40,6 +39,8 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util.concurrency import await_
+
+from ..adapters import sqlalchemy
 
 
 class Tx(Protocol):
@@ -73,11 +74,10 @@ class _Compiled:
         self.compiled = compiled
         self.sql = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        # (A tuple-typed parameter would have a sequence of processors; none of ours is one.)
-        self.binds = cast(dict[str, Callable[[Any], Any]], dict(compiled._bind_processors))
-        columns = compiled._result_columns or []
-        self.result = [c.type._cached_result_processor(dialect, None) for c in columns]
-        row = namedtuple("Row", [c.keyname for c in columns], rename=True)  # type: ignore[misc]
+        self.binds = sqlalchemy.bind_processors(compiled)
+        columns = sqlalchemy.result_columns(compiled)
+        self.result = [sqlalchemy.result_processor(type_, dialect) for _, type_ in columns]
+        row = namedtuple("Row", [key for key, _ in columns], rename=True)  # type: ignore[misc]
         self.row: Callable[[Iterable[Any]], Any] = row._make
 
     def parameters(self, given: Mapping[str, Any]) -> list[Any]:
@@ -160,16 +160,12 @@ class AsyncpgTx:
     the greenlet `run_sync` made) without SQLAlchemy's execution context, cursor and result
     around it -- ~70 us of CPU a statement of the ~150 us SQLAlchemy's path costs here.
 
-    The transaction stays SQLAlchemy's: BEGIN through its adapter (`_start_transaction`, the
-    call its cursor makes before a first statement), COMMIT or ROLLBACK by the caller's
-    `Database.write()`.
+    The transaction stays SQLAlchemy's: BEGIN through its adapter (as its cursor does before a
+    first statement), COMMIT or ROLLBACK by the caller's `Database.write()`.
     """
 
     def __init__(self, connection: Connection) -> None:
-        adapted: Any = connection.connection.dbapi_connection  # SQLAlchemy's asyncpg adapter
-        if adapted._transaction is None:
-            await_(adapted._start_transaction())
-        self.connection: Any = adapted._connection  # asyncpg's
+        self.connection: Any = sqlalchemy.asyncpg_in_transaction(connection)  # asyncpg's
         self.dialect = connection.dialect
 
     def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:

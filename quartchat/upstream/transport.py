@@ -20,6 +20,8 @@ from urllib.request import getproxies, proxy_bypass
 import aiohttp
 import httpx
 
+from ..adapters import aiohttp as aiohttp_adapter
+
 
 def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
     """The httpx exception a caller of an httpx transport expects for an aiohttp failure."""
@@ -57,10 +59,7 @@ class AiohttpStream(httpx.AsyncByteStream):
 
     def stop_read_timeout(self) -> None:
         """No more `sock_read` timeout for this response: its reader times idle gaps itself."""
-        connection = self._response.connection
-        if connection is not None and connection.protocol is not None:
-            connection.protocol.read_timeout = None
-            connection.protocol.start_timeout()  # cancels the timer the last packet armed
+        aiohttp_adapter.stop_read_timeout(self._response)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while chunk := await self.read_chunk():
