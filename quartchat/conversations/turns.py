@@ -261,6 +261,11 @@ def _replay(loaded: _Loaded, earlier: Message) -> Turn | Refused:
     return Turn(question, reply, chat_request(loaded.conversation, []), replayed=True)
 
 
+async def checkpoint_due() -> None:
+    """Return when the next checkpoint of a streaming reply is due (tests drive it)."""
+    await asyncio.sleep(CHECKPOINT_SECONDS)
+
+
 class ReplyWriter:
     """The relay's observer for a reply kept on the server: checkpoints while it streams, the
     final write when it ends (and the access log line, which it passes everything on to)."""
@@ -319,7 +324,7 @@ class ReplyWriter:
     async def _checkpoint(self, completion: Completion) -> None:
         saved = 0
         while True:
-            await asyncio.sleep(CHECKPOINT_SECONDS)
+            await checkpoint_due()
             # The text when it grew; a sign of life anyway (a model thinking is not a dead reply).
             parts = len(completion.parts)
             ids: dict[str, Any] = {"owner_id": self.owner_id, "message_id": self.reply_id}

@@ -44,7 +44,17 @@ def test_a_reply_cut_by_kill_9_is_found_interrupted_after_the_restart(
                 pass  # the service is killed under it
 
         threading.Thread(target=send, daemon=True).start()
-        time.sleep(4.5)  # past the first checkpoint (every 3 s)
+        # Killed once the first checkpoint (every 3 s) is in the database, while it streams.
+        with httpx.Client(base_url=service.url, cookies=browser.cookies) as reader:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                found = reader.get(f"/api/conversations/{made['id']}").json()
+                replies = [m for m in found["messages"] if m["role"] == "assistant"]
+                if replies and replies[0]["content"] and replies[0]["status"] == "streaming":
+                    break
+                time.sleep(0.1)  # a poll's interval, not a guess at how long the wait is
+            else:
+                pytest.fail("no checkpoint of the reply within 30 s")
         assert service.process is not None
         service.process.kill()
         service.process.wait(10)

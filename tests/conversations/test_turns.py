@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
+import threading
 from typing import Any
 
 import orjson
@@ -209,32 +209,44 @@ async def test_a_client_that_leaves_mid_reply_stops_it_and_the_text_is_kept_as_i
 async def test_a_long_reply_is_checkpointed_while_it_streams_not_written_per_chunk(
     ann: Client, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(turns, "CHECKPOINT_SECONDS", 0.2)
+    # The checkpoint clock is driven by the test (`ticks`), the upstream's pieces too (`step`):
+    # no count of writes depends on how fast this machine is.
+    ticks: asyncio.Queue[None] = asyncio.Queue()
+    monkeypatch.setattr(turns, "checkpoint_due", ticks.get)
     writes: list[str] = []
+    written = threading.Event()  # set in the writer's thread, on SQLite
     real = store.checkpoint
 
     def counted(*args: Any, **kwargs: Any) -> None:
-        writes.append(kwargs["content"])
         real(*args, **kwargs)
+        writes.append(kwargs["content"])
+        written.set()
 
     monkeypatch.setattr(store, "checkpoint", counted)
     made = await new_conversation(ann)
-    fake.reply_with(Reply(chunks=completion_chunks([f"w{i} " for i in range(60)]), delay=0.025))
-    seen: list[str] = []
-
-    async def watch() -> None:
-        while True:
-            await asyncio.sleep(0.3)
-            found = await conversation(ann, made["id"])
-            if found["messages"]:
-                seen.append(path_of(found)[-1]["status"])
-
-    watcher = asyncio.ensure_future(watch())
-    await say(ann, made["id"], "long one", "c-1")
-    watcher.cancel()
-    assert 2 <= len(writes) <= 12  # a few checkpoints for 60 chunks over ~1.5 s
-    assert all(b.startswith(a) for a, b in itertools.pairwise(writes))
-    assert "streaming" in seen
+    step = threading.Semaphore(0)
+    fake.reply_with(Reply(chunks=completion_chunks([f"w{i} " for i in range(60)]), step=step))
+    async with ann.request(
+        f"/api/conversations/{made['id']}/messages",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    ) as connection:
+        await connection.send(orjson.dumps({"content": "long one", "client_id": "c-1"}))
+        await connection.send_complete()
+        step.release(30)  # the role chunk went first; these are w0 .. w29
+        received = b""
+        while b"w29" not in received:
+            received += await asyncio.wait_for(connection.receive(), 5)
+        assert writes == []  # 30 chunks relayed, none written on its own
+        ticks.put_nowait(None)
+        assert await asyncio.to_thread(written.wait, 10)
+        assert writes[0] == "".join(f"w{i} " for i in range(30))
+        reply = path_of(await conversation(ann, made["id"]))[-1]
+        assert (reply["content"], reply["status"]) == (writes[0], "streaming")
+        step.release(100)  # the rest, to the end
+        while b"[DONE]" not in received and b"event: done" not in received:
+            received += await asyncio.wait_for(connection.receive(), 5)
+    assert len(writes) == 1  # 30 more chunks, no tick: no more checkpoints
 
 
 async def test_a_reply_left_streaming_by_a_dead_process_is_interrupted_by_the_sweep(
