@@ -160,6 +160,8 @@ class PostgresWriter:
     (or COMMIT fails), the whole transaction is rolled back and each of its works runs again
     alone, so each still commits or fails by itself; works are functions of what is in the
     database (a retried send finds its client id, if the first try was committed after all).
+    So a work refuses by returning a value (conversations/turns.py's `Refused`), never by
+    raising: a 404 must not roll back and rerun up to `BATCH` other users' works.
     """
 
     def __init__(self, begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]]) -> None:
