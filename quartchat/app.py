@@ -17,6 +17,7 @@ from .accesslog import AccessRecord
 from .auth.accounts import Accounts
 from .auth.bootstrap import backups, url_of
 from .auth.cookies import NoSessions, SessionCookies, secret_key
+from .auth.devices import Devices
 from .auth.gate import admit
 from .auth.passwords import Passwords
 from .auth.principal import Authenticator, Networks, PrincipalCache
@@ -112,6 +113,7 @@ def create_app(
 def _accounts(app: Quart, settings: Settings) -> Authenticator:
     """Accounts on a database: the cookie, the credential parser, the service the views call."""
     networks = Networks(settings.trusted_proxies)
+    networks.warn_if_wide(bool(settings.auth_trusted_header))
     cookies = SessionCookies(app, settings.cookie_secure, networks)
     app.session_interface = NoSessions()
     url = url_of(settings)
@@ -119,9 +121,16 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
     cache = PrincipalCache()
     accounts = Accounts(settings, db, Passwords(), cache)
     authenticator = Authenticator(
-        db, cookies, networks, settings.auth_trusted_header, accounts.user_from_header, cache
+        db,
+        cookies,
+        networks,
+        settings.auth_trusted_header,
+        accounts.user_from_header,
+        cache,
+        header_pattern=settings.auth_trusted_header_pattern,
     )
-    app.extensions.update(db=db, accounts=accounts, networks=networks)
+    devices = Devices(settings.cookie_secure, networks)
+    app.extensions.update(db=db, accounts=accounts, networks=networks, devices=devices)
 
     @app.while_serving
     async def _database() -> AsyncGenerator[None, None]:

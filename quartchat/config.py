@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     # Addresses (or networks) of reverse proxies whose X-Forwarded-* and trusted header count.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     auth_trusted_header: str | None = None  # e.g. Remote-Email, set by an identity proxy
+    # What the trusted header's value must match in full (a regular expression), when the proxy
+    # sends user names rather than emails. Unset: an email address, the rule sign-up uses.
+    auth_trusted_header_pattern: str | None = None
     admin_email: str | None = None  # with ADMIN_PASSWORD: the first admin, made at start
     admin_password: SecretStr | None = None
     login_attempts_per_minute: int = Field(10, ge=1)
@@ -61,6 +65,7 @@ class Settings(BaseSettings):
         "admin_password",
         "admin_email",
         "auth_trusted_header",
+        "auth_trusted_header_pattern",
         mode="before",
     )
     @classmethod
@@ -75,6 +80,18 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_trusted_header_pattern")
+    @classmethod
+    def _a_regular_expression(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(
+                    f"AUTH_TRUSTED_HEADER_PATTERN is not a regular expression: {error}"
+                ) from None
         return value
 
     @field_validator("openai_api_base")

@@ -13,6 +13,7 @@ from ..config import Settings
 from ..db import Database
 from ..errors import APIError
 from . import invites, limits, sessions, setup, tokens, users
+from .devices import Device
 from .passwords import Passwords, password_problem
 from .principal import Principal, PrincipalCache
 
@@ -48,32 +49,59 @@ class Accounts:
 
     # -- logging in ------------------------------------------------------------------------------
 
-    async def login(self, email: str, password: str, ip: str, user_agent: str) -> str:
-        """Check the password (rate-limited per IP and per account); a new session's token."""
-        keys = (f"login-ip:{ip}", f"login-email:{users.normal_email(email)}")
-        limit = self.settings.login_attempts_per_minute
+    async def login(
+        self, email: str, password: str, ip: str, user_agent: str, device: Device | None = None
+    ) -> tuple[str, Device]:
+        """Check the password, rate-limited; a new session's token, and the browser's device.
+
+        The attempt is counted before the password is checked (one atomic increment per key), so
+        N guesses at once cannot all slip under the limit. A browser that logged in to this
+        account before (`device`, from its signed cookie) is counted under its own key only, so
+        guessing from elsewhere never locks the owner out of it; any other attempt is counted
+        per address and per account."""
         async with self.db.read() as connection:
-            for key in keys:
-                wait = await limits.retry_after(connection, key, limit, LOGIN_WINDOW)
-                if wait is not None:
-                    raise APIError(
-                        429,
-                        "TOO_MANY_ATTEMPTS",
-                        f"Too many failed logins; try again in {wait} seconds.",
-                        headers={"Retry-After": str(wait)},
-                    )
             user = await users.by_email(connection, email)
+        known = device is not None and user is not None and device.user_id == user.id
+        if known:
+            assert device is not None
+            keys: tuple[str, ...] = (f"login-device:{device.id}",)
+        else:
+            keys = (f"login-ip:{ip}", f"login-email:{users.normal_email(email)}")
+        await self._count_attempt(keys, "failed logins")
         # The hash is checked whether or not the account exists: the same time either way.
         ok = await self.passwords.verify(user.password_hash if user else None, password)
         if not ok or user is None:
-            async with self.db.write() as connection:
-                for key in keys:
-                    await limits.failed(connection, key, LOGIN_WINDOW)
             raise APIError(401, "INVALID_CREDENTIALS", BAD_LOGIN)
         self._require_active(user)
         async with self.db.write() as connection:
-            await limits.clear(connection, keys[1])
-            return await sessions.start(connection, user.id, user_agent, ip)
+            # The right password: this browser's and this account's counts start afresh; the
+            # address only gets back the attempt that succeeded (others behind it may be guessing).
+            for key in keys:
+                if key.startswith("login-ip:"):
+                    await limits.refund(connection, key)
+                else:
+                    await limits.clear(connection, key)
+            token = await sessions.start(connection, user.id, user_agent, ip)
+        return token, device if known and device is not None else Device.new(user.id)
+
+    async def _count_attempt(self, keys: tuple[str, ...], what: str) -> None:
+        """Count one attempt under each key, in order, before any costly work; 429 with
+        Retry-After at the first key over `LOGIN_ATTEMPTS_PER_MINUTE` (the later keys are then
+        not counted: a flood from one address does not also fill the account's bucket)."""
+        limit = self.settings.login_attempts_per_minute
+        wait: int | None = None
+        async with self.db.write() as connection:
+            for key in keys:
+                wait = await limits.attempt(connection, key, limit, LOGIN_WINDOW)
+                if wait is not None:
+                    break
+        if wait is not None:  # raised after the commit: the counts made so far stay made
+            raise APIError(
+                429,
+                "TOO_MANY_ATTEMPTS",
+                f"Too many {what}; try again in {wait} seconds.",
+                headers={"Retry-After": str(wait)},
+            )
 
     @staticmethod
     def _require_active(user: users.User) -> None:
@@ -97,29 +125,39 @@ class Accounts:
 
     async def setup_state(self) -> dict[str, Any]:
         async with self.db.read() as connection:
-            needed = await users.count(connection) == 0
+            needed = await users.active_admins(connection) == 0
         return {"setup_required": needed, "signup": self.settings.signup_policy}
 
     async def set_up(self, secret: str, email: str, password: str, ip: str, user_agent: str) -> str:
+        """The first admin, with the setup token; counted per address like a login, and the
+        token and the email are checked before the password is hashed."""
         check_password(password)
+        key = f"setup-ip:{ip}"
+        await self._count_attempt((key,), "setup attempts")
+        async with self.db.read() as connection:
+            if not await setup.usable(connection, secret):
+                raise setup_refused()
+            await self._email_free(connection, email)
         password_hash = await self.passwords.hash(password)
         async with self.db.write() as connection:
+            await self._email_free(connection, email)
             admin = await setup.claim(connection, secret, email, password_hash)
             if admin is None:
-                raise APIError(
-                    403,
-                    "SETUP_REFUSED",
-                    "This setup link is not valid, or the admin account exists already.",
-                )
+                raise setup_refused()
+            await limits.refund(connection, key)
             log.info("first admin created (user %s)", admin.id)
             return await sessions.start(connection, admin.id, user_agent, ip)
 
     async def sign_up(self, email: str, password: str, ip: str, user_agent: str) -> str | None:
-        """Open and approval policies only; the new session's token, or None if it must wait."""
+        """Open and approval policies only, once an admin exists; the new session's token, or
+        None if it must wait."""
         policy = self.settings.signup_policy
         if policy not in ("open", "approval"):
             raise APIError(403, "SIGNUP_CLOSED", "Accounts are made by an administrator here.")
         check_password(password)
+        async with self.db.read() as connection:
+            await self._require_admin_exists(connection)
+            await self._email_free(connection, email)
         password_hash = await self.passwords.hash(password)
         status = "active" if policy == "open" else "pending"
         async with self.db.write() as connection:
@@ -128,11 +166,26 @@ class Accounts:
                 return None
             return await sessions.start(connection, user.id, user_agent, ip)
 
+    @staticmethod
+    async def _require_admin_exists(connection: Any) -> None:
+        # Until the operator has claimed setup, nobody else may make an account: the first
+        # account made must be the admin's (issue 16, item 11).
+        if not await users.active_admins(connection):
+            raise APIError(
+                403,
+                "SETUP_PENDING",
+                "This service is not set up yet: accounts open once its administrator exists.",
+            )
+
+    @staticmethod
+    async def _email_free(connection: Any, email: str) -> None:
+        if await users.by_email(connection, email) is not None:
+            raise APIError(409, "EMAIL_TAKEN", "There is an account with this email already.")
+
     async def _create(
         self, connection: Any, email: str, password_hash: str | None, role: str, status: str
     ) -> users.User:
-        if await users.by_email(connection, email) is not None:
-            raise APIError(409, "EMAIL_TAKEN", "There is an account with this email already.")
+        await self._email_free(connection, email)
         return await users.create(connection, email, password_hash, role=role, status=status)
 
     async def invite(self, principal: Principal, role: str, email: str | None) -> dict[str, Any]:
@@ -164,22 +217,33 @@ class Accounts:
     async def accept_invite(
         self, secret: str, email: str | None, password: str, ip: str, user_agent: str
     ) -> str:
+        """Make the invited account and log it in; counted per address like a login, and the
+        invite and the email are checked before the password is hashed."""
         check_password(password)
-        password_hash = await self.passwords.hash(password)
-        async with self.db.write() as connection:
+        key = f"invite-ip:{ip}"
+        await self._count_attempt((key,), "invite attempts")
+        async with self.db.read() as connection:
             invite = await invites.find(connection, secret)
             if invite is None:
                 raise bad_invite()
             address = invite.email or email
             if not address:
                 raise APIError(400, "INVALID_REQUEST", "Give the email to log in with.")
+            await self._email_free(connection, address)
+        password_hash = await self.passwords.hash(password)
+        async with self.db.write() as connection:
+            invite = await invites.find(connection, secret)  # again: it may be used meanwhile
+            if invite is None:
+                raise bad_invite()
             user = await self._create(connection, address, password_hash, invite.role, "active")
             if not await invites.use(connection, invite.id, user.id):
                 raise bad_invite()
+            await limits.refund(connection, key)
             return await sessions.start(connection, user.id, user_agent, ip)
 
     async def user_from_header(self, email: str) -> users.User | None:
-        """A user an identity proxy vouches for, seen for the first time, per the policy."""
+        """A user an identity proxy vouches for, seen for the first time, per the policy (and,
+        as any sign-up, only once an admin exists)."""
         policy = self.settings.signup_policy
         if policy not in ("open", "approval"):
             return None
@@ -187,6 +251,7 @@ class Accounts:
             existing = await users.by_email(connection, email)
             if existing is not None:
                 return existing
+            await self._require_admin_exists(connection)
             status = "active" if policy == "open" else "pending"
             return await users.create(connection, email, None, status=status)
 
@@ -309,18 +374,32 @@ class Accounts:
     # -- at start ----------------------------------------------------------------------------------
 
     async def first_admin_from_settings(self) -> bool:
-        """ADMIN_EMAIL and ADMIN_PASSWORD make the first admin, if there is no user yet."""
+        """ADMIN_EMAIL and ADMIN_PASSWORD make the first admin, if there is no active admin yet."""
         email, password = self.settings.admin_email, self.settings.admin_password
         if not email or password is None:
             return False
         check_password(password.get_secret_value())
         password_hash = await self.passwords.hash(password.get_secret_value())
         async with self.db.write() as connection:
-            if await users.count(connection):
+            if await users.active_admins(connection):
+                return False
+            if await users.by_email(connection, email) is not None:
+                # Someone else's account, maybe: never hand it admin rights from the environment
+                # (`quartchat create-admin` does that, knowingly).
+                log.warning(
+                    "ADMIN_EMAIL names an existing account that is not an admin: not changed; "
+                    "use `quartchat create-admin` or the setup link"
+                )
                 return False
             await users.create(connection, email, password_hash, role="admin")
         log.info("first admin created from ADMIN_EMAIL")
         return True
+
+
+def setup_refused() -> APIError:
+    return APIError(
+        403, "SETUP_REFUSED", "This setup link is not valid, or the admin account exists already."
+    )
 
 
 def bad_invite() -> APIError:

@@ -8,9 +8,9 @@ databases, returning the new total; no read-then-write.
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, select
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,6 +43,38 @@ async def failed(connection: AsyncConnection, key: str, window: timedelta) -> in
 async def add(connection: AsyncConnection, key: str, window: timedelta, amount: int = 1) -> int:
     """Add `amount` to `key`'s count in its current window (a new window if it is over); returns
     the new count."""
+    count, _ = await _add(connection, key, window, amount)
+    return count
+
+
+async def attempt(
+    connection: AsyncConnection, key: str, limit: int, window: timedelta
+) -> int | None:
+    """Count one attempt for `key` before doing the costly thing: None if it is admitted (at most
+    `limit` in the window), else the seconds until the window ends.
+
+    Counting first, in one statement, is what makes the limit hold under concurrency: N requests
+    at once get N distinct counts, so only `limit` of them are admitted (a read of the count
+    followed, after the work, by a write let all N through)."""
+    count, window_start = await _add(connection, key, window, 1)
+    if count <= limit:
+        return None
+    remaining = (window_start + window - now()).total_seconds()
+    return max(1, int(remaining) + 1)
+
+
+async def refund(connection: AsyncConnection, key: str) -> None:
+    """Take back one attempt counted for `key` (it succeeded), never below zero."""
+    await connection.execute(
+        update(rate_limits)
+        .where(rate_limits.c.key == key, rate_limits.c.count > 0)
+        .values(count=rate_limits.c.count - 1)
+    )
+
+
+async def _add(
+    connection: AsyncConnection, key: str, window: timedelta, amount: int
+) -> tuple[int, datetime]:
     at = now()
     expired = rate_limits.c.window_start <= at - window
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -53,14 +85,15 @@ async def add(connection: AsyncConnection, key: str, window: timedelta, amount: 
             "count": case((expired, amount), else_=rate_limits.c.count + amount),
             "window_start": case((expired, at), else_=rate_limits.c.window_start),
         },
-    ).returning(rate_limits.c.count)
-    count = int((await connection.execute(statement)).scalar_one())
+    ).returning(rate_limits.c.count, rate_limits.c.window_start)
+    count, window_start = (await connection.execute(statement)).one()
     if random.random() < 0.01:  # now and then, forget windows long over
         await connection.execute(
             delete(rate_limits).where(rate_limits.c.window_start < at - window * 60)
         )
-    return count
+    return int(count), window_start
 
 
 async def clear(connection: AsyncConnection, key: str) -> None:
+    """Forget `key`'s count (a success that vouches for the key, e.g. a right password)."""
     await connection.execute(delete(rate_limits).where(rate_limits.c.key == key))

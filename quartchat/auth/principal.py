@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +30,13 @@ from ..errors import APIError
 from . import sessions, tokens, users
 from .credentials import TOKEN_PREFIX, digest
 
+log = logging.getLogger("quartchat.auth")
+
 CACHE_SECONDS = 2.0
+# A trusted network wider than this holds more than a proxy: every container on a Docker host's
+# bridge networks (172.16.0.0/12), a whole LAN. One IPv4 /24 is a compose network with a fixed
+# subnet; the IPv6 analogue is one /64, the smallest subnet a LAN is given.
+WIDEST_TRUSTED = {4: 24, 6: 64}
 CACHE_SIZE = 10_000
 Looked = TypeVar("Looked", bound="Principal | None")
 
@@ -64,6 +72,23 @@ class Networks:
 
     def __init__(self, trusted: list[str]) -> None:
         self.trusted = [ipaddress.ip_network(t.strip(), strict=False) for t in trusted if t.strip()]
+
+    def wide(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The trusted networks wider than WIDEST_TRUSTED (an IPv4 /24, an IPv6 /64)."""
+        return [n for n in self.trusted if n.prefixlen < WIDEST_TRUSTED[n.version]]
+
+    def warn_if_wide(self, trusted_header: bool) -> None:
+        """Log, at start, a warning naming each trusted network wider than WIDEST_TRUSTED."""
+        for network in self.wide():
+            log.warning(
+                "TRUSTED_PROXIES has %s (%s addresses): every host in it may set "
+                "X-Forwarded-For%s. Trust the proxy's own address, or a network of /%s or "
+                'narrower (docs/deploy.md, "Behind an identity proxy").',
+                network,
+                f"{network.num_addresses:,}",
+                " and log in as anyone through AUTH_TRUSTED_HEADER" if trusted_header else "",
+                WIDEST_TRUSTED[network.version],
+            )
 
     def is_trusted(self, address: str) -> bool:
         try:
@@ -127,12 +152,17 @@ class Authenticator:
         trusted_header: str | None,
         on_new_header_user: Callable[[str], Awaitable[users.User | None]],
         cache: PrincipalCache,
+        *,
+        header_pattern: str | None = None,
     ) -> None:
         self.db = db
         self.cookies = cookies
         self.networks = networks
         self.trusted_header = trusted_header
         self.on_new_header_user = on_new_header_user
+        # The header's value must look like an account name before anything is looked up or
+        # made: an email (the sign-up rule), or AUTH_TRUSTED_HEADER_PATTERN.
+        self.header_rule = re.compile(header_pattern or users.EMAIL_PATTERN)
         self.cache = cache
         self._pending: dict[str, asyncio.Task[Any]] = {}
 
@@ -210,6 +240,14 @@ class Authenticator:
         return Principal(row.user_id, row.email, row.role, "session", session_id)
 
     async def _header(self, email: str) -> Principal:
+        email = email.strip()
+        if len(email) > users.EMAIL_MAX_LENGTH or not self.header_rule.fullmatch(email):
+            raise APIError(
+                403,
+                "INVALID_IDENTITY_HEADER",
+                f"The identity proxy's {self.trusted_header} header does not name a user this "
+                "service accepts (an email address, or AUTH_TRUSTED_HEADER_PATTERN).",
+            )
         key = "h:" + users.normal_email(email)
         return await self._cached(key, lambda: self._look_up_header(email))
 

@@ -11,6 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db.tables import now, users
 
+# Spelled out, not `\s`: Python, pydantic's Rust regex and JSON Schema's ECMAScript regex each
+# mean other characters by it, so the schema would promise what the server refuses.
+SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+# What an account's email must look like: one @, something either side, no white space. Sign-up,
+# invites, admins and the identity proxy's header all go by it.
+EMAIL_PATTERN = rf"^[^@{SPACE}]+@[^@{SPACE}]+$"
+EMAIL_MAX_LENGTH = 320
+
 ROLES = ("admin", "user")
 STATUSES = ("active", "pending", "disabled")
 

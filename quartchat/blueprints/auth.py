@@ -16,21 +16,19 @@ from quart_auth import logout_user
 from quart_schema import document_request, document_response
 
 from ..auth.accounts import Accounts
+from ..auth.devices import Devices
 from ..auth.gate import public
 from ..auth.passwords import MAX_LENGTH, MIN_LENGTH
 from ..auth.principal import Networks, Principal, current_principal, login_cookie
+from ..auth.users import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from ..openapi import Described, Ok, document_errors, link
 from .validation import Empty, parse, path_converters
 
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
 blueprint.record_once(path_converters)
 
-# Spelled out, not `\s`: Python, pydantic's Rust regex and JSON Schema's ECMAScript regex each
-# mean other characters by it, so the schema would promise what the server refuses.
-SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-EMAIL_PATTERN = rf"^[^@{SPACE}]+@[^@{SPACE}]+$"
-EMAIL = Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)
-MAYBE_EMAIL = Field(None, min_length=3, max_length=320, pattern=EMAIL_PATTERN)
+EMAIL = Field(min_length=3, max_length=EMAIL_MAX_LENGTH, pattern=EMAIL_PATTERN)
+MAYBE_EMAIL = Field(None, min_length=3, max_length=EMAIL_MAX_LENGTH, pattern=EMAIL_PATTERN)
 PASSWORD = Field(min_length=1, max_length=MAX_LENGTH)
 # A new password: the schema says how short is too short; the accounts service refuses it,
 # with its own code (400 WEAK_PASSWORD) rather than a validation error.
@@ -42,6 +40,11 @@ Role = Literal["admin", "user"]
 
 def accounts() -> Accounts:
     service: Accounts = current_app.extensions["accounts"]
+    return service
+
+
+def devices() -> Devices:
+    service: Devices = current_app.extensions["devices"]
     return service
 
 
@@ -78,14 +81,19 @@ class LoginRequest(Strict):
 async def login() -> Response:
     """Log in with email and password.
 
-    Starts a new session (a new cookie, whatever the browser had). Ten failures a minute for one
-    account or one address answer 429 with Retry-After.
+    Starts a new session (a new cookie, whatever the browser had). Ten attempts a minute for one
+    account or one address answer 429 with Retry-After; a browser that logged in to the account
+    before has ten of its own.
     """
     body = await parse(LoginRequest, "login")
     ip, user_agent = client()
-    token = await accounts().login(body.email, body.password, ip, user_agent)
+    token, device = await accounts().login(
+        body.email, body.password, ip, user_agent, devices().current()
+    )
     login_cookie(token)
-    return json({"ok": True})
+    response = json({"ok": True})
+    devices().remember(response, device)
+    return response
 
 
 @blueprint.post("/logout")
@@ -144,11 +152,12 @@ class SetupRequest(Strict):
 @public
 @document_request(SetupRequest)
 @document_response(Ok, 201)
-@document_errors(400, 401, 403, 413, 415)
+@document_errors(400, 401, 403, 409, 413, 415, 429)
 async def set_up() -> Response:
     """Create the first admin.
 
-    Needs the one-time setup token the service printed at start; works once.
+    Needs the one-time setup token the service printed at start; works once, while no admin
+    exists. Ten attempts a minute from one address, then 429 with Retry-After.
     """
     body = await parse(SetupRequest, "setup request")
     ip, user_agent = client()
@@ -186,6 +195,7 @@ async def sign_up() -> Response:
     """Sign up, where the policy allows it.
 
     `open`: logged in at once. `approval`: the account waits for an administrator (202).
+    Refused (403 SETUP_PENDING) until the first admin exists.
     """
     body = await parse(SignupRequest, "sign-up")
     ip, user_agent = client()
@@ -228,9 +238,12 @@ class AcceptInvite(Strict):
 @public
 @document_request(AcceptInvite)
 @document_response(Ok, 201)
-@document_errors(400, 401, 403, 404, 409, 413, 415)
+@document_errors(400, 401, 403, 404, 409, 413, 415, 429)
 async def accept_invite() -> Response:
-    """Accept an invite: make the account and log in."""
+    """Accept an invite: make the account and log in.
+
+    Ten attempts a minute from one address, then 429 with Retry-After.
+    """
     body = await parse(AcceptInvite, "invite acceptance")
     ip, user_agent = client()
     token = await accounts().accept_invite(body.token, body.email, body.password, ip, user_agent)

@@ -89,3 +89,9 @@ def session_cookie(client: Client) -> str | None:
         if cookie.name == "quartchat_session":
             return cookie.value
     return None
+
+
+def set_cookie(response: Any, name: str = "quartchat_session") -> str:
+    """The response's Set-Cookie header for the cookie `name` (a login sets two)."""
+    headers: list[str] = response.headers.getlist("Set-Cookie")
+    return next(h for h in headers if h.startswith(name + "="))

@@ -13,7 +13,7 @@ from quart.typing import TestClientProtocol as Client
 from quartchat.auth import sessions as sessions_module
 
 from ..conftest import SECRET, assert_error
-from .conftest import PASSWORD, log_in, make_user, session_cookie
+from .conftest import PASSWORD, log_in, make_user, session_cookie, set_cookie
 
 
 async def body(response: Any) -> Any:
@@ -42,6 +42,10 @@ class TestOpenSignup:
     @pytest.fixture
     def settings_overrides(self) -> dict[str, Any]:
         return {"signup_policy": "open"}
+
+    @pytest.fixture(autouse=True)
+    async def _set_up(self, app: Quart) -> None:
+        await make_user(app, "boss@example.com", role="admin")  # sign-up opens after setup
 
     async def test_anyone_signs_up_and_is_logged_in(self, client: Client) -> None:
         response = await client.post(
@@ -285,7 +289,7 @@ async def test_over_plain_http_the_cookie_is_not_marked_secure(app: Quart) -> No
     response = await app.test_client().post(
         "/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD}
     )
-    assert "Secure" not in response.headers["Set-Cookie"]
+    assert "Secure" not in set_cookie(response)
 
 
 class TestBehindAProxy:
@@ -304,11 +308,11 @@ class TestBehindAProxy:
 
     async def test_https_at_a_trusted_proxy_marks_the_cookie_secure(self, app: Quart) -> None:
         response = await self.login_via(app, "10.0.0.2", **{"X-Forwarded-Proto": "https"})
-        assert "Secure" in response.headers["Set-Cookie"]
+        assert "Secure" in set_cookie(response)
 
     async def test_an_untrusted_peer_saying_https_changes_nothing(self, app: Quart) -> None:
         response = await self.login_via(app, "192.0.2.7", **{"X-Forwarded-Proto": "https"})
-        assert "Secure" not in response.headers["Set-Cookie"]
+        assert "Secure" not in set_cookie(response)
 
     async def test_the_trusted_header_logs_in_a_known_user_from_the_proxy_only(
         self, app: Quart
@@ -348,6 +352,7 @@ class TestHeaderSignupOpen:
         }
 
     async def test_a_header_user_is_created_on_first_sight(self, app: Quart) -> None:
+        await make_user(app, "boss@example.com", role="admin")  # sign-up opens after setup
         response = await app.test_client().get(
             "/api/auth/me",
             headers={"Remote-Email": "new@example.com"},

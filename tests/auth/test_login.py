@@ -9,7 +9,7 @@ from quart.typing import TestClientProtocol as Client
 
 from ..conftest import CHAT, assert_error
 from ..test_api import COMPLETION
-from .conftest import PASSWORD, log_in, make_user, session_cookie
+from .conftest import PASSWORD, log_in, make_user, session_cookie, set_cookie
 
 
 async def test_the_api_needs_a_login(client: Client) -> None:
@@ -54,7 +54,7 @@ async def test_the_session_cookie_is_http_only_lax_and_not_readable_as_the_sessi
     response = await client.post(
         "/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD}
     )
-    header = response.headers["Set-Cookie"]
+    header = set_cookie(response)
     assert header.startswith("quartchat_session=")
     assert "HttpOnly" in header and "SameSite=Lax" in header
     assert "Max-Age=2592000" in header  # 30 days
