@@ -83,11 +83,18 @@ CODES: dict[str, ErrorCode] = {
     ),
     "FORBIDDEN": ErrorCode((403,), "not an administrator, on an admin route"),
     "ACCOUNT_NOT_ACTIVE": ErrorCode((403,), "a trusted-header user not (yet) allowed in"),
+    "INVALID_IDENTITY_HEADER": ErrorCode(
+        (403,),
+        "a trusted header whose value is not an email (or does not match "
+        "`AUTH_TRUSTED_HEADER_PATTERN`); nothing is created",
+    ),
     "INVALID_CREDENTIALS": ErrorCode(
         (401,), "login: wrong email or password (one message for both); a wrong current password"
     ),
     "TOO_MANY_ATTEMPTS": ErrorCode(
-        (429,), "login: too many failures a minute for the account or the address (`Retry-After`)"
+        (429,),
+        "login: 10 attempts a minute for the account, the address or the known browser; setup "
+        "or invite acceptance: 10 a minute from the address (`Retry-After`)",
     ),
     "ACCOUNT_PENDING": ErrorCode(
         (403,), "login: the account waits for an administrator's approval"
@@ -96,6 +103,9 @@ CODES: dict[str, ErrorCode] = {
     "WEAK_PASSWORD": ErrorCode((400,), "a password under 8 characters"),
     "SETUP_REFUSED": ErrorCode((403,), "the setup token is wrong or used, or an admin exists"),
     "SIGNUP_CLOSED": ErrorCode((403,), "sign-up under the `closed` or `invite` policy"),
+    "SETUP_PENDING": ErrorCode(
+        (403,), "sign-up (or a new trusted-header user) before the first admin exists"
+    ),
     "EMAIL_TAKEN": ErrorCode((409,), "an email that has an account already"),
     "INVALID_INVITE": ErrorCode((404,), "an invite used, expired or withdrawn"),
     "LAST_ADMIN": ErrorCode((409,), "disabling or demoting the last active administrator"),
