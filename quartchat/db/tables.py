@@ -98,6 +98,7 @@ api_tokens = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("last_used_at", Timestamp),
     Column("revoked_at", Timestamp),
+    Column("expires_at", Timestamp),  # none: the owner chose "no expiry"
 )
 
 invites = Table(
