@@ -204,7 +204,6 @@ async def test_a_post_without_fields_takes_a_required_empty_json_object(admin: C
     document = await spec(admin)
     for path in (
         "/api/auth/logout",
-        "/api/auth/logout-everywhere",
         "/api/conversations/{conversation_id}/restore",
     ):
         schema = body_schema(document, path)
@@ -291,6 +290,16 @@ expected-statuses = ["400", "401", "403", "404", "405", "409", "413", "415", "42
 include-name = "DELETE /api/auth/tokens/{{token_id}}"
 parameters = {{ token_id = {token_id} }}
 
+[[operations]]
+include-name = "DELETE /api/admin/users/{{user_id}}/tokens/{{token_id}}"
+parameters = {{ user_id = {admin_id}, token_id = {token_id} }}
+
+# It revokes every token of the account (`revoke_tokens` is true unless sent false), this run's
+# own too: every later request would be a 401. tests/auth/test_tokens.py tests it.
+[[operations]]
+include-name = "POST /api/auth/logout-everywhere"
+enabled = false
+
 # Change a spare user, never the admin this run acts as (disabled or demoted, it would make
 # every later request a 401 or a 403).
 [[operations]]
@@ -335,6 +344,7 @@ def data_to_act_on(client: httpx.Client) -> dict[str, object]:
     """Things for schemathesis to act on, made as the admin: the ids ACCOUNTS_CONFIG names."""
     made: dict[str, object] = {}
     made["token_id"] = client.post("/api/auth/tokens", json={"name": "spare"}).json()["id"]
+    made["admin_id"] = client.get("/api/auth/me").json()["id"]
     spare = {"email": "spare@example.com", "password": "a spare user's password"}
     made["user_id"] = client.post("/api/admin/users", json=spare).json()["id"]
     with httpx.Client(base_url=client.base_url) as browser:

@@ -9,8 +9,11 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from ..config import Settings
 from ..db import Database
+from ..db.tables import now
 from ..errors import APIError
 from . import invites, limits, sessions, setup, tokens, users
 from .devices import Device
@@ -20,6 +23,8 @@ from .principal import Principal, PrincipalCache
 log = logging.getLogger("quartchat.auth")
 
 LOGIN_WINDOW = timedelta(minutes=1)
+FRESH_LOGIN = timedelta(minutes=10)
+"""A session this young may make an API token without giving the password again."""
 # One message for a wrong password and an unknown email, so a login never tells which.
 BAD_LOGIN = "The email or the password is not right."
 
@@ -66,21 +71,15 @@ class Accounts:
             assert device is not None
             keys: tuple[str, ...] = (f"login-device:{device.id}",)
         else:
-            keys = (f"login-ip:{ip}", f"login-email:{users.normal_email(email)}")
-        await self._count_attempt(keys, "failed logins")
+            keys = login_keys(email, ip)
+        await self._count_attempt(keys, "login attempts")
         # The hash is checked whether or not the account exists: the same time either way.
         ok = await self.passwords.verify(user.password_hash if user else None, password)
         if not ok or user is None:
             raise APIError(401, "INVALID_CREDENTIALS", BAD_LOGIN)
         self._require_active(user)
         async with self.db.write() as connection:
-            # The right password: this browser's and this account's counts start afresh; the
-            # address only gets back the attempt that succeeded (others behind it may be guessing).
-            for key in keys:
-                if key.startswith("login-ip:"):
-                    await limits.refund(connection, key)
-                else:
-                    await limits.clear(connection, key)
+            await _forgive(connection, keys)
             token = await sessions.start(connection, user.id, user_agent, ip)
         return token, device if known and device is not None else Device.new(user.id)
 
@@ -103,6 +102,20 @@ class Accounts:
                 headers={"Retry-After": str(wait)},
             )
 
+    async def _password_again(self, user_id: int, password: str, ip: str) -> users.User | None:
+        """The user, if `password` is theirs; None if not. A logged-in caller's password check
+        (a password change, making a token) is counted with the logins, per account and per
+        address, before it is made: a stolen cookie is no way to guess faster."""
+        async with self.db.read() as connection:
+            user = await users.get(connection, user_id)
+        keys = login_keys(user.email if user else str(user_id), ip)
+        await self._count_attempt(keys, "password attempts")
+        if user is None or not await self.passwords.verify(user.password_hash, password):
+            return None
+        async with self.db.write() as connection:
+            await _forgive(connection, keys)
+        return user
+
     @staticmethod
     def _require_active(user: users.User) -> None:
         if user.status == "pending":
@@ -116,10 +129,13 @@ class Accounts:
                 await sessions.end(connection, principal.user_id, principal.credential)
             self.cache.forget("s:" + principal.credential)
 
-    async def logout_everywhere(self, principal: Principal) -> None:
+    async def logout_everywhere(self, principal: Principal, revoke_tokens: bool) -> int:
+        """End every session of the user and, if asked, revoke their API tokens; how many."""
         async with self.db.write() as connection:
             await sessions.end_all(connection, principal.user_id)
+            revoked = await tokens.revoke_all(connection, principal.user_id) if revoke_tokens else 0
         self.cache.forget_user(principal.user_id)
+        return revoked
 
     # -- the first admin, sign-up, invites --------------------------------------------------------
 
@@ -266,22 +282,24 @@ class Accounts:
 
     async def change_password(
         self, principal: Principal, current: str, new: str, ip: str, user_agent: str
-    ) -> str | None:
-        """Every session ends; the caller's own browser gets a new one (its token, if a session)."""
+    ) -> tuple[str | None, int]:
+        """Every session ends and every API token is revoked (whoever learnt the old password
+        may have made one); the caller's own browser gets a new session. Returns its token (if
+        the caller is a session) and how many API tokens were revoked."""
         check_password(new)
-        async with self.db.read() as connection:
-            user = await users.get(connection, principal.user_id)
-        if user is None or not await self.passwords.verify(user.password_hash, current):
+        user = await self._password_again(principal.user_id, current, ip)
+        if user is None:
             raise APIError(401, "INVALID_CREDENTIALS", "The current password is not right.")
         password_hash = await self.passwords.hash(new)
         async with self.db.write() as connection:
             await users.change(connection, user.id, password_hash=password_hash)
             await sessions.end_all(connection, user.id)
+            revoked = await tokens.revoke_all(connection, user.id)
             token = None
             if principal.via == "session":
                 token = await sessions.start(connection, user.id, user_agent, ip)
         self.cache.forget_user(user.id)
-        return token
+        return token, revoked
 
     async def sessions(self, principal: Principal) -> list[dict[str, Any]]:
         current = principal.credential if principal.via == "session" else None
@@ -300,11 +318,48 @@ class Accounts:
         async with self.db.read() as connection:
             return [t.public() for t in await tokens.of_user(connection, principal.user_id)]
 
-    async def create_token(self, principal: Principal, name: str) -> dict[str, Any]:
+    async def create_token(
+        self,
+        principal: Principal,
+        name: str,
+        days: int | None,
+        password: str | None,
+        ip: str,
+    ) -> dict[str, Any]:
+        """A new API token valid for `days` (None: until revoked), its secret shown this once.
+
+        Only a logged-in browser makes one, never a token (a leaked token would make itself
+        immortal) nor the identity proxy's header (a forged header would walk away with a
+        credential that outlives the proxy). The password is asked again, unless the session
+        began less than FRESH_LOGIN ago: a stolen cookie alone makes no token.
+        """
+        if principal.via != "session":
+            raise APIError(
+                403,
+                "SESSION_REQUIRED",
+                "API tokens are made from a browser logged in with a password, not with an API"
+                " token or through an identity proxy.",
+            )
+        if password is not None:
+            if await self._password_again(principal.user_id, password, ip) is None:
+                raise APIError(401, "INVALID_CREDENTIALS", "The password is not right.")
+        else:
+            async with self.db.read() as connection:
+                started = await sessions.started_at(
+                    connection, principal.user_id, principal.credential
+                )
+            if started is None or now() - started >= FRESH_LOGIN:
+                raise APIError(
+                    403,
+                    "PASSWORD_REQUIRED",
+                    "Give your password to make an API token (it is not asked in the first"
+                    " 10 minutes after logging in).",
+                )
+        lifetime = timedelta(days=days) if days is not None else None
         async with self.db.write() as connection:
             if len(await tokens.of_user(connection, principal.user_id)) >= tokens.MAX_PER_USER:
                 raise APIError(409, "TOO_MANY_TOKENS", "Revoke a token before making another.")
-            token, secret = await tokens.create(connection, principal.user_id, name)
+            token, secret = await tokens.create(connection, principal.user_id, name, lifetime)
         return {**token.public(), "token": secret}
 
     async def revoke_token(self, principal: Principal, token_id: int) -> None:
@@ -314,6 +369,22 @@ class Accounts:
         self.cache.forget_user(principal.user_id)
 
     # -- administration ----------------------------------------------------------------------------
+
+    async def user_tokens(self, principal: Principal, user_id: int) -> list[dict[str, Any]]:
+        """A user's API tokens (not revoked), for an admin."""
+        self._admin(principal)
+        async with self.db.read() as connection:
+            if await users.get(connection, user_id) is None:
+                raise not_found("There is no such user.")
+            return [t.public() for t in await tokens.of_user(connection, user_id)]
+
+    async def revoke_user_token(self, principal: Principal, user_id: int, token_id: int) -> None:
+        """Revoke one of a user's API tokens, for an admin; another user's token is not found."""
+        self._admin(principal)
+        async with self.db.write() as connection:
+            if not await tokens.revoke(connection, user_id, token_id):
+                raise not_found("This user has no such token.")
+        self.cache.forget_user(user_id)
 
     async def list_users(self, principal: Principal, after: int) -> list[dict[str, Any]]:
         self._admin(principal)
@@ -338,8 +409,11 @@ class Accounts:
         status: str | None = None,
         role: str | None = None,
         password: str | None = None,
+        revoke_tokens: bool = True,
     ) -> dict[str, Any]:
-        """Enable, disable or approve; change the role; reset the password (ends its sessions)."""
+        """Enable, disable or approve; change the role; reset the password (ends its sessions
+        and, unless `revoke_tokens` is false, revokes its API tokens). The user, and how many
+        tokens were revoked (`revoked_tokens`)."""
         self._admin(principal)
         values: dict[str, Any] = {}
         if status is not None:
@@ -362,9 +436,12 @@ class Accounts:
             after = await users.change(connection, user_id, **values)
             if "password_hash" in values or values.get("status", "active") != "active":
                 await sessions.end_all(connection, user_id)
+            revoked = 0
+            if "password_hash" in values and revoke_tokens:
+                revoked = await tokens.revoke_all(connection, user_id)
         self.cache.forget_user(user_id)
         assert after is not None
-        return after.public()
+        return {**after.public(), "revoked_tokens": revoked}
 
     @staticmethod
     def _admin(principal: Principal) -> None:
@@ -400,6 +477,21 @@ def setup_refused() -> APIError:
     return APIError(
         403, "SETUP_REFUSED", "This setup link is not valid, or the admin account exists already."
     )
+
+
+def login_keys(email: str, ip: str) -> tuple[str, str]:
+    """The rate-limit keys of a password check: per address, per account."""
+    return f"login-ip:{ip}", f"login-email:{users.normal_email(email)}"
+
+
+async def _forgive(connection: AsyncConnection, keys: tuple[str, ...]) -> None:
+    """The right password: the browser's and the account's counts start afresh; the address only
+    gets back the attempt that succeeded (others behind it may be guessing)."""
+    for key in keys:
+        if key.startswith("login-ip:"):
+            await limits.refund(connection, key)
+        else:
+            await limits.clear(connection, key)
 
 
 def bad_invite() -> APIError:

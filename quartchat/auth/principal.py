@@ -218,6 +218,12 @@ class Authenticator:
         if found is None or found[1].status != "active":
             raise unauthenticated("This API token was revoked, or its owner cannot log in.")
         token, row = found
+        if token.expired(now()):
+            assert token.expires_at is not None
+            raise unauthenticated(
+                f"This API token expired at {token.expires_at.isoformat(timespec='seconds')};"
+                " make a new one on the account page."
+            )
         principal = Principal(row.user_id, row.email, row.role, "token", str(token.id))
         if token.last_used_at is None or (now() - token.last_used_at).total_seconds() > 600:
             async with self.db.write() as connection:

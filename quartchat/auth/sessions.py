@@ -94,6 +94,17 @@ async def touch(connection: AsyncConnection, session_id: str) -> None:
     )
 
 
+async def started_at(connection: AsyncConnection, user_id: int, session_id: str) -> datetime | None:
+    """When the user's live session began (its login), or None if there is no such session."""
+    query = select(sessions.c.created_at).where(
+        sessions.c.id == session_id,
+        sessions.c.user_id == user_id,
+        sessions.c.expires_at > now(),
+    )
+    started: datetime | None = await connection.scalar(query)
+    return started
+
+
 async def of_user(connection: AsyncConnection, user_id: int) -> list[Session]:
     query = (
         select(*COLUMNS)

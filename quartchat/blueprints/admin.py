@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, RootModel
+from pydantic import BaseModel, Field, RootModel
 from quart import Blueprint, Response, request
 from quart_schema import document_request, document_response
 
@@ -16,6 +16,7 @@ from .auth import (
     NewPassword,
     Role,
     Strict,
+    Tokens,
     User,
     accounts,
     json,
@@ -63,23 +64,55 @@ class UserChange(Strict):
     status: Literal["active", "disabled"] | None = None
     role: Role | None = None
     password: NewPassword | None = None
+    revoke_tokens: bool = Field(
+        True, description="With `password`: revoke the user's API tokens too"
+    )
+
+
+class ChangedUser(User):
+    """The user, changed; `revoked_tokens` API tokens were revoked with a password reset."""
+
+    revoked_tokens: int
 
 
 @blueprint.patch("/admin/users/<row_id:user_id>")
 @document_request(UserChange)
-@document_response(User)
+@document_response(ChangedUser)
 @document_errors(400, 401, 403, 404, 409, 413, 415)
 async def change_user(user_id: int) -> Response:
     """Enable, disable or approve a user, change the role, or reset the password.
 
-    Disabling and a password reset end the user's sessions at once; a disabled user's API tokens
-    stop working too. The last active admin cannot be disabled or demoted. Admins only.
+    Disabling and a password reset end the user's sessions at once; a password reset revokes
+    their API tokens too unless `revoke_tokens` is false, and a disabled user's tokens stop
+    working. The last active admin cannot be disabled or demoted. Admins only.
     """
     body = await parse(UserChange, "user change")
     changed = await accounts().change_user(
-        principal(), user_id, status=body.status, role=body.role, password=body.password
+        principal(),
+        user_id,
+        status=body.status,
+        role=body.role,
+        password=body.password,
+        revoke_tokens=body.revoke_tokens,
     )
     return json(changed)
+
+
+@blueprint.get("/admin/users/<row_id:user_id>/tokens")
+@document_response(Tokens)
+@document_errors(401, 403, 404)
+async def user_tokens(user_id: int) -> Response:
+    """A user's API tokens (not revoked; expired ones too). Admins only."""
+    return json(await accounts().user_tokens(principal(), user_id))
+
+
+@blueprint.delete("/admin/users/<row_id:user_id>/tokens/<row_id:token_id>")
+@document_response(Ok)
+@document_errors(401, 403, 404)
+async def revoke_user_token(user_id: int, token_id: int) -> Response:
+    """Revoke one of a user's API tokens, at once. Admins only."""
+    await accounts().revoke_user_token(principal(), user_id, token_id)
+    return json({"ok": True})
 
 
 class Invite(BaseModel):

@@ -20,6 +20,7 @@ from ..auth.devices import Devices
 from ..auth.gate import public
 from ..auth.passwords import MAX_LENGTH, MIN_LENGTH
 from ..auth.principal import Networks, Principal, current_principal, login_cookie
+from ..auth.tokens import DEFAULT_DAYS, MAX_DAYS
 from ..auth.users import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from ..openapi import Described, Ok, document_errors, link
 from .validation import Empty, parse, path_converters
@@ -111,19 +112,31 @@ async def logout() -> Response:
     return json({"ok": True})
 
 
+class LogoutEverywhere(Strict):
+    revoke_tokens: bool = Field(True, description="Revoke all my API tokens too")
+
+
+class TokensRevoked(BaseModel):
+    """Done; `revoked_tokens` API tokens were revoked with it."""
+
+    ok: Literal[True]
+    revoked_tokens: int
+
+
 @blueprint.post("/logout-everywhere")
-@document_request(Empty)
-@document_response(Ok)
+@document_request(LogoutEverywhere)
+@document_response(TokensRevoked)
 @document_errors(400, 401, 403, 413, 415)
 async def logout_everywhere() -> Response:
-    """Log out every browser.
+    """Log out every browser, and revoke my API tokens.
 
-    Ends all of the user's sessions, this one too. API tokens stay valid (revoke those apart).
+    Ends all of the user's sessions, this one too, and revokes every API token unless
+    `revoke_tokens` is false. The answer says how many tokens were revoked.
     """
-    await parse(Empty)
-    await accounts().logout_everywhere(principal())
+    body = await parse(LogoutEverywhere, "log out everywhere")
+    revoked = await accounts().logout_everywhere(principal(), body.revoke_tokens)
     logout_user()
-    return json({"ok": True})
+    return json({"ok": True, "revoked_tokens": revoked})
 
 
 class State(BaseModel):
@@ -282,19 +295,22 @@ class PasswordChange(Strict):
 
 @blueprint.post("/password")
 @document_request(PasswordChange)
-@document_response(Ok)
-@document_errors(400, 401, 403, 413, 415)
+@document_response(TokensRevoked)
+@document_errors(400, 401, 403, 413, 415, 429)
 async def change_password() -> Response:
     """Change my password.
 
-    Every session ends at once; this browser gets a new one.
+    Every session ends at once and every API token is revoked; this browser gets a new session.
+    A wrong current password counts with the failed logins (429 after ten a minute).
     """
     body = await parse(PasswordChange, "password change")
     ip, user_agent = client()
-    token = await accounts().change_password(principal(), body.current, body.new, ip, user_agent)
+    token, revoked = await accounts().change_password(
+        principal(), body.current, body.new, ip, user_agent
+    )
     if token:
         login_cookie(token)
-    return json({"ok": True})
+    return json({"ok": True, "revoked_tokens": revoked})
 
 
 class Session(BaseModel):
@@ -336,11 +352,12 @@ class Token(BaseModel):
     name: str
     prefix: str
     created_at: datetime
-    last_used_at: datetime | None
+    last_used_at: datetime | None = Field(description="Written at most every 10 minutes")
+    expires_at: datetime | None = Field(description="None: valid until revoked")
 
 
 class Tokens(RootModel[list[Token]]):
-    """My API tokens."""
+    """API tokens not revoked (expired ones too, until revoked)."""
 
 
 @blueprint.get("/tokens")
@@ -353,6 +370,15 @@ async def tokens() -> Response:
 
 class TokenRequest(Strict):
     name: str = Field(min_length=1, max_length=100)
+    expires_in_days: int | None = Field(
+        DEFAULT_DAYS, ge=1, le=MAX_DAYS, description="null: valid until revoked"
+    )
+    password: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_LENGTH,
+        description="My password; needed unless this session began in the last 10 minutes",
+    )
 
 
 class NewToken(Token, Described):
@@ -366,14 +392,22 @@ class NewToken(Token, Described):
 @blueprint.post("/tokens")
 @document_request(TokenRequest)
 @document_response(NewToken, 201)
-@document_errors(400, 401, 403, 409, 413, 415)
+@document_errors(400, 401, 403, 409, 413, 415, 429)
 async def create_token() -> Response:
     """Make an API token.
 
-    The answer holds the token (`qc_…`) this once; it is stored only as a hash.
+    Only from a logged-in browser (403 `SESSION_REQUIRED` with a token or a proxy's header),
+    with the password unless the session began in the last 10 minutes (403 `PASSWORD_REQUIRED`;
+    a wrong one counts with the failed logins). Valid for `expires_in_days` (90 unless given;
+    null: until revoked). The answer holds the token (`qc_…`) this once; it is stored only as a
+    hash.
     """
     body = await parse(TokenRequest, "token request")
-    return json(await accounts().create_token(principal(), body.name), 201)
+    ip, _ = client()
+    made = await accounts().create_token(
+        principal(), body.name, body.expires_in_days, body.password, ip
+    )
+    return json(made, 201)
 
 
 @blueprint.delete("/tokens/<row_id:token_id>")
