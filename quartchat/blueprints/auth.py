@@ -23,7 +23,7 @@ from ..auth.principal import Networks, Principal, current_principal, login_cooki
 from ..auth.tokens import DEFAULT_DAYS, MAX_DAYS
 from ..auth.users import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from ..openapi import Described, Ok, document_errors, link
-from .validation import Empty, parse, path_converters
+from .validation import INTEGRAL, Empty, parse, path_converters
 
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
 blueprint.record_once(path_converters)
@@ -370,8 +370,8 @@ async def tokens() -> Response:
 
 class TokenRequest(Strict):
     name: str = Field(min_length=1, max_length=100)
-    expires_in_days: int | None = Field(
-        DEFAULT_DAYS, ge=1, le=MAX_DAYS, description="null: valid until revoked"
+    expires_in_days: Annotated[int, Field(ge=1, le=MAX_DAYS), INTEGRAL] | None = Field(
+        DEFAULT_DAYS, description="null: valid until revoked"
     )
     password: str | None = Field(
         None,
