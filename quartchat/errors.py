@@ -79,9 +79,16 @@ CODES: dict[str, ErrorCode] = {
     ),
     "UNAUTHENTICATED": ErrorCode(
         (401,),
-        "no session or API token (accounts on), or one that ended (`WWW-Authenticate: Bearer`)",
+        "no session or API token (accounts on), or one that ended or expired "
+        "(`WWW-Authenticate: Bearer`)",
     ),
     "FORBIDDEN": ErrorCode((403,), "not an administrator, on an admin route"),
+    "SESSION_REQUIRED": ErrorCode(
+        (403,), "making an API token with a token or through a proxy's trusted header"
+    ),
+    "PASSWORD_REQUIRED": ErrorCode(
+        (403,), "making an API token without the password, in a session older than 10 minutes"
+    ),
     "ACCOUNT_NOT_ACTIVE": ErrorCode((403,), "a trusted-header user not (yet) allowed in"),
     "INVALID_IDENTITY_HEADER": ErrorCode(
         (403,),
@@ -89,12 +96,15 @@ CODES: dict[str, ErrorCode] = {
         "`AUTH_TRUSTED_HEADER_PATTERN`); nothing is created",
     ),
     "INVALID_CREDENTIALS": ErrorCode(
-        (401,), "login: wrong email or password (one message for both); a wrong current password"
+        (401,),
+        "login: wrong email or password (one message for both); a wrong password to change it "
+        "or make a token",
     ),
     "TOO_MANY_ATTEMPTS": ErrorCode(
         (429,),
-        "login: 10 attempts a minute for the account, the address or the known browser; setup "
-        "or invite acceptance: 10 a minute from the address (`Retry-After`)",
+        "login, password change, new token: 10 attempts a minute for the account, the address "
+        "or the known browser; setup or invite acceptance: 10 a minute from the address "
+        "(`Retry-After`)",
     ),
     "ACCOUNT_PENDING": ErrorCode(
         (403,), "login: the account waits for an administrator's approval"
