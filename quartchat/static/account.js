@@ -1,11 +1,12 @@
-// The account page: change the password, see and end sessions, log out everywhere, make and
-// revoke API tokens. The page's state is the server's; each list below owns its own <ul>.
+// The account page: change the password, see and end sessions, log out everywhere (revoking the
+// API tokens with it unless told not to), make API tokens (an expiry; the password) and revoke
+// them. The page's state is the server's; each list below owns its own <ul>.
 
 import * as api from "./accounts-api.js";
 import { announce, copyText, flashCopied } from "./dom.js";
 import { act, bindForm, blame, confirmAction, samePasswords, time } from "./forms.js";
 import "./logout.js";
-import { RowList, badge, rowButton } from "./rows.js";
+import { RowList, badge, rowButton, tokenRow } from "./rows.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -65,15 +66,19 @@ async function loadSessions() {
   await act(sessionsPanel, async () => sessionList.replaceAll(await api.sessions()));
 }
 
-$("logout-everywhere").addEventListener("click", async () => {
-  const sure = await confirmAction(
-    "Log out everywhere?",
-    "Every browser logged in to this account, this one too, must log in again. API tokens keep working.",
-    "Log out everywhere",
-  );
-  if (!sure) return;
+const everywhereDialog = $("everywhere-dialog");
+$("logout-everywhere").addEventListener("click", () => {
+  $("everywhere-tokens").checked = true; // the safe choice, every time
+  everywhereDialog.returnValue = "";
+  everywhereDialog.showModal();
+});
+everywhereDialog.addEventListener("close", async () => {
+  if (everywhereDialog.returnValue !== "ok") {
+    $("logout-everywhere").focus();
+    return;
+  }
   await act(sessionsPanel, async () => {
-    await api.logoutEverywhere();
+    await api.logoutEverywhere($("everywhere-tokens").checked);
     location.assign("/login");
   });
 });
@@ -85,10 +90,12 @@ bindForm(
   passwordForm,
   async (values) => {
     if (!samePasswords(passwordForm, $("new-password"), $("confirm-password"))) return;
-    await api.changePassword(values.current, values.new);
+    const { revoked_tokens: revoked } = await api.changePassword(values.current, values.new);
     passwordForm.reset();
-    passwordForm.querySelector(".form-done").textContent = "Password changed. Every other browser was logged out.";
-    await loadSessions();
+    const tokens = revoked === 1 ? "your API token was revoked" : `your ${revoked} API tokens were revoked`;
+    passwordForm.querySelector(".form-done").textContent =
+      `Password changed. Every other browser was logged out${revoked ? ` and ${tokens}` : ""}.`;
+    await Promise.all([loadSessions(), loadTokens()]);
   },
   {
     onError(error) {
@@ -104,8 +111,7 @@ const tokensPanel = $("tokens-title").closest("section");
 const tokenList = new RowList(
   $("tokens"),
   (token) => ({
-    title: token.name,
-    meta: [`${token.prefix}… · made `, time(token.created_at), " · last used ", time(token.last_used_at)],
+    ...tokenRow(token),
     actions: [rowButton("Revoke", `Revoke the token ${token.name}`, "revoke", () => revokeToken(token), { danger: true })],
   }),
   { empty: $("no-tokens"), fallback: $("token-name") },
@@ -126,15 +132,25 @@ async function revokeToken(token) {
 }
 
 const tokenForm = $("token-form");
-bindForm(tokenForm, async ({ name }) => {
-  const made = await api.createToken(name.trim());
-  tokenForm.reset();
-  tokenList.append([made]);
-  $("new-token-value").value = made.token;
-  $("new-token").hidden = false;
-  $("new-token-value").focus();
-  $("new-token-value").select();
-});
+bindForm(
+  tokenForm,
+  async ({ name, expiry, password }) => {
+    const made = await api.createToken(name.trim(), expiry ? Number(expiry) : null, password || null);
+    tokenForm.reset();
+    tokenList.append([made]);
+    $("new-token-value").value = made.token;
+    $("new-token").hidden = false;
+    $("new-token-value").focus();
+    $("new-token-value").select();
+  },
+  {
+    onError(error) {
+      if (["PASSWORD_REQUIRED", "INVALID_CREDENTIALS"].includes(error.code)) {
+        blame($("token-password"), tokenForm, error.message);
+      }
+    },
+  },
+);
 
 $("copy-token").addEventListener("click", async (event) => {
   flashCopied(event.currentTarget, await copyText($("new-token-value").value));

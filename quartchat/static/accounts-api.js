@@ -72,12 +72,14 @@ export const acceptInvite = (token, email, password) =>
 
 export const me = () => get("/api/auth/me");
 export const logout = () => post("/api/auth/logout");
-export const logoutEverywhere = () => post("/api/auth/logout-everywhere");
+export const logoutEverywhere = (revokeTokens) => post("/api/auth/logout-everywhere", { revoke_tokens: revokeTokens });
 export const changePassword = (current, next) => post("/api/auth/password", { current, new: next });
 export const sessions = () => get("/api/auth/sessions");
 export const endSession = (id) => call("DELETE", `/api/auth/sessions/${encodeURIComponent(id)}`);
 export const tokens = () => get("/api/auth/tokens");
-export const createToken = (name) => post("/api/auth/tokens", { name });
+/** A new token: `expiresInDays` null for never; `password` null when the session is young. */
+export const createToken = (name, expiresInDays, password) =>
+  post("/api/auth/tokens", { name, expires_in_days: expiresInDays, ...(password ? { password } : {}) });
 export const revokeToken = (id) => call("DELETE", `/api/auth/tokens/${encodeURIComponent(id)}`);
 
 // ---- administration ----
@@ -88,6 +90,9 @@ export const createUser = (email, password, role) => post("/api/admin/users", { 
 export const changeUser = (id, change) => call("PATCH", `/api/admin/users/${encodeURIComponent(id)}`, change);
 export const invites = () => get("/api/invites");
 export const createInvite = (email, role) => post("/api/invites", email ? { email, role } : { role });
+export const userTokens = (id) => get(`/api/admin/users/${encodeURIComponent(id)}/tokens`);
+export const revokeUserToken = (id, tokenId) =>
+  call("DELETE", `/api/admin/users/${encodeURIComponent(id)}/tokens/${encodeURIComponent(tokenId)}`);
 export const withdrawInvite = (id) => call("DELETE", `/api/invites/${encodeURIComponent(id)}`);
 
 /** The link an invite token makes. */

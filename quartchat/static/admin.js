@@ -1,11 +1,12 @@
 // The admin page: users (paged, 100 at a time; add, approve, disable and enable, change the role,
-// reset the password) and invites (make a link, shown once; withdraw). Each list owns its <ul>.
+// reset the password, see and revoke their API tokens) and invites (make a link, shown once;
+// withdraw). Each list owns its <ul>.
 
 import * as api from "./accounts-api.js";
 import { announce, copyText, flashCopied } from "./dom.js";
 import { act, bindForm, blame, confirmAction, time } from "./forms.js";
 import "./logout.js";
-import { RowList, badge, rowButton } from "./rows.js";
+import { RowList, badge, rowButton, tokenRow } from "./rows.js";
 
 const $ = (id) => document.getElementById(id);
 const me = Number(document.body.dataset.me);
@@ -32,6 +33,7 @@ const userList = new RowList(
       actions.push(rowButton(label, `${label}: ${user.email}`, "role", () => change(user, { role }, `${label}:`)));
     }
     actions.push(rowButton("Reset password", `Reset password: ${user.email}`, "password", () => openReset(user)));
+    actions.push(rowButton("API tokens", `API tokens: ${user.email}`, "tokens", () => openTokens(user)));
     return { title: user.email, badges, meta: ["since ", time(user.created_at)], actions };
   },
   { fallback: $("users-title") },
@@ -109,11 +111,12 @@ function openReset(user) {
 
 bindForm(
   resetForm,
-  async ({ password }) => {
+  async ({ password, revoke_tokens: revokeTokens }) => {
     const user = resetting;
-    await api.changeUser(user.id, { password });
+    const changed = await api.changeUser(user.id, { password, revoke_tokens: revokeTokens === "on" });
     resetDialog.close();
-    announce(`Reset the password of ${user.email}.`);
+    const revoked = changed.revoked_tokens;
+    announce(`Reset the password of ${user.email}${revoked ? `; revoked ${revoked} API token${revoked === 1 ? "" : "s"}` : ""}.`);
   },
   { onError: () => $("reset-password").focus() },
 );
@@ -122,6 +125,51 @@ resetDialog.addEventListener("close", () => {
   resetForm.reset();
   // Back to the button that opened it.
   $("users").querySelector(`[data-id="${resetting?.id}"] [data-slot="password"]`)?.focus();
+});
+
+// ---- a user's API tokens ----
+
+const tokensDialog = $("tokens-dialog");
+let tokensOf = null;
+const userTokenList = new RowList(
+  $("user-tokens"),
+  (token) => ({
+    ...tokenRow(token),
+    actions: [rowButton("Revoke", `Revoke the token ${token.name}`, "revoke", () => revokeUserToken(token), { danger: true })],
+  }),
+  { empty: $("no-user-tokens"), fallback: $("user-tokens-close") },
+);
+
+async function openTokens(user) {
+  tokensOf = user;
+  $("user-tokens-email").textContent = user.email;
+  userTokenList.replaceAll([]);
+  $("no-user-tokens").hidden = true; // until they are loaded
+  tokensDialog.showModal();
+  await act(tokensDialog, async () => {
+    const listed = await api.userTokens(user.id);
+    if (tokensOf === user) userTokenList.replaceAll(listed);
+  });
+}
+
+async function revokeUserToken(token) {
+  const user = tokensOf;
+  const sure = await confirmAction(
+    `Revoke “${token.name}” of ${user.email}?`,
+    "Programs using this token stop working at once. This cannot be undone.",
+    "Revoke",
+  );
+  if (!sure) return;
+  await act(tokensDialog, async () => {
+    await api.revokeUserToken(user.id, token.id);
+    userTokenList.remove(token.id);
+    announce(`Revoked the token ${token.name} of ${user.email}.`);
+  });
+}
+
+$("user-tokens-close").addEventListener("click", () => tokensDialog.close());
+tokensDialog.addEventListener("close", () => {
+  $("users").querySelector(`[data-id="${tokensOf?.id}"] [data-slot="tokens"]`)?.focus();
 });
 
 // ---- invites ----

@@ -3,6 +3,7 @@
 // and focus never falls to the top of the page when the focused row changes or goes.
 
 import { h } from "./dom.js";
+import { time } from "./forms.js";
 
 export class RowList {
   #rows = new Map();
@@ -96,4 +97,20 @@ export function rowButton(label, fullName, slot, onClick, { danger = false } = {
   );
   button.addEventListener("click", () => onClick(button));
   return button;
+}
+
+const isExpired = (token) => token.expires_at !== null && new Date(token.expires_at) <= new Date();
+
+/** An API token's row (the account page's and the admin's): an "expired" badge past its date
+ * (it stays listed until revoked); its prefix, when it was made and last used, and when it
+ * expires, if ever. */
+export function tokenRow(token) {
+  const expiry = token.expires_at
+    ? [isExpired(token) ? " · expired " : " · expires ", time(token.expires_at)]
+    : [" · never expires"];
+  return {
+    title: token.name,
+    badges: isExpired(token) ? [badge("expired", "alert")] : [],
+    meta: [`${token.prefix}… · made `, time(token.created_at), " · last used ", time(token.last_used_at), ...expiry],
+  };
 }

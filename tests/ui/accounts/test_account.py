@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -123,6 +124,25 @@ def test_log_out_everywhere_logs_out_this_and_every_other_browser(
     expect(phone.get_by_role("heading", name="Log in")).to_be_visible()
 
 
+def test_log_out_everywhere_revokes_my_tokens_unless_i_untick_it(
+    page: Page, person: Person, service: Service
+) -> None:
+    kept = page.request.post("/api/auth/tokens", data={"name": "kept"}).json()["token"]
+    page.get_by_role("button", name="Log out everywhere").click()
+    dialog = page.get_by_role("dialog", name="Log out everywhere?")
+    dialog.get_by_label("Revoke my API tokens too").uncheck()
+    dialog.get_by_role("button", name="Log out everywhere").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    assert bearer(service, kept) == 200
+    log_in(page.context, person.email)
+    open_page(page, "/account")
+    page.get_by_role("button", name="Log out everywhere").click()
+    expect(dialog.get_by_label("Revoke my API tokens too")).to_be_checked()  # every time
+    dialog.get_by_role("button", name="Log out everywhere").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    assert bearer(service, kept) == 401
+
+
 def test_cancelling_log_out_everywhere_logs_nobody_out(page: Page, person: Person) -> None:
     page.get_by_role("button", name="Log out everywhere").click()
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
@@ -130,9 +150,15 @@ def test_cancelling_log_out_everywhere_logs_nobody_out(page: Page, person: Perso
     assert page.request.get("/api/auth/me").status == 200
 
 
-def create_token(page: Page, name: str) -> str:
+def create_token(
+    page: Page, name: str, *, password: str | None = None, expires: str | None = None
+) -> str:
     tokens = panel(page, "API tokens")
     tokens.get_by_label("Name of a new token").fill(name)
+    if expires is not None:
+        tokens.get_by_label("Expires").select_option(label=expires)
+    if password is not None:
+        tokens.get_by_label("Your password").fill(password)
     tokens.get_by_role("button", name="Create a token").click()
     shown = page.get_by_label("New API token")
     expect(shown).to_be_visible()
@@ -152,6 +178,41 @@ def test_a_new_api_token_works_for_a_script(page: Page, person: Person, service:
     token = create_token(page, "laptop script")
     assert token.startswith("qc_")
     assert bearer(service, token) == 200
+
+
+def token_row(page: Page, name: str) -> Locator:
+    return panel(page, "API tokens").get_by_role("listitem").filter(has_text=name)
+
+
+def test_a_token_made_with_my_password_shows_when_it_expires(
+    page: Page, person: Person, service: Service
+) -> None:
+    token = create_token(page, "monthly", password=PASSWORD, expires="In 30 days")
+    assert bearer(service, token) == 200
+    row = token_row(page, "monthly")
+    expect(row).to_contain_text("last used never")
+    expect(row).to_contain_text("expires")
+    made, expires = row.locator("time").all()  # "last used never" is no time
+    lifetime = datetime.fromisoformat(str(expires.get_attribute("datetime"))) - (
+        datetime.fromisoformat(str(made.get_attribute("datetime")))
+    )
+    assert lifetime == timedelta(days=30)
+    create_token(page, "forever", expires="Never")
+    expect(token_row(page, "forever")).to_contain_text("never expires")
+
+
+def test_a_wrong_password_for_a_new_token_is_said_so_at_that_field(
+    page: Page, person: Person
+) -> None:
+    tokens = panel(page, "API tokens")
+    tokens.get_by_label("Name of a new token").fill("guessed")
+    tokens.get_by_label("Your password").fill("not my password")
+    tokens.get_by_role("button", name="Create a token").click()
+    expect(tokens.get_by_role("alert").filter(has_text="password")).to_have_text(
+        "The password is not right."
+    )
+    expect(tokens.get_by_label("Your password")).to_be_focused()
+    expect(page.get_by_text("No tokens yet.")).to_be_visible()
 
 
 def test_a_new_api_token_is_shown_only_once(page: Page, person: Person) -> None:

@@ -1,8 +1,9 @@
 """The admin page's users: add, approve, disable and enable, change the role, reset the
-password; and who may open the page at all."""
+password, see and revoke their API tokens; and who may open the page at all."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import httpx
@@ -193,6 +194,55 @@ def test_a_reset_password_logs_the_user_out(
     expect(theirs.get_by_role("heading", name="Log in")).to_be_visible()
 
 
+def their_token(service: Service, person: Person, name: str) -> str:
+    """An API token the person makes for themselves, just after logging in (no password asked)."""
+    with httpx.Client(base_url=service.url) as theirs:
+        theirs.post("/api/auth/login", json={"email": person.email, "password": PASSWORD})
+        return str(theirs.post("/api/auth/tokens", json={"name": name}).json()["token"])
+
+
+def bearer(service: Service, token: str) -> int:
+    response = httpx.get(service.url + "/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    return response.status_code
+
+
+def test_a_reset_password_revokes_the_user_s_api_tokens(
+    admin_page: Page, admin_api: AdminAPI, service: Service
+) -> None:
+    person = admin_api.new_user()
+    token = their_token(service, person, "their script")
+    admin_page.reload()
+    reset_password(admin_page, person, "a password from the admin")
+    assert bearer(service, token) == 401
+
+
+def test_an_admin_revokes_one_of_a_user_s_api_tokens(
+    admin_page: Page, admin_api: AdminAPI, service: Service
+) -> None:
+    person = admin_api.new_user()
+    stolen = their_token(service, person, "stolen laptop")
+    kept = their_token(service, person, "build server")
+    assert bearer(service, stolen) == 200  # used: the list says when
+    admin_page.reload()
+    user_row(admin_page, person.email).get_by_role("button", name="API tokens").click()
+    dialog = admin_page.get_by_role("dialog", name="API tokens")
+    rows = dialog.get_by_role("listitem")
+    expect(rows).to_have_count(2)
+    expect(rows.filter(has_text="stolen laptop")).not_to_contain_text("last used never")
+    expect(rows.filter(has_text="build server")).to_contain_text("last used never")
+    expect(rows.filter(has_text="build server")).to_contain_text("expires")
+    dialog.get_by_role("button", name="Revoke the token stolen laptop").click()
+    admin_page.get_by_role("dialog", name=re.compile("^Revoke")).get_by_role(
+        "button", name="Revoke", exact=True
+    ).click()
+    expect(rows).to_have_count(1)
+    assert (bearer(service, stolen), bearer(service, kept)) == (401, 200)
+    dialog.get_by_role("button", name="Close").click()
+    expect(
+        user_row(admin_page, person.email).get_by_role("button", name="API tokens")
+    ).to_be_focused()
+
+
 def test_a_too_short_reset_password_is_refused_in_the_dialog(
     admin_page: Page, admin_api: AdminAPI
 ) -> None:
@@ -209,4 +259,4 @@ def test_a_too_short_reset_password_is_refused_in_the_dialog(
 def test_the_admin_cannot_disable_or_demote_their_own_account_here(admin_page: Page) -> None:
     mine = user_row(admin_page, ADMIN_EMAIL)
     expect(mine).to_contain_text("you")
-    expect(mine.get_by_role("button")).to_have_text(["Reset password"])
+    expect(mine.get_by_role("button")).to_have_text(["Reset password", "API tokens"])
