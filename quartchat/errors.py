@@ -7,11 +7,13 @@ import contextlib
 import html
 import logging
 import re
+import sqlite3
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
+import sqlalchemy.exc
 from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException
 
@@ -316,7 +318,10 @@ def register_error_handlers(app: Quart) -> None:
         code = HTTP_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "INVALID_REQUEST")
         message = error.description or error.name
         if status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
+            # The request's own bound: an import's is larger than other requests'.
+            limit = getattr(request, "max_content_length", None) or app.config.get(
+                "MAX_CONTENT_LENGTH"
+            )
             message = f"The request body is larger than the {limit} byte limit."
             await _discard_rest_of_body()
         response = error_response(APIError(status, code, message))
@@ -326,9 +331,46 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
+        if database_busy(error):
+            log.warning("%s in request %s", error_kind(error), current_request_id())
+            return error_response(
+                APIError(
+                    503,
+                    "DATABASE_BUSY",
+                    "The database is busy: try again in a moment.",
+                    headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+                )
+            )
         # Log the type only: exception text can carry request data or upstream secrets.
         log.error("unhandled %s in request %s", error_kind(error), current_request_id())
         return error_response(APIError(500, "INTERNAL_ERROR", "An unexpected error occurred."))
+
+
+BUSY_RETRY_AFTER = 1  # seconds
+# PostgreSQL: lock_not_available (a lock or statement timeout), too_many_connections.
+BUSY_SQLSTATES = frozenset({"55P03", "53300"})
+
+
+def database_busy(error: BaseException) -> bool:
+    """Whether `error` means the database is busy rather than broken: SQLite's write lock held
+    past the busy timeout (SQLITE_BUSY, "database is locked"), PostgreSQL out of connections or
+    a lock, or no pooled connection free in time. Looks through SQLAlchemy's wrapper (`orig`)
+    and the exception's causes; the writer thread raises the drivers' own errors unwrapped."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, sqlalchemy.exc.TimeoutError):  # the pool's wait
+            return True
+        name = getattr(seen, "sqlite_errorname", None)
+        if isinstance(name, str) and name.startswith("SQLITE_BUSY"):
+            return True
+        if isinstance(seen, sqlite3.OperationalError) and "database is locked" in str(seen):
+            return True
+        if getattr(seen, "sqlstate", None) in BUSY_SQLSTATES:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 def error_kind(error: Exception) -> str:
