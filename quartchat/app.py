@@ -46,20 +46,27 @@ PAGE_CSP = (
 
 
 IMPORT_PATH = "/api/import"
-IMPORT_MAX_BYTES = 50 * 1024 * 1024
 
 
 class BoundedRequest(Request):
-    """A request whose body may be up to MAX_BODY_BYTES, except an import's (a whole history).
+    """A request whose body may be up to MAX_BODY_BYTES, except an import's (a whole history):
+    up to IMPORT_MAX_BYTES (`import_max_bytes`, set per app by `bounded_request`).
 
     The bound is fixed when the request is made, before its body starts arriving: a larger one
     set in the view would come after the first bytes were already refused.
     """
 
+    import_max_bytes = 50 * 1024 * 1024
+
     def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
         if path == IMPORT_PATH and kwargs.get("max_content_length") is not None:
-            kwargs["max_content_length"] = max(kwargs["max_content_length"], IMPORT_MAX_BYTES)
+            kwargs["max_content_length"] = self.import_max_bytes
         super().__init__(method, scheme, path, *args, **kwargs)
+
+
+def bounded_request(import_max_bytes: int) -> type[BoundedRequest]:
+    """The request class of an app whose imports may be up to `import_max_bytes`."""
+    return type("BoundedRequest", (BoundedRequest,), {"import_max_bytes": import_max_bytes})
 
 
 def create_app(
@@ -68,7 +75,7 @@ def create_app(
     """Build the app. `transport` replaces the upstream HTTP transport (tests pass respx's)."""
     settings = settings or get_settings()
     app = Quart(__name__)
-    app.request_class = BoundedRequest
+    app.request_class = bounded_request(settings.import_max_bytes)
     app.config["QUARTCHAT"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     admin_email: str | None = None  # with ADMIN_PASSWORD: the first admin, made at start
     admin_password: SecretStr | None = None
     login_attempts_per_minute: int = Field(10, ge=1)
+    # Imports (POST /api/import): the largest body, and the bytes a user may import per day.
+    import_max_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    import_bytes_per_day: int = Field(500 * 1024 * 1024, gt=0)
 
     @field_validator(
         "openai_api_key",

@@ -7,7 +7,7 @@ and never its data. Sending a message streams the reply as `/api/chat/stream` do
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from quart import Blueprint, Response, current_app, g, request
 from quart_schema import document_querystring, document_request, document_response
 
+from ..auth import limits
 from ..auth.principal import Principal, current_principal
 from ..conversations import store, transfer, turns
 from ..db import Database
@@ -645,20 +646,43 @@ class ImportResult(BaseModel):
     problems: list[str]
 
 
+IMPORT_QUOTA_WINDOW = timedelta(days=1)
+
+
 @blueprint.post("/import")
 @document_request(ImportFile)
 @document_response(ImportResult)
-@document_errors(400, 401, 403, 413, 415)
+@document_errors(400, 401, 403, 413, 415, 429, 503)
 async def import_conversations() -> Response:
-    """Import our JSON export, or ChatGPT's `conversations.json` (up to 50 MB).
+    """Import our JSON export, or ChatGPT's `conversations.json` (up to IMPORT_MAX_BYTES, 50 MB).
 
     Conversations that were imported before (by their id) are skipped: importing twice, or
-    from two tabs at once, imports once.
+    from two tabs at once, imports once. A user may import IMPORT_BYTES_PER_DAY a day (429
+    `IMPORT_QUOTA_EXCEEDED` past it, with `Retry-After`).
     """
-    raw = await request.get_data(cache=False)
+    raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    await count_import(len(raw))
     try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        result = await transfer.import_body(db(), owner(), raw)
+    except transfer.NotJSON:
         raise APIError(400, "INVALID_REQUEST", "The file is not JSON.") from None
-    conversations, problems = transfer.read(document)
-    return json(await transfer.store_all(db(), owner(), conversations, problems))
+    return json(result)
+
+
+async def count_import(size: int) -> None:
+    """Count `size` bytes against the user's daily import quota before reading any of them; a
+    refused import is not counted (its transaction rolls back)."""
+    limit = current_app.config["QUARTCHAT"].import_bytes_per_day
+    key = f"import-bytes:{owner()}"
+    async with db().write() as connection:
+        total = await limits.add(connection, key, IMPORT_QUOTA_WINDOW, size)
+        if total <= limit:
+            return
+        wait = await limits.retry_after(connection, key, limit, IMPORT_QUOTA_WINDOW)
+        raise APIError(
+            429,
+            "IMPORT_QUOTA_EXCEEDED",
+            f"Imports are limited to {limit} bytes a day; this one would go over. "
+            "Try again later, or import a smaller file.",
+            headers={"Retry-After": str(wait or 1)},
+        )

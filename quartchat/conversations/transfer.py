@@ -4,30 +4,63 @@ ChatGPT's `conversations.json`.
 An import is data, never code or markup: only strings of known fields are taken, sizes and counts
 are bounded, ids are the server's own (the file's ids only identify what was imported before, so
 importing twice imports once), and a bad entry is skipped and reported, never fatal.
+
+An import is linear in the size of its file, holds the event loop for no more than a hop, and
+never holds the database's write lock for long (docs/conversations.md, "Export and import"):
+
+- the file is parsed as a stream (ijson's C parser), a conversation at a time, keeping only the
+  known fields: memory is the body, plus one conversation's fields;
+- parsing and reading run in a worker thread, a batch of messages at a time;
+- a message's parent is found through one map of the file's ids, and a ChatGPT node's nearest
+  kept ancestor by a walk that remembers every node it passed (each node is walked once);
+- the writes go in transactions of at most `MESSAGES_PER_TRANSACTION` rows. A conversation is
+  written hidden (`deleted_at` set, no `client_id`) and shown, with its `client_id`, in the
+  transaction that writes its last rows: an import that dies half-way leaves a hidden
+  conversation that the housekeeping purges, and importing the file again imports it again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import io
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import ijson
+from sqlalchemy import bindparam, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..db import Database
+from ..db.tables import conversations as conversations_table
+from ..db.tables import now
+from ..db.tx import Tx
 from . import store
 
 FORMAT = "quartchat"
 VERSION = 1
 MAX_CONVERSATIONS = 10_000
 MAX_MESSAGES = 20_000
+MAX_NODES = MAX_MESSAGES * 2  # of a ChatGPT conversation's mapping, kept or not
 MAX_TITLE = 300
+MAX_PROBLEMS = 100
+MESSAGES_PER_TRANSACTION = 500  # rows written per transaction at most
 ROLES = ("user", "assistant", "system")
 SETTINGS_KEYS = ("model", "system", "temperature", "top_p", "max_tokens")
 
+# The C parser, by name: ijson falls back to pure Python without it, 20 times slower.
+_JSON = ijson.get_backend("yajl2_c")
 
-@dataclass
+
+class NotJSON(ValueError):
+    """The body is not one JSON document."""
+
+
+@dataclass(slots=True)
 class ImportedMessage:
     key: str  # the file's id for it
     parent: str | None
@@ -38,7 +71,7 @@ class ImportedMessage:
     model: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ImportedConversation:
     client_id: str
     title: str
@@ -94,32 +127,70 @@ def _settings(value: Any) -> dict[str, Any]:
     return kept
 
 
+class _Problems(list[str]):
+    """What had to be skipped, the first MAX_PROBLEMS of it (and how many more)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = 0
+
+    def add(self, problem: str) -> None:
+        if len(self) < MAX_PROBLEMS:
+            self.append(problem)
+        else:
+            self.more += 1
+
+    def listed(self) -> list[str]:
+        more = [f"… and {self.more} more."] if self.more else []
+        return [*self, *more]
+
+
 def read(document: Any) -> tuple[list[ImportedConversation], list[str]]:
     """The conversations in a parsed file (ours or ChatGPT's), and what had to be skipped."""
-    problems: list[str] = []
+    problems = _Problems()
     if isinstance(document, list):  # ChatGPT's conversations.json is a list
-        entries, parse = document, _chatgpt
-    elif isinstance(document, dict) and document.get("format") == FORMAT:
-        if document.get("version") != VERSION:
-            return [], [
-                f"This file is version {document.get('version')!r}; version {VERSION} is read."
-            ]
+        entries, parse = iter(document), _chatgpt
+    elif isinstance(document, dict):
+        parse = _ours
+        header = _header_problem(document.get("format"), document.get("version"))
         listed = document.get("conversations")
-        if not isinstance(listed, list):
-            return [], ["The file has no list of conversations."]
-        entries, parse = listed, _ours
+        if header is None and not isinstance(listed, list):
+            header = "The file has no list of conversations."
+        if header is not None or not isinstance(listed, list):
+            return [], [header or NEITHER]
+        entries = iter(listed)
     else:
-        return [], ["This is neither a quartchat export nor ChatGPT's conversations.json."]
-    conversations: list[ImportedConversation] = []
-    for number, entry in enumerate(entries[:MAX_CONVERSATIONS], 1):
+        return [], [NEITHER]
+    found = list(_each(entries, parse, problems))
+    return found, problems.listed()
+
+
+NEITHER = "This is neither a quartchat export nor ChatGPT's conversations.json."
+
+
+def _header_problem(format_: Any, version: Any) -> str | None:
+    if format_ != FORMAT:
+        return NEITHER
+    if version != VERSION:
+        return f"This file is version {version!r}; version {VERSION} is read."
+    return None
+
+
+def _each(
+    entries: Iterator[Any],
+    parse: Callable[[dict[str, Any]], ImportedConversation | None],
+    problems: _Problems,
+) -> Iterator[ImportedConversation]:
+    """The entries that can be read, the first MAX_CONVERSATIONS; the others go to `problems`."""
+    for number, entry in enumerate(entries, 1):
+        if number > MAX_CONVERSATIONS:
+            problems.add(f"Only the first {MAX_CONVERSATIONS} conversations were read.")
+            return
         conversation = parse(entry) if isinstance(entry, dict) else None
         if conversation is None:
-            problems.append(f"Conversation {number} could not be read: skipped.")
+            problems.add(f"Conversation {number} could not be read: skipped.")
         else:
-            conversations.append(conversation)
-    if len(entries) > MAX_CONVERSATIONS:
-        problems.append(f"Only the first {MAX_CONVERSATIONS} conversations were read.")
-    return conversations, problems
+            yield conversation
 
 
 def _ours(entry: dict[str, Any]) -> ImportedConversation | None:
@@ -165,7 +236,7 @@ def _ours(entry: dict[str, Any]) -> ImportedConversation | None:
 def _chatgpt(entry: dict[str, Any]) -> ImportedConversation | None:
     mapping = entry.get("mapping")
     key = _text(entry.get("conversation_id") or entry.get("id"), 64)
-    if not isinstance(mapping, dict) or not key:
+    if not isinstance(mapping, Mapping) or not key:
         return None
     conversation = ImportedConversation(
         client_id=f"chatgpt:{key}"[:64],
@@ -173,23 +244,17 @@ def _chatgpt(entry: dict[str, Any]) -> ImportedConversation | None:
         created_at=_time(entry.get("create_time")) or datetime.now(UTC),
         settings={},
     )
+    # One pass over the mapping: each node's parent, and the messages kept. Nodes without text
+    # (the root, system and tool nodes) are skipped: a message answers the nearest ancestor
+    # that was kept.
+    parents: dict[str, Any] = {}
     kept: dict[str, ImportedMessage] = {}
-
-    def nearest_kept(node_id: Any) -> str | None:
-        # Nodes without text (the root, system and tool nodes) are skipped: a message answers
-        # the nearest ancestor that was kept.
-        seen: set[str] = set()
-        while isinstance(node_id, str) and node_id not in seen:
-            seen.add(node_id)
-            if node_id in kept:
-                return node_id
-            node = mapping.get(node_id)
-            node_id = node.get("parent") if isinstance(node, dict) else None
-        return None
-
-    for node_id, node in list(mapping.items())[: MAX_MESSAGES * 2]:
+    for node_id, node in mapping.items():
+        if len(parents) == MAX_NODES:
+            break
         if not isinstance(node, dict) or not isinstance(node_id, str):
             continue
+        parents[node_id] = node.get("parent")
         message = node.get("message")
         if not isinstance(message, dict):
             continue
@@ -209,78 +274,468 @@ def _chatgpt(entry: dict[str, Any]) -> ImportedConversation | None:
             content=text,
             created_at=_time(message.get("create_time")) or conversation.created_at,
         )
+    nearest = nearest_kept(parents, kept)
     for node_id, message in kept.items():
-        node = mapping[node_id]
-        message.parent = nearest_kept(node.get("parent"))
+        message.parent = nearest(parents[node_id])
     conversation.messages = sorted(kept.values(), key=lambda m: m.created_at)[:MAX_MESSAGES]
-    conversation.leaf = nearest_kept(entry.get("current_node"))
+    conversation.leaf = nearest(entry.get("current_node"))
     return conversation
 
 
-async def store_all(
-    db: Database, owner_id: int, conversations: list[ImportedConversation], problems: list[str]
-) -> dict[str, Any]:
-    """Write what was read, one conversation per transaction; ones imported before are skipped."""
-    imported = skipped = 0
-    for conversation in conversations:
-        try:
-            async with db.write() as connection:
-                if await store.by_client_id(connection, owner_id, conversation.client_id):
-                    skipped += 1
-                    continue
-                await _store_one(connection, owner_id, conversation)
-            imported += 1
-        except IntegrityError:  # imported at the same moment by another request (two tabs)
-            skipped += 1
-    return {"imported": imported, "skipped": skipped, "problems": problems}
+def nearest_kept(
+    parents: Mapping[str, Any], kept: Mapping[str, Any]
+) -> Callable[[Any], str | None]:
+    """A function from a node id to the nearest kept node at or above it (None: the root).
+
+    Every walk remembers its answer for each node it passed, so that all the walks together
+    visit each node once: linear, where a walk per node was quadratic on a long chain. A chain
+    that ends in a missing node or runs into a cycle hangs from the root.
+    """
+    answers: dict[str, str | None] = {}
+
+    def nearest(node_id: Any) -> str | None:
+        path: list[str] = []
+        on_path: set[str] = set()
+        answer: str | None = None
+        while isinstance(node_id, str):
+            if node_id in kept:
+                answer = node_id
+                break
+            if node_id in answers:
+                answer = answers[node_id]
+                break
+            if node_id in on_path or node_id not in parents:  # a cycle, or a missing node
+                break
+            path.append(node_id)
+            on_path.add(node_id)
+            node_id = parents[node_id]
+        for passed in path:
+            answers[passed] = answer
+        return answer
+
+    return nearest
 
 
-async def _store_one(connection: Any, owner_id: int, conversation: ImportedConversation) -> None:
-    made = await store.create(
-        connection,
-        owner_id,
-        title=conversation.title,
-        settings=conversation.settings,
-        client_id=conversation.client_id,
-        created_at=conversation.created_at,
-    )
-    ids: dict[str, str] = {}
-    pending = list(conversation.messages)
-    # Parents before children, whatever the file's order; a message whose parent is missing
-    # (or part of a cycle) hangs from the root.
-    for _ in range(len(pending) + 1):
-        waiting = []
-        unplaced = {m.key for m in pending}
-        for message in pending:
-            if (
-                message.parent is not None
-                and message.parent not in ids
-                and message.parent in unplaced
-            ):
-                waiting.append(message)
+# -- reading a body: validated, then streamed -------------------------------------------------
+
+
+def check_json(raw: bytes) -> None:
+    """Raise NotJSON unless `raw` is one JSON document (a pass of the C parser, keeping nothing):
+    a file that is cut short or broken imports nothing, as before it streamed."""
+    try:
+        collections.deque(_JSON.basic_parse(io.BytesIO(raw), use_float=True), maxlen=0)
+    except ijson.JSONError:
+        raise NotJSON("The file is not JSON.") from None
+
+
+_Events = Iterator[tuple[str, Any]]
+_STARTS = ("start_map", "start_array")
+_ENDS = ("end_map", "end_array")
+
+
+@dataclass(frozen=True)
+class _Each:
+    """A JSON array, each item read as `item`: the first `limit` items count, the rest are
+    skipped. Items read as None (another type than expected) are left out."""
+
+    item: Any
+    limit: int
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """A JSON object of any keys, each value read as `value`; the first `limit` keys count."""
+
+    value: Any
+    limit: int
+
+
+_SCALAR = "scalar"  # a string, number, boolean or null; a container there reads as None
+_JOINED = "joined"  # an array of which only the strings count: their text, joined by newlines
+
+# What is read of each format: anything else is skipped as it streams by, never built.
+_OURS_MESSAGE = {
+    name: _SCALAR for name in ("id", "parentId", "role", "content", "status", "createdAt", "model")
+}
+_OURS = {
+    "id": _SCALAR,
+    "title": _SCALAR,
+    "createdAt": _SCALAR,
+    "leafId": _SCALAR,
+    "settings": dict.fromkeys(SETTINGS_KEYS, _SCALAR),
+    "messages": _Each(_OURS_MESSAGE, MAX_MESSAGES),
+}
+_CHATGPT_NODE = {
+    "parent": _SCALAR,
+    "message": {
+        "author": {"role": _SCALAR},
+        "content": {"parts": _JOINED},
+        "create_time": _SCALAR,
+    },
+}
+_CHATGPT = {
+    "id": _SCALAR,
+    "conversation_id": _SCALAR,
+    "title": _SCALAR,
+    "create_time": _SCALAR,
+    "current_node": _SCALAR,
+    "mapping": _Keyed(_CHATGPT_NODE, MAX_NODES),
+}
+
+
+def _skip(events: _Events, event: str) -> None:
+    """Pass over the value that starts with `event`."""
+    if event not in _STARTS:
+        return
+    depth = 1
+    for event, _ in events:
+        if event in _STARTS:
+            depth += 1
+        elif event in _ENDS:
+            depth -= 1
+            if depth == 0:
+                return
+
+
+def _value(events: _Events, event: str, value: Any, spec: Any) -> Any:
+    """The value that starts with (`event`, `value`), as much of it as `spec` keeps."""
+    if spec == _SCALAR:
+        if event in _STARTS:
+            _skip(events, event)
+            return None
+        return value
+    if spec == _JOINED:
+        if event != "start_array":
+            _skip(events, event)
+            return None
+        # Joined as they come: a list of many short strings would weigh ten times the file.
+        text = io.StringIO()
+        first = True
+        for event, value in events:
+            if event == "end_array":
+                return [text.getvalue()] if not first else []
+            if event == "string":
+                text.write(value if first else "\n" + value)
+                first = False
+            else:
+                _skip(events, event)
+        return None
+    if isinstance(spec, _Each):
+        if event != "start_array":
+            _skip(events, event)
+            return None
+        items: list[Any] = []
+        counted = 0
+        for event, value in events:
+            if event == "end_array":
+                return items
+            counted += 1
+            if counted > spec.limit:
+                _skip(events, event)
                 continue
-            saved = await store.add(
-                connection,
-                owner_id,
-                made.id,
+            item = _value(events, event, value, spec.item)
+            if item is not None:
+                items.append(item)
+        return None
+    if event != "start_map":
+        _skip(events, event)
+        return None
+    found: dict[str, Any] = {}
+    for event, key in events:
+        if event == "end_map":
+            return found
+        event, value = next(events)
+        if isinstance(spec, _Keyed):
+            wanted = spec.value if len(found) < spec.limit or key in found else None
+        else:
+            wanted = spec.get(key)
+        if wanted is None:
+            _skip(events, event)
+        else:
+            found[key] = _value(events, event, value, wanted)
+    return None
+
+
+def _items(events: _Events, spec: Any) -> Iterator[Any]:
+    """The items of the array whose start was just read, one at a time."""
+    for event, value in events:
+        if event == "end_array":
+            return
+        yield _value(events, event, value, spec)
+
+
+def _header(raw: bytes) -> tuple[Any, Any]:
+    """The top-level `format` and `version` of our file, wherever they are among its keys
+    (first, in every file we write: then this reads four events)."""
+    events = _JSON.basic_parse(io.BytesIO(raw), use_float=True)
+    next(events)
+    found: dict[str, Any] = {}
+    for event, key in events:
+        if event == "end_map":
+            break
+        event, value = next(events)
+        if key in ("format", "version") and event not in _STARTS:
+            found[key] = value
+            if len(found) == 2:
+                break
+        else:
+            _skip(events, event)
+    return found.get("format"), found.get("version")
+
+
+def _top_conversations(events: _Events, problems: _Problems) -> Iterator[Any]:
+    """The entries of our file's `conversations` list, streamed."""
+    for event, key in events:
+        if event == "end_map":
+            break
+        event, _ = next(events)
+        if key == "conversations" and event == "start_array":
+            yield from _items(events, _OURS)
+            return
+        _skip(events, event)
+    problems.add("The file has no list of conversations.")
+
+
+def stream(raw: bytes, problems: _Problems) -> Iterator[ImportedConversation]:
+    """The conversations of a JSON body (ours or ChatGPT's), read one at a time, keeping only
+    their known fields; what cannot be read goes to `problems`. `raw` passed `check_json`."""
+    events = _JSON.basic_parse(io.BytesIO(raw), use_float=True)
+    event, _ = next(events)
+    if event == "start_array":
+        yield from _each(_items(events, _CHATGPT), _chatgpt, problems)
+    elif event == "start_map":
+        header = _header_problem(*_header(raw))
+        if header is not None:
+            problems.add(header)
+            return
+        yield from _each(_top_conversations(events, problems), _ours, problems)
+    else:
+        problems.add(NEITHER)
+
+
+# -- writing: hidden, in bounded transactions, then shown ---------------------------------------
+
+
+def parents(messages: Sequence[ImportedMessage]) -> list[int | None]:
+    """Each message's parent, as an index into `messages`: one map of the file's ids (the first
+    message with an id owns it) and one walk over the parent links. A missing parent, or a
+    link that closes a cycle, is cut: that message hangs from the root."""
+    first: dict[str, int] = {}
+    for position, message in enumerate(messages):
+        first.setdefault(message.key, position)
+    links: list[int | None] = [
+        None if message.parent is None else first.get(message.parent) for message in messages
+    ]
+    # Each node is visited once: walks stop at a node an earlier walk finished.
+    state = bytearray(len(messages))  # 0 not seen, 1 on the current walk, 2 finished
+    for start in range(len(messages)):
+        path: list[int] = []
+        index: int | None = start
+        while index is not None and state[index] == 0:
+            state[index] = 1
+            path.append(index)
+            index = links[index]
+        if index is not None and state[index] == 1:  # the walk came back to itself: a cycle
+            links[index] = None
+        for passed in path:
+            state[passed] = 2
+    return links
+
+
+class _Plan:
+    """One conversation's rows, made a batch at a time with ids chosen up front (so rows can be
+    written in the file's order, whatever order its parents come in)."""
+
+    def __init__(self, owner_id: int, conversation: ImportedConversation) -> None:
+        self.conversation = conversation
+        self.id = store.new_id()
+        self.ids = [store.new_id() for _ in conversation.messages]
+        self.links = parents(conversation.messages)
+        self.written = 0
+        self.started = False
+        leaf = next(
+            (i for i, m in enumerate(conversation.messages) if m.key == conversation.leaf), None
+        )
+        if leaf is None and self.ids:
+            leaf = len(self.ids) - 1
+        self.leaf_id = self.ids[leaf] if leaf is not None else None
+        self.row = {
+            "id": self.id,
+            "owner_id": owner_id,
+            "client_id": None,
+            "title": conversation.title,
+            "settings": conversation.settings,
+            "leaf_id": None,
+            "pinned": False,
+            "archived": False,
+            "revision": 1,
+            "created_at": conversation.created_at,
+            "updated_at": conversation.created_at,
+            "deleted_at": None,  # set when written: hidden until its last rows are
+        }
+
+    @property
+    def left(self) -> int:
+        return len(self.ids) - self.written
+
+    def rows(self, count: int) -> list[dict[str, Any]]:
+        made = []
+        messages = self.conversation.messages
+        for index in range(self.written, self.written + count):
+            message, parent = messages[index], self.links[index]
+            row = store.new_message(
+                self.id,
                 role=message.role,
                 content=message.content,
-                parent_id=ids.get(message.parent) if message.parent else None,
+                parent_id=None if parent is None else self.ids[parent],
                 status=message.status,
                 model=message.model,
                 created_at=message.created_at,
             )
-            ids[message.key] = saved.id
-        if len(waiting) == len(pending):
-            for message in waiting:
-                message.parent = None
-        pending = waiting
-        if not pending:
-            break
-    leaf = ids.get(conversation.leaf or "") or (
-        ids[conversation.messages[-1].key] if conversation.messages else None
+            row["id"] = self.ids[index]
+            made.append(row)
+        self.written += count
+        return made
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """A step of a conversation's import: "start" (its hidden row), "rows" (messages) or
+    "finish" (shown, with its client id)."""
+
+    kind: str
+    plan: _Plan
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Batches:
+    """A body's import as transactions: each `next()` (in a worker thread) reads on as far as
+    the next `size` rows, statements counted as rows."""
+
+    def __init__(self, raw: bytes, owner_id: int, size: int = MESSAGES_PER_TRANSACTION) -> None:
+        self.problems = _Problems()
+        self.owner_id = owner_id
+        self.size = size
+        self._conversations = stream(raw, self.problems)
+        self._plan: _Plan | None = None
+        self.skipped: set[str] = set()  # plans found imported before: nothing more is read
+
+    def next(self) -> list[_Piece]:
+        pieces: list[_Piece] = []
+        room = self.size
+        while room > 0:
+            plan = self._plan
+            if plan is None or plan.id in self.skipped:
+                conversation = next(self._conversations, None)
+                if conversation is None:
+                    break
+                plan = self._plan = _Plan(self.owner_id, conversation)
+                pieces.append(_Piece("start", plan))
+                room -= 1
+            elif plan.left:
+                count = min(room, plan.left)
+                pieces.append(_Piece("rows", plan, plan.rows(count)))
+                room -= count
+            else:
+                pieces.append(_Piece("finish", plan))
+                self._plan = None
+                room -= 1
+        return pieces
+
+
+_ALREADY = select(conversations_table.c.id).where(
+    conversations_table.c.owner_id == bindparam("owner"),
+    conversations_table.c.client_id == bindparam("key"),
+)
+_HIDDEN = insert(conversations_table)
+_THIS = (conversations_table.c.id == bindparam("key")) & (
+    conversations_table.c.owner_id == bindparam("owner")
+)
+# Touched with every batch of its rows: the purge takes hidden conversations untouched for
+# minutes (an import that died), never one that is being written.
+_ALIVE = update(conversations_table).where(_THIS).values(deleted_at=bindparam("at"))
+_SHOW = (
+    update(conversations_table)
+    .where(_THIS)
+    .values(
+        client_id=bindparam("new_client_id"),
+        leaf_id=bindparam("new_leaf_id"),
+        deleted_at=null(),
+        revision=conversations_table.c.revision + 1,
+        updated_at=bindparam("at"),
     )
-    await store.change(connection, owner_id, made.id, leaf_id=leaf)
+)
+
+
+def _write(owner_id: int, pieces: list[_Piece], tx: Tx) -> list[tuple[str, bool]]:
+    """One transaction of an import: for each conversation finished or found imported before
+    here, (its plan id, whether it was imported). A conversation imported before is a value,
+    not an exception: the other conversations of the transaction go on."""
+    outcomes: list[tuple[str, bool]] = []
+    done: set[str] = set()
+    at = now()
+    for piece in pieces:
+        plan = piece.plan
+        if plan.id in done:
+            continue
+        client_id = plan.conversation.client_id
+        if piece.kind == "rows":
+            tx.run(_ALIVE, {"key": plan.id, "owner": owner_id, "at": at})
+            store.insert_in(tx, piece.rows)
+        elif tx.rows(_ALREADY, {"owner": owner_id, "key": client_id}):
+            # Imported before, or by another request meanwhile (two tabs): a copy of ours that
+            # was started stays hidden, for the purge.
+            outcomes.append((plan.id, False))
+            done.add(plan.id)
+        elif piece.kind == "start":
+            tx.run(_HIDDEN, {**plan.row, "deleted_at": at})
+        else:
+            tx.run(
+                _SHOW,
+                {
+                    "key": plan.id,
+                    "owner": owner_id,
+                    "new_client_id": client_id,
+                    "new_leaf_id": plan.leaf_id,
+                    "at": at,
+                },
+            )
+            outcomes.append((plan.id, True))
+    return outcomes
+
+
+async def _written(db: Database, owner_id: int, pieces: list[_Piece]) -> list[tuple[str, bool]]:
+    """`_write` of these pieces, once more if another request showed one of their conversations
+    between its check and ours (PostgreSQL, READ COMMITTED): the retry finds it, and skips it.
+    On SQLite, where writers are serialised, the check cannot be overtaken."""
+    attempts = 0
+    while True:
+        try:
+            return await db.run(partial(_write, owner_id, pieces))
+        except Exception as error:
+            attempts += 1
+            duplicate = (
+                isinstance(error, IntegrityError) or getattr(error, "sqlstate", "") == "23505"
+            )
+            if attempts == 3 or not duplicate:
+                raise
+
+
+async def import_body(db: Database, owner_id: int, raw: bytes) -> dict[str, Any]:
+    """Import a JSON body (ours or ChatGPT's): `{imported, skipped, problems}`. Raises NotJSON
+    before writing anything if it is not JSON. Reading runs in a worker thread, writing in
+    transactions of at most MESSAGES_PER_TRANSACTION rows."""
+    await asyncio.to_thread(check_json, raw)
+    batches = Batches(raw, owner_id)
+    imported = skipped = 0
+    while pieces := await asyncio.to_thread(batches.next):
+        for plan_id, ok in await _written(db, owner_id, pieces):
+            if ok:
+                imported += 1
+            else:
+                skipped += 1
+                batches.skipped.add(plan_id)
+    return {"imported": imported, "skipped": skipped, "problems": batches.problems.listed()}
 
 
 def to_json(pairs: list[tuple[store.Conversation, list[store.Message]]]) -> dict[str, Any]:
