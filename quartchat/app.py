@@ -59,9 +59,12 @@ class BoundedRequest(Request):
     import_max_bytes = 50 * 1024 * 1024
 
     def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
-        if path == IMPORT_PATH and kwargs.get("max_content_length") is not None:
+        importing = path == IMPORT_PATH and kwargs.get("max_content_length") is not None
+        if importing:
             kwargs["max_content_length"] = self.import_max_bytes
         super().__init__(method, scheme, path, *args, **kwargs)
+        if importing:
+            self.max_content_length = self.import_max_bytes  # what the 413's message names
 
 
 def bounded_request(import_max_bytes: int) -> type[BoundedRequest]:

@@ -318,10 +318,7 @@ def register_error_handlers(app: Quart) -> None:
         code = HTTP_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "INVALID_REQUEST")
         message = error.description or error.name
         if status == 413:
-            # The request's own bound: an import's is larger than other requests'.
-            limit = getattr(request, "max_content_length", None) or app.config.get(
-                "MAX_CONTENT_LENGTH"
-            )
+            limit = request.max_content_length  # the request's own: an import's is larger
             message = f"The request body is larger than the {limit} byte limit."
             await _discard_rest_of_body()
         response = error_response(APIError(status, code, message))
