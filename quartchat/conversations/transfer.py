@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
+import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -322,12 +323,17 @@ def nearest_kept(
 def check_json(raw: bytes) -> None:
     """Raise NotJSON unless `raw` is one JSON document (a pass of the C parser, keeping nothing):
     a file that is cut short or broken imports nothing, as before it streamed."""
+    events = _JSON.basic_parse(io.BytesIO(raw), use_float=True)
     try:
-        collections.deque(_JSON.basic_parse(io.BytesIO(raw), use_float=True), maxlen=0)
+        # In slices: a C loop over the whole file would hold the GIL (and so the event loop)
+        # from start to end; between slices the interpreter can switch threads.
+        while collections.deque(itertools.islice(events, _SLICE), maxlen=1):
+            pass
     except ijson.JSONError:
         raise NotJSON("The file is not JSON.") from None
 
 
+_SLICE = 20_000  # events: a few milliseconds of the C parser
 _Events = Iterator[tuple[str, Any]]
 _STARTS = ("start_map", "start_array")
 _ENDS = ("end_map", "end_array")
