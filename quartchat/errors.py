@@ -42,7 +42,19 @@ CODES: dict[str, ErrorCode] = {
     "HOST_NOT_ALLOWED": ErrorCode((400,), "`Host` is not a loopback name or in `ALLOWED_HOSTS`"),
     "CROSS_SITE_REQUEST": ErrorCode((403,), "a state-changing request from another site"),
     "UNSUPPORTED_MEDIA_TYPE": ErrorCode((415,), "a `POST` whose body is not `application/json`"),
-    "REQUEST_TOO_LARGE": ErrorCode((413,), "a body over `MAX_BODY_BYTES` (an import: 50 MB)"),
+    "REQUEST_TOO_LARGE": ErrorCode(
+        (413,),
+        "a body over `MAX_BODY_BYTES`; an import over `IMPORT_MAX_BYTES` (the message names the bound)",
+    ),
+    "IMPORT_QUOTA_EXCEEDED": ErrorCode(
+        (429,),
+        "imports over `IMPORT_BYTES_PER_DAY` for the user in a day (`Retry-After`: until the day's window ends)",
+    ),
+    "DATABASE_BUSY": ErrorCode(
+        (503,),
+        "SQLite's write lock held past the busy timeout, PostgreSQL out of connections or a lock "
+        "(55P03, 53300), no pooled connection in time (`Retry-After: 1`)",
+    ),
     "NOT_FOUND": ErrorCode(
         (404,),
         "an unknown route; no such thing, or another user's (conversation, session, token...)",
