@@ -735,6 +735,7 @@ async def import_body(db: Database, owner_id: int, raw: bytes) -> dict[str, Any]
     batches = Batches(raw, owner_id)
     imported = skipped = 0
     while pieces := await asyncio.to_thread(batches.next):
+        await db.writers_first()  # other users' writes between our transactions, not after
         for plan_id, ok in await _written(db, owner_id, pieces):
             if ok:
                 imported += 1

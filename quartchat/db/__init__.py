@@ -118,6 +118,9 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sqlite = is_sqlite(engine.url)
+        self._writes = 0  # write() transactions of this process, opening or open
+        self._no_writes = asyncio.Event()
+        self._no_writes.set()
         self.writer: SQLiteWriter | PostgresWriter
         if self.sqlite:
             path = engine.url.database or ""
@@ -140,15 +143,34 @@ class Database:
         async with self._transaction(write=True) as connection:
             yield connection
 
+    async def writers_first(self) -> None:
+        """Wait until no `write()` transaction of this process is waiting for the lock or open.
+
+        A bulk job (an import) calls this between its short transactions. On SQLite a writer
+        that finds the lock taken polls for it with sleeps of up to 100 ms, and a bulk job that
+        takes the lock back a moment after releasing it would win nearly every time: other
+        users' writes would wait for the whole job. Writes through `run(work)` need no such
+        turn: they queue with the job's own works on the writer."""
+        await self._no_writes.wait()
+
     @asynccontextmanager
     async def _transaction(self, write: bool) -> AsyncIterator[AsyncConnection]:
-        connection = await _to_completion(self._open(write), _discard)
+        if write:
+            self._writes += 1
+            self._no_writes.clear()
         try:
-            yield connection
-        except BaseException:
-            await _to_completion(_end(connection, commit=False))
-            raise
-        await _to_completion(_end(connection, commit=True))
+            connection = await _to_completion(self._open(write), _discard)
+            try:
+                yield connection
+            except BaseException:
+                await _to_completion(_end(connection, commit=False))
+                raise
+            await _to_completion(_end(connection, commit=True))
+        finally:
+            if write:
+                self._writes -= 1
+                if not self._writes:
+                    self._no_writes.set()
 
     async def run(self, work: Callable[[Tx], T]) -> T:
         """`work(tx)`, all or nothing, committed when this returns (db/tx.py), maybe in one

@@ -312,6 +312,37 @@ async def test_a_large_import_is_written_in_short_transactions_while_others_writ
     assert found["leaf_id"] == by_content["message 0"]["id"]  # the file's last message
 
 
+async def test_an_import_waits_between_its_transactions_for_a_write_that_is_waiting(
+    app: Quart, ann: Client, written: dict[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On SQLite a write polls for the lock with sleeps of up to 100 ms, and an import taking it
+    # back at once would win every time: the import must let a waiting write go first.
+    db: Database = app.extensions["db"]
+    turns: list[int] = []
+    writers_first = db.writers_first
+
+    async def asked() -> None:
+        turns.append(sum(written.values()))
+        await writers_first()
+
+    monkeypatch.setattr(db, "writers_first", asked)
+    paused = Paused(stop=2)
+    monkeypatch.setattr(transfer.Batches, "next", paused.wrap(transfer.Batches.next))
+    importing = asyncio.ensure_future(post_import(ann, ours(reversed_chain(3_000))))
+    try:
+        await wait_for(paused.reached.is_set, "the import's second batch")
+        async with db.write():
+            paused.release.set()
+            await wait_for(lambda: len(turns) == 2, "the import to ask for its second turn")
+            for _ in range(20):  # the import had every chance to write its batch: it must not
+                await asyncio.sleep(0.01)
+            assert sum(written.values()) == turns[1]
+    finally:
+        paused.release.set()
+    assert (await body(await importing))["imported"] == 1
+    assert sum(written.values()) == 3_000
+
+
 async def test_an_import_that_dies_half_way_shows_nothing_and_imports_again(
     ann: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

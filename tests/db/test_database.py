@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy import func, insert, select
@@ -46,3 +49,31 @@ def test_an_unexpected_database_error_is_logged_with_its_driver_code_and_no_data
             kind = error_kind(error)
     assert kind == "OperationalError (SQLITE_ERROR)"
     assert error_kind(ValueError("secret")) == "ValueError"
+
+
+async def test_a_bulk_job_waits_for_the_writes_that_are_waiting_or_open(database: URL) -> None:
+    db = Database.open(database)
+    order: list[str] = []
+    try:
+        await db.writers_first()  # no write: no wait
+        async with db.write():
+            job = asyncio.ensure_future(db.writers_first())
+            job.add_done_callback(lambda _: order.append("bulk job's turn"))
+            for _ in range(20):  # the job has every chance to run, and must not
+                await asyncio.sleep(0)
+            order.append("write committed")
+        await asyncio.wait_for(job, 5)
+        assert order == ["write committed", "bulk job's turn"]
+    finally:
+        await db.close()
+
+
+async def test_a_failed_write_does_not_leave_bulk_jobs_waiting(database: URL) -> None:
+    db = Database.open(database)
+    try:
+        with contextlib.suppress(RuntimeError):
+            async with db.write():
+                raise RuntimeError("refused")
+        await asyncio.wait_for(db.writers_first(), 5)
+    finally:
+        await db.close()
