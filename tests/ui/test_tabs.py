@@ -15,6 +15,11 @@ from .conftest import csp_problems, watch
 
 pytestmark = needs_chromium
 
+# store.js: how often a tab writing a reply says so where Web Locks are missing, and how long
+# other tabs wait without hearing of it before they show the reply as cut off.
+HEARTBEAT_MS = 2000
+HEARTBEAT_STALE_MS = 3 * HEARTBEAT_MS
+
 
 @pytest.fixture
 def other_tab(context: BrowserContext, blocked_payloads: list[str]) -> Iterator[Page]:
@@ -48,6 +53,11 @@ def same_conversation(chat: ChatPage, tab: Page) -> ChatPage:
 
 def hanging(*words: str) -> Reply:
     return Reply(chunks=completion_chunks(list(words))[: 1 + len(words)], hang=True)
+
+
+def local_storage(page: Page) -> dict[str, str]:
+    result: dict[str, str] = page.evaluate("({...localStorage})")
+    return result
 
 
 def texts(chat: ChatPage) -> list[str]:
@@ -176,10 +186,13 @@ def test_a_conversation_deleted_in_one_tab_closes_in_the_other(
 def test_without_web_locks_a_heartbeat_tells_a_live_reply_from_a_cut_off_one(
     chat: ChatPage, other_tab: Page, fake: FakeUpstream
 ) -> None:
+    tabs = chat.page.context
     # As on plain http at a LAN address, which is not a secure context: no navigator.locks.
-    chat.page.context.add_init_script(
+    tabs.add_init_script(
         "Object.defineProperty(Navigator.prototype, 'locks', {get: () => undefined})"
     )
+    # Both tabs' time is Playwright's (it flows on its own until the test moves it on).
+    tabs.clock.install()
     chat.reload()
     ask(chat, "first")
     b = same_conversation(chat, other_tab)
@@ -188,11 +201,24 @@ def test_without_web_locks_a_heartbeat_tells_a_live_reply_from_a_cut_off_one(
     chat.send("a long one")
     expect(b.last_reply()).to_contain_text("Being written in another tab")
     expect(b.content(b.last_reply())).to_have_text("Half of it")
-    b.page.wait_for_timeout(7000)  # longer than a heartbeat may be late: still live
+    # Twice as long as a reply goes unheard before it counts as cut off, one heartbeat at a time.
+    # run_for returns once every timer due by then has run in both tabs (and what each started
+    # has settled): B's checks, and what a failed check would have shown. Each tab's copy of the
+    # storage is kept in step a moment later, so B is given A's latest beat before time moves on
+    # again: the newest beat B sees is never more than one heartbeat old.
+    (writer_key,) = [k for k in local_storage(chat.page) if ".writing." in k]
+    for _ in range(2 * HEARTBEAT_STALE_MS // HEARTBEAT_MS):
+        tabs.clock.run_for(HEARTBEAT_MS)
+        beat = local_storage(chat.page)[writer_key]
+        b.page.wait_for_function(
+            "([k, v]) => localStorage.getItem(k) === v", arg=[writer_key, beat]
+        )
     expect(b.last_reply()).to_contain_text("Being written in another tab")
+    expect(b.page.locator(".error-box")).to_have_count(0)
     chat.page.close()
+    tabs.clock.run_for(2 * HEARTBEAT_STALE_MS)  # the same time without A: no more beats
     error = b.last_reply().locator(".error-box")
-    expect(error).to_contain_text("cut off when the page was closed", timeout=15_000)
+    expect(error).to_contain_text("cut off when the page was closed")
 
 
 def test_a_message_lost_to_two_tabs_writing_at_once_is_saved_again(
