@@ -35,11 +35,6 @@ async def retry_after(
     return max(1, int(remaining) + 1) if remaining > 0 else None
 
 
-async def failed(connection: AsyncConnection, key: str, window: timedelta) -> int:
-    """Count one failure for `key`; returns the failures in its current window."""
-    return await add(connection, key, window)
-
-
 async def add(connection: AsyncConnection, key: str, window: timedelta, amount: int = 1) -> int:
     """Add `amount` to `key`'s count in its current window (a new window if it is over); returns
     the new count."""
