@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -323,7 +324,7 @@ def nearest_kept(
 def check_json(raw: bytes) -> None:
     """Raise NotJSON unless `raw` is one JSON document (a pass of the C parser, keeping nothing):
     a file that is cut short or broken imports nothing, as before it streamed."""
-    events = _JSON.basic_parse(io.BytesIO(raw), use_float=True)
+    events = _JSON.basic_parse(io.BytesIO(raw), use_float=False)
     try:
         # In slices: a C loop over the whole file would hold the GIL (and so the event loop)
         # from start to end; between slices the interpreter can switch threads.
@@ -409,7 +410,9 @@ def _value(events: _Events, event: str, value: Any, spec: Any) -> Any:
         if event in _STARTS:
             _skip(events, event)
             return None
-        return value
+        # Numbers with a fraction come as Decimal: yajl's float mode (use_float) refuses an
+        # integer past 64 bits as a parse error, and JSON allows any.
+        return float(value) if isinstance(value, Decimal) else value
     if spec == _JOINED:
         if event != "start_array":
             _skip(events, event)
@@ -473,7 +476,7 @@ def _items(events: _Events, spec: Any) -> Iterator[Any]:
 def _header(raw: bytes) -> tuple[Any, Any]:
     """The top-level `format` and `version` of our file, wherever they are among its keys
     (first, in every file we write: then this reads four events)."""
-    events = _JSON.basic_parse(io.BytesIO(raw), use_float=True)
+    events = _JSON.basic_parse(io.BytesIO(raw), use_float=False)
     next(events)
     found: dict[str, Any] = {}
     for event, key in events:
@@ -505,7 +508,7 @@ def _top_conversations(events: _Events, problems: _Problems) -> Iterator[Any]:
 def stream(raw: bytes, problems: _Problems) -> Iterator[ImportedConversation]:
     """The conversations of a JSON body (ours or ChatGPT's), read one at a time, keeping only
     their known fields; what cannot be read goes to `problems`. `raw` passed `check_json`."""
-    events = _JSON.basic_parse(io.BytesIO(raw), use_float=True)
+    events = _JSON.basic_parse(io.BytesIO(raw), use_float=False)
     event, _ = next(events)
     if event == "start_array":
         yield from _each(_items(events, _CHATGPT), _chatgpt, problems)

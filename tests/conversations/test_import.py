@@ -5,6 +5,7 @@ per user per day; a busy database is a 503, never a 500."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import tracemalloc
@@ -241,6 +242,26 @@ async def test_keys_in_any_order_and_a_cut_file_are_read_as_before(ann: Client) 
     response = await ann.post("/api/import", data=cut, headers={"Content-Type": "application/json"})
     assert_error(response.status_code, await response.get_data(), 400, "INVALID_REQUEST")
     assert len((await body(await ann.get("/api/conversations")))["items"]) == 1
+
+
+async def test_any_json_number_is_read_integers_past_64_bits_and_fractions_alike(
+    ann: Client,
+) -> None:
+    # JSON numbers have no size limit; a parser mode that refused an integer past 64 bits
+    # called the whole file "not JSON" (schemathesis found it on a ChatGPT-shaped list).
+    entry = reversed_chain(2, "big")
+    entry["createdAt"] = 1_700_000_000_500.25  # a fraction: read as a number, not skipped
+    entry["settings"] = {"temperature": 0.5, "max_tokens": 29434867071560953856}
+    document = json.dumps(ours(entry, padding=[29434867071560953856, -(2**70), 1e300]))
+    response = await ann.post(
+        "/api/import", data=document, headers={"Content-Type": "application/json"}
+    )
+    result = await body(response)
+    assert (result["imported"], result["skipped"]) == (1, 0)
+    (listed,) = (await body(await ann.get("/api/conversations")))["items"]
+    found = await conversation(ann, listed["id"])
+    assert found["settings"] == {"temperature": 0.5}  # the oversized max_tokens is dropped
+    assert found["created_at"].startswith("2023-11-14T22:13:20.500")
 
 
 # -- bounded transactions ---------------------------------------------------------------------
