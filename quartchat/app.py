@@ -32,6 +32,9 @@ from .guards import HostCheck, check_cross_site, check_host, require_json
 from .openapi import init_openapi
 from .streaming.watch import LiveStreams
 from .upstream.client import UpstreamClient
+from .upstream.models import ModelPolicy
+from .usage.limits import stream_slots
+from .usage.revocation import watch_credentials
 
 HOUSEKEEPING_SECONDS = 60.0
 PURGE_AFTER = timedelta(minutes=10)
@@ -88,13 +91,15 @@ def create_app(
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
     configure_logging(settings.log_level)
     app.extensions["streams"] = LiveStreams(
-        settings.sse_ping_seconds, settings.request_timeout_seconds
+        settings.sse_ping_seconds, settings.request_timeout_seconds, settings.max_reply_seconds
     )
+    app.extensions["slots"] = stream_slots(settings.stream_limit)
 
     @app.while_serving
     async def _upstream_client() -> AsyncGenerator[None, None]:
         upstream = UpstreamClient(settings, transport)
         app.extensions["upstream"] = upstream
+        app.extensions["models"] = ModelPolicy(settings, upstream)
         yield
         await upstream.aclose()
 
@@ -150,9 +155,12 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
             settings.secret_key.get_secret_value() if settings.secret_key else None,
             settings.data_dir,
         )
-        chores = asyncio.get_running_loop().create_task(_housekeeping(db))
+        loop = asyncio.get_running_loop()
+        chores = loop.create_task(_housekeeping(db))
+        credentials = loop.create_task(watch_credentials(db, app.extensions["streams"]))
         yield
         chores.cancel()
+        credentials.cancel()
         await db.close()
 
     app.register_blueprint(auth.blueprint)

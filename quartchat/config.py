@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(50 * 1024 * 1024, gt=0)
     import_bytes_per_day: int = Field(500 * 1024 * 1024, gt=0)
 
+    # Per-user limits (docs/api.md, "Limits"). Streams: unset means 4 with accounts, none without;
+    # 0 turns the limit off. Models: empty means what the upstream's /models lists; `*` any.
+    max_streams_per_user: int | None = Field(None, ge=0)
+    models_allowed: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_tokens_limit: int | None = Field(None, gt=0)
+    max_reply_seconds: float = Field(600.0, gt=0)
+
     @field_validator(
         "openai_api_key",
         "database_url",
@@ -78,7 +85,14 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("allowed_hosts", "trusted_proxies", mode="before")
+    @field_validator("max_streams_per_user", "max_tokens_limit", mode="before")
+    @classmethod
+    def _blank_number_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("allowed_hosts", "trusted_proxies", "models_allowed", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -117,6 +131,13 @@ class Settings(BaseSettings):
     @property
     def accounts(self) -> bool:
         return self.auth_mode == "accounts"
+
+    @property
+    def stream_limit(self) -> int | None:
+        """Streams one user may hold at once (None: no limit)."""
+        if self.max_streams_per_user is None:
+            return 4 if self.accounts else None
+        return self.max_streams_per_user or None
 
     @property
     def api_key(self) -> str | None:

@@ -122,6 +122,8 @@ def make_settings(**overrides: Any) -> Settings:
         "openai_api_base": UPSTREAM,
         "sse_ping_seconds": 15,
         "auth_mode": "none",  # the relay's tests; tests/auth/ turn accounts on
+        # Tests name any model they like; tests/usage/ test the allow-list (MODELS_ALLOWED="").
+        "models_allowed": ["*"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -10,6 +10,7 @@ from quart import Blueprint, Response, request
 from quart_schema import document_request, document_response
 
 from ..openapi import Described, Ok, document_errors, link
+from .admission import end_streams
 from .auth import (
     EMAIL,
     MAYBE_EMAIL,
@@ -82,9 +83,10 @@ class ChangedUser(User):
 async def change_user(user_id: int) -> Response:
     """Enable, disable or approve a user, change the role, or reset the password.
 
-    Disabling and a password reset end the user's sessions at once; a password reset revokes
-    their API tokens too unless `revoke_tokens` is false, and a disabled user's tokens stop
-    working. The last active admin cannot be disabled or demoted. Admins only.
+    Disabling and a password reset end the user's sessions at once (and the replies streaming on
+    them); a password reset revokes their API tokens too (and ends their streams) unless
+    `revoke_tokens` is false, and a disabled user's tokens stop working. The last active admin
+    cannot be disabled or demoted. Admins only.
     """
     body = await parse(UserChange, "user change")
     changed = await accounts().change_user(
@@ -95,6 +97,12 @@ async def change_user(user_id: int) -> Response:
         password=body.password,
         revoke_tokens=body.revoke_tokens,
     )
+    if changed["status"] != "active":
+        end_streams(user_id)
+    elif body.password is not None:
+        end_streams(user_id, "session")  # its sessions ended
+        if body.revoke_tokens:
+            end_streams(user_id, "token")
     return json(changed)
 
 
@@ -112,6 +120,7 @@ async def user_tokens(user_id: int) -> Response:
 async def revoke_user_token(user_id: int, token_id: int) -> Response:
     """Revoke one of a user's API tokens, at once. Admins only."""
     await accounts().revoke_user_token(principal(), user_id, token_id)
+    end_streams(user_id, "token", str(token_id))
     return json({"ok": True})
 
 

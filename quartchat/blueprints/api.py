@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 import orjson
@@ -12,8 +13,10 @@ from ..openapi import EventStream, document_errors
 from ..schemas import ChatRequest, ChatResponse, ModelsResponse
 from ..streaming import relay
 from ..streaming.encoders import ChatEvents
-from ..streaming.watch import LiveStreams
+from ..streaming.watch import LiveStreams, reply_too_long
 from ..upstream.client import UpstreamClient
+from ..upstream.models import ModelPolicy
+from . import admission
 from .validation import parse
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -49,7 +52,9 @@ async def _chat_request() -> ChatRequest:
             "No upstream API key: set OPENAI_API_KEY, or point OPENAI_API_BASE at a server "
             "that needs none (Ollama, llama.cpp, vLLM).",
         )
-    return await parse(ChatRequest, "chat request")
+    chat_request = await parse(ChatRequest, "chat request")
+    await admission.check_model(chat_request.model)
+    return chat_request
 
 
 @blueprint.get("/models")
@@ -57,9 +62,11 @@ async def _chat_request() -> ChatRequest:
 async def models() -> Response:
     """Models to choose from.
 
-    The upstream's `GET /models`, cached; just the configured model if it lists none.
+    The upstream's `GET /models`, cached (or the models MODELS_ALLOWED names); just the
+    configured model if it lists none.
     """
-    listed = await _upstream().models()
+    policy: ModelPolicy = current_app.extensions["models"]
+    listed = await policy.listed()
     return _json(ModelsResponse(default=_settings().openai_model, models=listed).model_dump())
 
 
@@ -76,7 +83,15 @@ async def chat() -> Response:
     Returns the reply in one JSON envelope with finish_reason and token usage.
     """
     chat_request = await _chat_request()
-    status, reply = await _upstream().complete(chat_request)
+    slot = await admission.slot()
+    longest = _settings().max_reply_seconds
+    try:
+        async with asyncio.timeout(longest):
+            status, reply = await _upstream().complete(chat_request)
+    except TimeoutError:
+        raise reply_too_long(longest) from None
+    finally:
+        slot.release()
     g.access.upstream_status = status
     g.access.usage = reply.usage.model_dump() if reply.usage else None
     return _json(reply.model_dump())
@@ -99,6 +114,8 @@ async def chat_stream() -> Response:
         _streams(),
         g.access,
         g.request_id,
+        holder=admission.holder(),
+        slot=await admission.slot(),
     )
     g.access.streaming = True
     response = Response(body, content_type=CHAT_EVENTS.content_type)

@@ -23,6 +23,7 @@ from ..auth.principal import Networks, Principal, current_principal, login_cooki
 from ..auth.tokens import DEFAULT_DAYS, MAX_DAYS
 from ..auth.users import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from ..openapi import Described, Ok, document_errors, link
+from .admission import end_streams
 from .validation import INTEGRAL, Empty, parse, path_converters
 
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
@@ -108,6 +109,8 @@ async def logout() -> Response:
     """
     await parse(Empty)
     await accounts().logout(principal())
+    if principal().via == "session":
+        end_streams(principal().user_id, "session", principal().credential)
     logout_user()
     return json({"ok": True})
 
@@ -135,6 +138,7 @@ async def logout_everywhere() -> Response:
     """
     body = await parse(LogoutEverywhere, "log out everywhere")
     revoked = await accounts().logout_everywhere(principal(), body.revoke_tokens)
+    end_streams(principal().user_id, None if body.revoke_tokens else "session")
     logout_user()
     return json({"ok": True, "revoked_tokens": revoked})
 
@@ -308,6 +312,7 @@ async def change_password() -> Response:
     token, revoked = await accounts().change_password(
         principal(), body.current, body.new, ip, user_agent
     )
+    end_streams(principal().user_id)  # its other sessions ended, its API tokens revoked
     if token:
         login_cookie(token)
     return json({"ok": True, "revoked_tokens": revoked})
@@ -342,6 +347,7 @@ async def sessions() -> Response:
 async def end_session(session_id: str) -> Response:
     """End one of my sessions."""
     await accounts().end_session(principal(), session_id)
+    end_streams(principal().user_id, "session", session_id)
     return json({"ok": True})
 
 
@@ -416,4 +422,5 @@ async def create_token() -> Response:
 async def revoke_token(token_id: int) -> Response:
     """Revoke one of my API tokens, at once."""
     await accounts().revoke_token(principal(), token_id)
+    end_streams(principal().user_id, "token", str(token_id))
     return json({"ok": True})

@@ -7,6 +7,7 @@ and never its data. Sending a message streams the reply as `/api/chat/stream` do
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -29,6 +30,8 @@ from ..streaming.completion import Completion
 from ..streaming.encoders import ChatEvents
 from ..streaming.watch import LiveStreams
 from ..upstream.client import UpstreamClient
+from ..usage.limits import Slot
+from . import admission
 from .validation import INTEGRAL, MAX_ROW_ID, Empty, instant, parse, path_converters
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api")
@@ -198,6 +201,7 @@ async def create_conversation() -> Response:
     With `client_id` (the browser's own id for it), creating it twice returns the first one.
     """
     body = await parse(NewConversation, "conversation")
+    await admission.check_model(body.settings.model)
     async with db().write() as connection:
         if body.client_id:
             existing = await store.by_client_id(connection, owner(), body.client_id)
@@ -285,6 +289,7 @@ async def change_conversation(conversation_id: str) -> Response:
     values = body.model_dump(exclude_none=True, exclude={"revision"})
     if "settings" in values:
         values["settings"] = body.settings.model_dump() if body.settings else {}
+        await admission.check_model(body.settings.model if body.settings else None)
     async with db().write() as connection:
         if (
             "leaf_id" in values
@@ -384,22 +389,39 @@ class TurnStream(EventStream):
     }
 
 
-async def stream_turn(turn: turns.Turn) -> Response:
+async def run_turn(begin: Callable[[], Awaitable[turns.Turn]]) -> Response:
+    """The turn `begin` starts, streamed: admitted first (the user's concurrent requests), so
+    that a refused turn writes nothing."""
+    slot = await admission.slot()
+    try:
+        return await stream_turn(await begin(), slot)
+    except BaseException:
+        slot.release()
+        raise
+
+
+async def stream_turn(turn: turns.Turn, slot: Slot) -> Response:
     """The reply of `turn`, as server-sent events, written to the database as it goes."""
     streams: LiveStreams = current_app.extensions["streams"]
     if turn.replayed:
+        slot.release()  # the reply is there already: nothing reaches the upstream
         body = replayed(turn.reply)
     else:
         streams.refuse_if_draining()
         upstream: UpstreamClient = current_app.extensions["upstream"]
         writer = turns.ReplyWriter(db(), owner(), turn.reply.id, g.access)
         try:
+            # The conversation's model is known once the turn has begun: checked now, before
+            # the upstream sees it (a refusal is recorded on the reply, as an upstream's is).
+            await admission.check_model(turn.chat.model)
             body = await relay.start(
                 partial(upstream.open_stream, turn.chat),
                 CHAT_EVENTS,
                 streams,
                 writer,
                 g.request_id,
+                holder=admission.holder(),
+                slot=slot,
             )
         except APIError as error:
             await writer.failed(error)
@@ -441,15 +463,17 @@ async def send(conversation_id: str) -> Response:
     new. `parent_id` defaults to the conversation's current leaf.
     """
     body = await parse(NewMessage, "message")
-    turn = await turns.send(
-        db(),
-        owner(),
-        conversation_id,
-        content=body.content,
-        client_id=body.client_id,
-        parent_id=body.parent_id,
+    return await run_turn(
+        partial(
+            turns.send,
+            db(),
+            owner(),
+            conversation_id,
+            content=body.content,
+            client_id=body.client_id,
+            parent_id=body.parent_id,
+        )
     )
-    return await stream_turn(turn)
 
 
 @blueprint.post(f"{CONVERSATION}/messages/<row_uuid:message_id>/regenerate")
@@ -459,8 +483,9 @@ async def send(conversation_id: str) -> Response:
 async def regenerate(conversation_id: str, message_id: str) -> Response:
     """Answer the question of reply `message_id` again: a new reply beside it."""
     body = await parse(Regenerate, "regenerate request")
-    turn = await turns.regenerate(db(), owner(), conversation_id, message_id, body.client_id)
-    return await stream_turn(turn)
+    return await run_turn(
+        partial(turns.regenerate, db(), owner(), conversation_id, message_id, body.client_id)
+    )
 
 
 @blueprint.post(f"{CONVERSATION}/messages/<row_uuid:message_id>/edit")
@@ -470,10 +495,17 @@ async def regenerate(conversation_id: str, message_id: str) -> Response:
 async def edit(conversation_id: str, message_id: str) -> Response:
     """Ask question `message_id` differently: a new question beside it, and its reply."""
     body = await parse(Edit, "edit")
-    turn = await turns.edit(
-        db(), owner(), conversation_id, message_id, content=body.content, client_id=body.client_id
+    return await run_turn(
+        partial(
+            turns.edit,
+            db(),
+            owner(),
+            conversation_id,
+            message_id,
+            content=body.content,
+            client_id=body.client_id,
+        )
     )
-    return await stream_turn(turn)
 
 
 # -- search, export, import --------------------------------------------------------------------

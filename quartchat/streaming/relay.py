@@ -3,7 +3,8 @@
 `start()` opens the upstream stream and returns the response body once the upstream has sent its
 first bytes, so every failure before that is still an HTTP error status. After it, every failure
 ends the stream with the encoder's `error` event -- never a cut connection -- and the upstream
-response is closed in `finally`, so a client that goes away stops the upstream at once.
+response is closed in `finally`, so a client that goes away stops the upstream at once. The
+caller's `Slot` (usage/limits.py) is given back there too, or by `start()` if it fails.
 
 Everything in the loop runs once per upstream read, so it is kept flat.
 """
@@ -16,8 +17,9 @@ from typing import Protocol
 
 from ..errors import APIError
 from ..upstream.client import UpstreamStream
+from ..usage.limits import NO_SLOT, Slot
 from .completion import Chunk, Completion
-from .watch import LiveStreams, StreamWatch
+from .watch import Holder, LiveStreams, StreamWatch
 
 log = logging.getLogger("quartchat")
 
@@ -58,13 +60,21 @@ async def start(
     streams: LiveStreams,
     observer: Observer,
     request_id: str,
+    *,
+    holder: Holder | None = None,
+    slot: Slot = NO_SLOT,
 ) -> AsyncIterator[bytes]:
     """Open the upstream stream; return the response body once its first bytes have arrived.
 
-    Raises APIError if the upstream fails before then.
+    Raises APIError if the upstream fails before then. `slot` is released when the body ends
+    (or here, if it never begins); `holder` is who the stream runs for (`LiveStreams.end_held`).
     """
-    body = _relay(open_stream, encoder, streams, observer, request_id)
-    await anext(body)
+    body = _relay(open_stream, encoder, streams, observer, request_id, holder, slot)
+    try:
+        await anext(body)
+    except BaseException:
+        slot.release()
+        raise
     return body
 
 
@@ -74,6 +84,8 @@ async def _relay(
     streams: LiveStreams,
     observer: Observer,
     request_id: str,
+    holder: Holder | None,
+    slot: Slot,
 ) -> AsyncIterator[bytes]:
     stream = await open_stream()  # opened here, so that closing this generator closes it
     completion = Completion(stream.model)
@@ -84,7 +96,7 @@ async def _relay(
     try:
         yield b""  # primed: from here on, the response is a 200 stream
         # The watch belongs to the task that sends the body, which starts here.
-        watch = streams.watch()
+        watch = streams.watch(holder)
         silent = True
         try:
             while True:
@@ -122,7 +134,10 @@ async def _relay(
             outcome, failure = "error", internal_error()
             yield encoder.error(failure, request_id)
     finally:
-        if watch is not None:
-            streams.forget(watch)
-        await stream.aclose()
-        await observer.ended(outcome, completion, failure)
+        try:
+            if watch is not None:
+                streams.forget(watch)
+            await stream.aclose()
+            await observer.ended(outcome, completion, failure)
+        finally:  # whatever failed or was cancelled above, the user's slot is theirs again
+            slot.release()

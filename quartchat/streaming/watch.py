@@ -1,8 +1,10 @@
-"""Live streams: their keep-alive pings, their idle timeout, and their end at shutdown.
+"""Live streams: their keep-alive pings, their idle timeout, their total duration, and their end
+at shutdown or when their user's credential is revoked.
 
-A relayed stream spends its life waiting on upstream reads. Three things must interrupt that wait
+A relayed stream spends its life waiting on upstream reads. Five things must interrupt that wait
 without losing data: a keep-alive ping when nothing has been sent for `SSE_PING_SECONDS`, an
-upstream silent for `REQUEST_TIMEOUT_SECONDS`, and the end of the shutdown grace period. A timer
+upstream silent for `REQUEST_TIMEOUT_SECONDS`, a reply running for `MAX_REPLY_SECONDS`, the end
+of the shutdown grace period, and its user disabled or logged out (`LiveStreams.end_held`). A timer
 per read does the first two -- `asyncio.timeout()` around every read, aiohttp's `sock_read`
 re-armed on every packet -- at the cost of a timer (and, for the former, a `Timeout` object and a
 `current_task()` lookup) per relayed chunk: together about a sixth of the relay's CPU. Here each
@@ -14,7 +16,8 @@ interrupts must be cancel-safe (`UpstreamStream.__anext__` is).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import APIError
@@ -34,6 +37,33 @@ def idle_timeout() -> APIError:
     return APIError(504, "UPSTREAM_TIMEOUT", "The upstream did not answer in time.")
 
 
+def reply_too_long(seconds: float) -> APIError:
+    return APIError(
+        504,
+        "REPLY_TOO_LONG",
+        f"The reply was ended after {seconds:g} seconds, the longest a reply may run here.",
+    )
+
+
+def credential_revoked() -> APIError:
+    return APIError(
+        401,
+        "CREDENTIAL_REVOKED",
+        "This reply was ended: you were logged out, your API token was revoked, or your account "
+        "was disabled.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who a stream runs for, and by what credential (auth.principal.Principal's fields), so
+    that logging out or disabling a user can end their streams."""
+
+    user_id: int
+    via: str  # session | token | header
+    credential: str
+
+
 class StreamWatch:
     """One stream's timer: it wakes the stream's wait for the upstream (by cancelling it) when a
     ping is due, when the upstream has been silent for the idle timeout, or at shutdown.
@@ -43,9 +73,11 @@ class StreamWatch:
     """
 
     __slots__ = (
+        "_deadline",
         "_handle",
         "_idle",
         "_last_sent",
+        "_longest",
         "_loop",
         "_ping",
         "_reading",
@@ -53,10 +85,18 @@ class StreamWatch:
         "_timed_out",
         "_waiting_since",
         "_woke",
+        "ending",
         "stopping",
     )
 
-    def __init__(self, ping_seconds: float, idle_seconds: float, *, stopping: bool) -> None:
+    def __init__(
+        self,
+        ping_seconds: float,
+        idle_seconds: float,
+        *,
+        stopping: bool,
+        longest_seconds: float = float("inf"),
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - streams always run in a task
@@ -68,17 +108,26 @@ class StreamWatch:
         self._reading = False
         self._timed_out = False
         self.stopping = stopping
+        # Why the stream must end, when not for a shutdown (`stopping`): too long, or revoked.
+        self.ending: APIError | None = None
         self._last_sent = self._waiting_since = now = self._loop.time()
-        self._handle = self._loop.call_at(now + min(ping_seconds, idle_seconds), self._tick)
+        self._longest = longest_seconds
+        self._deadline = now + longest_seconds
+        self._handle = self._loop.call_at(
+            min(now + ping_seconds, now + idle_seconds, self._deadline), self._tick
+        )
 
     async def next(self, stream: AsyncIterator[T]) -> T | None:
         """The stream's next item, or None when a keep-alive ping is due.
 
         Raises StopAsyncIteration at the stream's end, and APIError when the upstream has been
-        silent for the idle timeout (`UPSTREAM_TIMEOUT`) or the server is shutting down.
+        silent for the idle timeout (`UPSTREAM_TIMEOUT`), the server is shutting down, or the
+        stream was ended (`ending`: `REPLY_TOO_LONG`, `CREDENTIAL_REVOKED`).
         """
         if self.stopping:
             raise shutting_down()
+        if self.ending is not None:
+            raise self.ending
         self._reading = True
         try:
             item = await stream.__anext__()
@@ -93,6 +142,8 @@ class StreamWatch:
             raise idle_timeout()
         if self.stopping:
             raise shutting_down()
+        if self.ending is not None:
+            raise self.ending
         return None
 
     def sent(self) -> None:
@@ -103,6 +154,9 @@ class StreamWatch:
         now = self._loop.time()
         ping_due = self._last_sent + self._ping
         idle_due = self._waiting_since + self._idle
+        if now >= self._deadline:
+            self.end(reply_too_long(self._longest))
+            return  # nothing more to time: the stream ends at its next wait, or now
         if self._reading:  # a stream that is not reading is sending: it needs no ping
             if now >= idle_due:
                 self._timed_out = True
@@ -115,6 +169,7 @@ class StreamWatch:
             min(
                 ping_due if ping_due > now else now + self._ping,
                 idle_due if idle_due > now else now + self._idle,
+                self._deadline,
             ),
             self._tick,
         )
@@ -138,19 +193,33 @@ class StreamWatch:
         self.stopping = True
         self._wake()
 
+    def end(self, error: APIError) -> None:
+        """End the stream with `error` (the first reason given stays), as `stop()` does."""
+        if self.ending is None:
+            self.ending = error
+        self._wake()
+
     def close(self) -> None:
         self._handle.cancel()
 
 
 class LiveStreams:
-    """The app's open streams, so that shutdown can drain them."""
+    """The app's open streams, so that shutdown can drain them, and by whom they are held, so
+    that a user's can be ended (`end_held`)."""
 
-    def __init__(self, ping_seconds: float, idle_seconds: float) -> None:
+    def __init__(
+        self, ping_seconds: float, idle_seconds: float, longest_seconds: float = float("inf")
+    ) -> None:
         self.ping_seconds = ping_seconds
         self.idle_seconds = idle_seconds
+        self.longest_seconds = longest_seconds
         self.draining = False
         self._stopped = False
-        self._watches: set[StreamWatch] = set()
+        self._watches: dict[StreamWatch, Holder | None] = {}
+        self._held = 0
+        # Set while any held stream is open: the credential check (usage/revocation.py) runs
+        # only then.
+        self.holding = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._watches)
@@ -160,15 +229,53 @@ class LiveStreams:
         if self.draining:
             raise shutting_down()
 
-    def watch(self) -> StreamWatch:
-        """A watch for the stream running in the current task; `forget()` it when it ends."""
-        watch = StreamWatch(self.ping_seconds, self.idle_seconds, stopping=self._stopped)
-        self._watches.add(watch)
+    def watch(self, holder: Holder | None = None) -> StreamWatch:
+        """A watch for the stream running in the current task, held by `holder` (None: no
+        accounts); `forget()` it when it ends."""
+        watch = StreamWatch(
+            self.ping_seconds,
+            self.idle_seconds,
+            stopping=self._stopped,
+            longest_seconds=self.longest_seconds,
+        )
+        self._watches[watch] = holder
+        if holder is not None:
+            self._held += 1
+            self.holding.set()
         return watch
 
     def forget(self, watch: StreamWatch) -> None:
         watch.close()
-        self._watches.discard(watch)
+        if watch in self._watches and self._watches.pop(watch) is not None:
+            self._held -= 1
+            if not self._held:
+                self.holding.clear()
+
+    def holders(self) -> set[Holder]:
+        """The distinct holders of the open streams."""
+        return {h for h in self._watches.values() if h is not None}
+
+    def end_held(self, which: Callable[[Holder], bool] | Iterable[Holder]) -> int:
+        """End the streams whose holder is one of `which` (or that `which` picks) with
+        `CREDENTIAL_REVOKED`; how many were ended."""
+        pick = which if callable(which) else set(which).__contains__
+        ended = 0
+        for watch, holder in list(self._watches.items()):
+            if holder is not None and pick(holder):
+                watch.end(credential_revoked())
+                ended += 1
+        return ended
+
+    def end_user(self, user_id: int, via: str | None = None, credential: str | None = None) -> int:
+        """End user `user_id`'s streams: all of them, those by one kind of credential (`via`),
+        or those by one credential."""
+        return self.end_held(
+            lambda h: (
+                h.user_id == user_id
+                and (via is None or h.via == via)
+                and (credential is None or h.credential == credential)
+            )
+        )
 
     def drain(self, grace_seconds: float) -> None:
         """Refuse new streams from now on; end those still running after `grace_seconds`."""

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
@@ -203,7 +204,7 @@ class UpstreamClient:
         # Models whose server refused `stream_options`, until when (monotonic): a refusal is
         # remembered per model, so one request naming an old model changes nothing for others.
         self._no_stream_options: OrderedDict[str, float] = OrderedDict()
-        self._models: tuple[float, list[str]] | None = None
+        self._models: tuple[float, ModelList] | None = None
         self._models_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -258,6 +259,7 @@ class UpstreamClient:
         payload = chat.upstream_payload(
             self.settings.openai_model, stream=False, include_usage=False
         )
+        self._limit(payload)
         response = await self._post(payload, stream=False)
         if response.status_code >= 400:
             raise self.error_for_status(response, response.content)
@@ -291,6 +293,7 @@ class UpstreamClient:
         include_usage = self._may_ask_for_usage(model)
         while True:
             payload = chat.upstream_payload(model, stream=True, include_usage=include_usage)
+            self._limit(payload)
             response = await self._post(payload, stream=True)
             if response.status_code < 400:
                 break
@@ -332,8 +335,19 @@ class UpstreamClient:
         del self._no_stream_options[model]
         return True
 
+    def _limit(self, payload: dict[str, Any]) -> None:
+        """MAX_TOKENS_LIMIT: every request asks for at most that many tokens (a request that
+        names no `max_tokens` is sent the limit, or the upstream's own default would apply)."""
+        limit = self.settings.max_tokens_limit
+        if limit is not None and payload.get("max_tokens", limit) >= limit:
+            payload["max_tokens"] = limit
+
     async def models(self) -> list[str]:
         """Model ids the upstream offers (cached), the configured default first."""
+        return (await self.model_list()).ids
+
+    async def model_list(self) -> ModelList:
+        """The upstream's models (cached), and whether its `/models` could be read at all."""
         default = self.settings.openai_model
         async with self._models_lock:
             now = time.monotonic()
@@ -345,21 +359,31 @@ class UpstreamClient:
                 if ids
                 else min(30.0, self.settings.models_cache_seconds)
             )
-            models = [default, *sorted(set(ids) - {default})]
-            self._models = (now + ttl, models)
-            return models
+            listed = ModelList([default, *sorted(set(ids or ()) - {default})], ids is not None)
+            self._models = (now + ttl, listed)
+            return listed
 
-    async def _fetch_models(self) -> list[str]:
+    async def _fetch_models(self) -> list[str] | None:
+        """The ids `GET /models` lists, or None when it cannot be read."""
         if self.settings.needs_key:
-            return []
+            return None
         try:
             response = await self.http.get("models")
             if response.status_code >= 400:
-                return []
+                return None
             data = orjson.loads(response.content).get("data") or []
             return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
         except (httpx.HTTPError, orjson.JSONDecodeError, AttributeError, TypeError):
-            return []
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelList:
+    """The models an upstream lists, the configured default first; `fetched` is False when its
+    `/models` could not be read (then `ids` is just the default)."""
+
+    ids: list[str]
+    fetched: bool
 
 
 def _rejects_stream_options(status: int, message: str) -> bool:
