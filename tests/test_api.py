@@ -441,3 +441,34 @@ async def test_the_access_line_of_a_refused_chat_has_the_upstream_status(
     await client.post(path, json=CHAT)
     (line,) = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "quartchat.access"]
     assert (line["status"], line["upstream_status"]) == (status, upstream_status)
+
+
+@pytest.mark.parametrize(("asked", "sent"), [(2**31 - 1, 1000), (None, 1000), (300, 300)])
+async def test_max_tokens_limit_clamps_what_reaches_the_upstream(
+    upstream: respx.MockRouter, asked: int | None, sent: int
+) -> None:
+    app = create_app(
+        make_settings(max_tokens_limit=1000), transport=httpx.MockTransport(upstream.async_handler)
+    )
+    route = upstream.post("/chat/completions").respond(json=COMPLETION)
+    body = {**CHAT, "max_tokens": asked} if asked else CHAT
+    async with app.test_app():
+        assert (await app.test_client().post("/api/chat", json=body)).status_code == 200
+    assert orjson.loads(route.calls.last.request.content)["max_tokens"] == sent
+
+
+async def test_a_whole_chat_past_max_reply_seconds_is_a_504_reply_too_long(
+    upstream: respx.MockRouter,
+) -> None:
+    async def never_answers(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    upstream._assert_all_called = False  # the call never completes, so respx never records it
+    upstream.post("/chat/completions").mock(side_effect=never_answers)
+    app = create_app(
+        make_settings(max_reply_seconds=0.2), transport=httpx.MockTransport(upstream.async_handler)
+    )
+    async with app.test_app():
+        response = await app.test_client().post("/api/chat", json=CHAT)
+    assert_error(response.status_code, await response.get_data(), 504, "REPLY_TOO_LONG")

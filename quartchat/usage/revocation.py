@@ -71,14 +71,12 @@ async def end_revoked(db: Database, streams: LiveStreams) -> int:
     return streams.end_held(holders - valid)
 
 
-async def watch_credentials(
-    db: Database, streams: LiveStreams, every: float = CHECK_SECONDS
-) -> None:
-    """Run `end_revoked` every `every` seconds while held streams are open (a task for the
-    app's lifetime)."""
+async def watch_credentials(db: Database, streams: LiveStreams) -> None:
+    """Run `end_revoked` every CHECK_SECONDS while held streams are open (a task for the app's
+    lifetime)."""
     while True:
         await streams.holding.wait()
-        await asyncio.sleep(every)
+        await asyncio.sleep(CHECK_SECONDS)
         try:
             await end_revoked(db, streams)
         except Exception as exc:  # the database is away: the streams run on, the next round retries
