@@ -469,6 +469,6 @@ async def test_a_whole_chat_past_max_reply_seconds_is_a_504_reply_too_long(
     app = create_app(
         make_settings(max_reply_seconds=0.2), transport=httpx.MockTransport(upstream.async_handler)
     )
-    async with app.test_app():
+    async with app.test_app(), asyncio.timeout(10):  # (a deadline for the test, not the app)
         response = await app.test_client().post("/api/chat", json=CHAT)
     assert_error(response.status_code, await response.get_data(), 504, "REPLY_TOO_LONG")
