@@ -152,6 +152,8 @@ def service_env(
         # A burst fires --logins logins for one account from one address at once; login limits
         # count attempts in flight, so the default (10) would refuse part of the burst.
         LOGIN_ATTEMPTS_PER_MINUTE="100000",
+        # One user holds hundreds of streams here: the per-user limit (4 by default) is off.
+        MAX_STREAMS_PER_USER="0",
     )
     return env
 

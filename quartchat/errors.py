@@ -136,6 +136,24 @@ CODES: dict[str, ErrorCode] = {
     "TOO_MANY_TOKENS": ErrorCode(
         (409,), "a new API token while the user has the most there may be (50)"
     ),
+    "TOO_MANY_STREAMS": ErrorCode(
+        (429,), "the user holds `MAX_STREAMS_PER_USER` upstream requests already (`Retry-After`)"
+    ),
+    "MODEL_NOT_ALLOWED": ErrorCode(
+        (400,),
+        "a model neither `MODELS_ALLOWED` nor the upstream's `/models` lists (the message says "
+        "when the list could not be fetched)",
+    ),
+    "REPLY_TOO_LONG": ErrorCode(
+        (504,),
+        "a reply running longer than `MAX_REPLY_SECONDS` (a whole chat: 504; a stream: its end)",
+        event=True,
+    ),
+    "CREDENTIAL_REVOKED": ErrorCode(
+        (401,),
+        "mid-stream: the user was disabled or logged out, or the API token revoked or expired",
+        event=True,
+    ),
     "STALE": ErrorCode(
         (409,),
         "a change against a `revision` the conversation moved past (`details`: the current one)",
