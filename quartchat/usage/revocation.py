@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db import Database
@@ -27,8 +27,8 @@ CHECK_SECONDS = 1.0
 
 
 async def still_valid(connection: AsyncConnection, holders: set[Holder]) -> set[Holder]:
-    """Those of `holders` whose credential still holds: a live session, a token not revoked, and
-    for every kind, a user who is active."""
+    """Those of `holders` whose credential still holds: a live session, a token neither revoked
+    nor expired, and for every kind, a user who is active."""
     by_kind: dict[str, set[Holder]] = {}
     for holder in holders:
         by_kind.setdefault(holder.via, set()).add(holder)
@@ -48,7 +48,7 @@ async def still_valid(connection: AsyncConnection, holders: set[Holder]) -> set[
             select(api_tokens.c.user_id, api_tokens.c.id)
             .join(users, users.c.id == api_tokens.c.user_id)
             .where(api_tokens.c.id.in_(token_ids), api_tokens.c.revoked_at.is_(None))
-            # A token's expiry, once tokens have one, is checked here too.
+            .where(or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > now()))
             .where(users.c.status == "active")
         )
         valid |= {(row[0], str(row[1])) for row in await connection.execute(query)}

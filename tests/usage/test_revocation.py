@@ -5,6 +5,7 @@ database stand for another process's)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -114,10 +115,19 @@ async def revoke(connection: Any, user_id: int, token_id: int) -> None:
     )
 
 
+async def expire(connection: Any, user_id: int, token_id: int) -> None:
+    # The token's expiry passes while it streams: no request of its own notices that.
+    await connection.execute(
+        update(api_tokens)
+        .where(api_tokens.c.id == token_id)
+        .values(expires_at=now() - timedelta(seconds=1))
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "via_token"),
-    [(disable, False), (disable, True), (end_sessions, False), (revoke, True)],
-    ids=["disabled/session", "disabled/token", "session ended", "token revoked"],
+    [(disable, False), (disable, True), (end_sessions, False), (revoke, True), (expire, True)],
+    ids=["disabled/session", "disabled/token", "session ended", "token revoked", "token expired"],
 )
 async def test_a_change_made_by_another_process_ends_the_streams_within_a_second_or_so(
     app: Quart,
