@@ -76,9 +76,17 @@ def bounded_request(import_max_bytes: int) -> type[BoundedRequest]:
 
 
 def create_app(
-    settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    check_upstream: bool | None = None,
 ) -> Quart:
-    """Build the app. `transport` replaces the upstream HTTP transport (tests pass respx's)."""
+    """Build the app. `transport` replaces the upstream HTTP transport (tests pass respx's).
+
+    `check_upstream`: read the upstream's model list at start, in the background (the log then
+    says which default model is used, or that OPENAI_MODEL is not listed). By default only with
+    the real transport: a test's fake would see a request it did not ask for.
+    """
     settings = settings or get_settings()
     app = Quart(__name__)
     app.request_class = bounded_request(settings.import_max_bytes)
@@ -100,7 +108,16 @@ def create_app(
         upstream = UpstreamClient(settings, transport)
         app.extensions["upstream"] = upstream
         app.extensions["models"] = ModelPolicy(settings, upstream)
+        check = transport is None if check_upstream is None else check_upstream
+        # In the background, bounded by the request timeout: a slow or absent upstream neither
+        # delays nor stops the start.
+        checking = (
+            asyncio.get_running_loop().create_task(upstream.check_models()) if check else None
+        )
+        app.extensions["upstream_check"] = checking  # tests wait for it
         yield
+        if checking is not None:
+            checking.cancel()
         await upstream.aclose()
 
     init_openapi(app)

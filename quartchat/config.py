@@ -21,6 +21,7 @@ class Settings(BaseSettings):
 
     openai_api_key: SecretStr | None = None
     openai_api_base: str = "https://api.openai.com/v1"
+    # Unset: the first model the upstream lists (upstream/client.py, `default_model`).
     openai_model: str = "gpt-4o-mini"
     request_timeout_seconds: float = Field(60.0, gt=0)
     app_host: str = "0.0.0.0"
@@ -142,6 +143,11 @@ class Settings(BaseSettings):
     @property
     def api_key(self) -> str | None:
         return self.openai_api_key.get_secret_value() if self.openai_api_key else None
+
+    @property
+    def openai_model_set(self) -> bool:
+        """Whether OPENAI_MODEL was given; if not, the default model is one the upstream lists."""
+        return "openai_model" in self.model_fields_set
 
     @property
     def needs_key(self) -> bool:

@@ -63,7 +63,11 @@ CODES: dict[str, ErrorCode] = {
         (405,), "a method the route does not take (`Allow` lists those it does)"
     ),
     "NOT_CONFIGURED": ErrorCode((503,), "no upstream key while the base URL is OpenAI's own"),
-    "UPSTREAM_AUTH": ErrorCode((502,), "the upstream answered 401/403: it refused our key"),
+    "UPSTREAM_AUTH": ErrorCode(
+        (502,),
+        "the upstream answered 401/403: it refused our key (the message only says to tell the "
+        "administrator; the upstream's own is logged and on the admin page)",
+    ),
     "UPSTREAM_RATE_LIMITED": ErrorCode(
         (429,),
         "the upstream answered 429 (its `Retry-After` passed on, if seconds or an HTTP date)",

@@ -103,7 +103,14 @@ class HealthResponse(BaseModel):
 
 
 class ModelsResponse(BaseModel):
-    """Models to choose from, the configured default first."""
+    """Models to choose from, the default first."""
 
-    default: str
-    models: list[str]
+    default: str = Field(
+        description="The model of a request that names none: OPENAI_MODEL, or when it is unset "
+        "the first model the upstream lists"
+    )
+    models: list[str] = Field(description="The models to offer, the default first")
+    any_model: bool = Field(
+        description="Whether a model not listed may be named too (MODELS_ALLOWED=*): a picker "
+        "may take a typed name"
+    )

@@ -124,8 +124,13 @@ def make_settings(**overrides: Any) -> Settings:
         "auth_mode": "none",  # the relay's tests; tests/auth/ turn accounts on
         # Tests name any model they like; tests/usage/ test the allow-list (MODELS_ALLOWED="").
         "models_allowed": ["*"],
+        # Set, so no request waits on the upstream's /models for its default;
+        # `openai_model=None` leaves it unset (the default is then one the upstream lists).
+        "openai_model": "gpt-4o-mini",
     }
     values.update(overrides)
+    if values["openai_model"] is None:
+        del values["openai_model"]
     return Settings(_env_file=None, **values)
 
 

@@ -109,6 +109,7 @@ class FakeUpstream:
         self.bench_chunks: int | None = None  # when set: that many chunks of "tok" per reply
         self.reject_stream_options = False
         self.models_rejecting_stream_options: set[str] = set()  # only these, when not all
+        self.models = list(MODELS)  # what GET /models lists, in this order
         self.open_connections = 0
         self._disconnected = threading.Event()
         self._hangups = threading.Condition()
@@ -207,7 +208,7 @@ class FakeUpstream:
         seen = Seen(method, path, headers, body)
         self.requests.append(seen)
         if method == "GET" and path.endswith("/models"):
-            data = {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]}
+            data = {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
             await self._send_whole(writer, 200, json.dumps(data).encode())
             return True
         if method != "POST" or not path.endswith("/chat/completions"):

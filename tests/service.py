@@ -37,6 +37,8 @@ class Service:
             "APP_PORT": str(self.port),
             "AUTH_MODE": "none",
             "DATA_DIR": str(self.data_dir),
+            # As make_settings does: a default that is not the fake's first listed model.
+            "OPENAI_MODEL": "gpt-4o-mini",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -252,7 +252,11 @@ async def test_models_lists_upstream_models_default_first_and_caches(
     )
     first = await (await client.get("/api/models")).get_json()
     second = await (await client.get("/api/models")).get_json()
-    assert first == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini", "alpha", "zeta"]}
+    assert first == {
+        "default": "gpt-4o-mini",
+        "models": ["gpt-4o-mini", "alpha", "zeta"],
+        "any_model": True,
+    }
     assert second == first
     assert route.call_count == 1
 
@@ -268,6 +272,7 @@ async def test_models_falls_back_to_the_configured_model(
     assert await (await client.get("/api/models")).get_json() == {
         "default": "gpt-4o-mini",
         "models": ["gpt-4o-mini"],
+        "any_model": True,
     }
 
 
@@ -360,8 +365,9 @@ async def test_no_credential_echoed_by_the_upstream_reaches_the_client(
     upstream: respx.MockRouter, echoed: str
 ) -> None:
     key = "0123456789abcdef0123456789abcdef"  # an Azure-style key, not shaped like sk-…
+    # A 400, whose message is passed on (a 401's is not: tests/upstream/test_auth_failure.py).
     upstream.post("/chat/completions").respond(
-        401, json={"error": {"message": echoed.replace("KEY", key)}}
+        400, json={"error": {"message": echoed.replace("KEY", key)}}
     )
     app = create_app(
         make_settings(openai_api_key=key), transport=httpx.MockTransport(upstream.async_handler)
@@ -369,7 +375,7 @@ async def test_no_credential_echoed_by_the_upstream_reaches_the_client(
     async with app.test_app() as test_app:
         response = await test_app.test_client().post("/api/chat", json=CHAT)
         body = await response.get_data()
-    error = assert_error(response.status_code, body, 502, "UPSTREAM_AUTH")
+    error = assert_error(response.status_code, body, 400, "UPSTREAM_REJECTED")
     assert key.encode() not in body
     assert "tok-without" not in error["message"] and "dXNlcjpwYXNz" not in error["message"]
     assert "[redacted]" in error["message"]

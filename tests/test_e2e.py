@@ -26,6 +26,7 @@ def test_health_page_and_models(service: Service) -> None:
     assert models == {
         "default": "gpt-4o-mini",
         "models": ["gpt-4o-mini", "fake-large", "fake-small"],
+        "any_model": False,
     }
 
 
@@ -102,7 +103,10 @@ def test_upstream_error_status_is_a_real_http_error(service: Service, fake: Fake
     assert response.status_code == 502
     assert response.json()["error"] == {
         "code": "UPSTREAM_AUTH",
-        "message": "The upstream refused our credentials (401): bad key",
+        "message": (
+            "The service's connection to the model provider is misconfigured; "
+            "tell the administrator."
+        ),
         "request_id": "e2e-1",
     }
     assert response.headers["x-request-id"] == "e2e-1"

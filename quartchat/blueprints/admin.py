@@ -1,4 +1,5 @@
-"""`/api/admin/users` and `/api/invites`: what administrators do with accounts."""
+"""`/api/admin/users` and `/api/invites`: what administrators do with accounts; and
+`/api/admin/upstream`: how the service's connection to the model provider fares."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field, RootModel
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 from quart_schema import document_request, document_response
 
+from ..auth.accounts import forbidden
 from ..openapi import Described, Ok, document_errors, link
+from ..upstream.client import DefaultSource, UpstreamClient
 from .admission import end_streams
 from .auth import (
     EMAIL,
@@ -179,3 +182,52 @@ async def withdraw_invite(invite_id: str) -> Response:
     """Withdraw an invite before it is used."""
     await accounts().withdraw_invite(principal(), invite_id)
     return json({"ok": True})
+
+
+class AuthFailure(BaseModel):
+    """The upstream's last refusal of our credentials (in this worker process, since it started)."""
+
+    status: int = Field(description="401 or 403")
+    message: str = Field(description="The upstream's own words, credentials redacted")
+    at: datetime
+
+
+class UpstreamStatus(BaseModel):
+    """The service's connection to the model provider, as this worker process sees it."""
+
+    default_model: str = Field(description="The model of a request that names none")
+    default_source: DefaultSource = Field(
+        description="Where the default comes from: OPENAI_MODEL, the upstream's list (OPENAI_MODEL "
+        "unset), MODELS_ALLOWED's first name, or the built-in one (no list could be read)"
+    )
+    default_listed: bool | None = Field(
+        description="Whether the upstream lists the default model (null: its list could not be read)"
+    )
+    models_fetched: bool = Field(description="Whether the upstream's GET /models could be read")
+    last_auth_failure: AuthFailure | None
+
+
+@blueprint.get("/admin/upstream")
+@document_response(UpstreamStatus)
+@document_errors(401, 403)
+async def upstream_status() -> Response:
+    """The upstream's status: the default model, whether it is listed, the last auth failure.
+
+    From the cached model list (MODELS_CACHE_SECONDS) and what this worker process has seen since it
+    started. Admins only.
+    """
+    if not principal().is_admin:
+        raise forbidden()
+    upstream: UpstreamClient = current_app.extensions["upstream"]
+    listed = await upstream.model_list()
+    failure = upstream.last_auth_failure
+    status = UpstreamStatus(
+        default_model=listed.default,
+        default_source=listed.source,
+        default_listed=listed.default_listed,
+        models_fetched=listed.fetched,
+        last_auth_failure=AuthFailure(status=failure.status, message=failure.message, at=failure.at)
+        if failure
+        else None,
+    )
+    return json(status.model_dump(mode="json"))

@@ -62,12 +62,14 @@ async def _chat_request() -> ChatRequest:
 async def models() -> Response:
     """Models to choose from.
 
-    The upstream's `GET /models`, cached (or the models MODELS_ALLOWED names); just the
-    configured model if it lists none.
+    The upstream's `GET /models`, cached (or the models MODELS_ALLOWED names), the default model
+    first; just the default if it lists none. `any_model`: names not listed are allowed too.
     """
     policy: ModelPolicy = current_app.extensions["models"]
     listed = await policy.listed()
-    return _json(ModelsResponse(default=_settings().openai_model, models=listed).model_dump())
+    default = await policy.default()
+    offered = ModelsResponse(default=default, models=listed, any_model=policy.any_model)
+    return _json(offered.model_dump())
 
 
 CHAT_ERRORS = (400, 403, 413, 415, 429, 500, 502, 503, 504)

@@ -55,7 +55,7 @@ async def index() -> str:
     principal = current_principal() if accounts_on() else None
     return await render_template(
         "index.html",
-        default_model=current_app.config["QUARTCHAT"].openai_model,
+        default_model=current_app.extensions["upstream"].default_model_now(),
         account=principal,
     )
 

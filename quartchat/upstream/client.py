@@ -8,12 +8,14 @@ credentials. Callers see `APIError`s and chat-completion chunks, never httpx or 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -24,6 +26,16 @@ from ..schemas import AssistantMessage, ChatRequest, ChatResponse, ChatUsage
 from ..streaming.completion import Chunk
 from ..streaming.sse import SSEEvent, SSEParser
 from .transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport
+
+log = logging.getLogger("quartchat")
+
+BUILT_IN_MODEL = "gpt-4o-mini"
+"""The default model when OPENAI_MODEL is unset and the upstream's list names none."""
+UPSTREAM_AUTH_MESSAGE = (
+    "The service's connection to the model provider is misconfigured; tell the administrator."
+)
+"""What users are told of a 401/403 from the upstream: its own text (get a key at …) is for the
+operator, who finds it in the log and on the admin page."""
 
 STREAM_OPTIONS_MEMORY_SECONDS = 3600.0
 """How long a model's refusal of `stream_options` is remembered (a server may be upgraded)."""
@@ -206,6 +218,11 @@ class UpstreamClient:
         self._no_stream_options: OrderedDict[str, float] = OrderedDict()
         self._models: tuple[float, ModelList] | None = None
         self._models_lock = asyncio.Lock()
+        # What the log last said of the default model, so a refresh of the list that changes
+        # nothing says nothing again.
+        self._announced: tuple[str, str, bool | None] | None = None
+        self.last_auth_failure: AuthFailure | None = None
+        """The upstream's last refusal of our credentials, in this process (the admin page)."""
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -214,8 +231,8 @@ class UpstreamClient:
         status = response.status_code
         detail = self.redact(message_of(body), limit=300) or response.reason_phrase
         if status in (401, 403):
-            message = f"The upstream refused our credentials ({status}): {detail}"
-            return APIError(502, "UPSTREAM_AUTH", message, upstream_status=status)
+            self._auth_refused(status, detail)
+            return APIError(502, "UPSTREAM_AUTH", UPSTREAM_AUTH_MESSAGE, upstream_status=status)
         if status == 429:
             wait = retry_after(response.headers.get("retry-after"))
             return APIError(
@@ -229,6 +246,12 @@ class UpstreamClient:
             return APIError(400, "UPSTREAM_REJECTED", detail, upstream_status=status)
         message = f"The upstream failed ({status}): {detail}"
         return APIError(502, "UPSTREAM_ERROR", message, upstream_status=status)
+
+    def _auth_refused(self, status: int, detail: str) -> None:
+        """Keep and log the upstream's refusal of our credentials (`detail`: redacted)."""
+        self.last_auth_failure = AuthFailure(status, detail, datetime.now(UTC))
+        # Not the base URL: it may carry a user and password.
+        log.error("the upstream refused our credentials (%d): %s", status, detail)
 
     async def _post(self, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
         # Built directly rather than by `build_request()`, which re-merges the base URL, headers
@@ -257,7 +280,7 @@ class UpstreamClient:
     async def complete(self, chat: ChatRequest) -> tuple[int, ChatResponse]:
         """A whole (non-streamed) completion, and the upstream's status."""
         payload = chat.upstream_payload(
-            self.settings.openai_model, stream=False, include_usage=False
+            chat.model or await self.default_model(), stream=False, include_usage=False
         )
         self._limit(payload)
         response = await self._post(payload, stream=False)
@@ -289,7 +312,7 @@ class UpstreamClient:
         Everything that fails before then (status, connection, no first byte in time) raises
         `APIError`, so the caller can still answer with a real HTTP status.
         """
-        model = chat.model or self.settings.openai_model
+        model = chat.model or await self.default_model()
         include_usage = self._may_ask_for_usage(model)
         while True:
             payload = chat.upstream_payload(model, stream=True, include_usage=include_usage)
@@ -343,12 +366,25 @@ class UpstreamClient:
             payload["max_tokens"] = limit
 
     async def models(self) -> list[str]:
-        """Model ids the upstream offers (cached), the configured default first."""
+        """Model ids the upstream offers (cached), the default first."""
         return (await self.model_list()).ids
+
+    async def default_model(self) -> str:
+        """The model of a request that names none: OPENAI_MODEL when it is set, else one the
+        upstream lists (from the cached list; see `choose_default`)."""
+        if self.settings.openai_model_set:
+            return self.settings.openai_model
+        return (await self.model_list()).default
+
+    def default_model_now(self) -> str:
+        """`default_model` without waiting: from the list as last fetched, if any (for a page
+        that must not wait for the upstream; the page asks `/api/models` anyway)."""
+        if self.settings.openai_model_set or self._models is None:
+            return self.settings.openai_model
+        return self._models[1].default
 
     async def model_list(self) -> ModelList:
         """The upstream's models (cached), and whether its `/models` could be read at all."""
-        default = self.settings.openai_model
         async with self._models_lock:
             now = time.monotonic()
             if self._models and self._models[0] > now:
@@ -359,31 +395,122 @@ class UpstreamClient:
                 if ids
                 else min(30.0, self.settings.models_cache_seconds)
             )
-            listed = ModelList([default, *sorted(set(ids or ()) - {default})], ids is not None)
+            previous = self._models[1] if self._models else None
+            # A list that cannot be read for a while (the server restarting) keeps the default
+            # it last gave, rather than falling back to a model it may not serve.
+            last = previous.default if previous and previous.source == "upstream" else None
+            default, source = choose_default(self.settings, ids, last)
+            listed = ModelList(
+                [default, *sorted(set(ids or ()) - {default})],
+                ids is not None,
+                default,
+                source,
+                None if ids is None else default in ids,
+            )
             self._models = (now + ttl, listed)
+            self._announce(listed)
             return listed
 
+    def _announce(self, listed: ModelList) -> None:
+        """Say in the log which default was chosen, or that OPENAI_MODEL is not listed."""
+        said = (listed.default, listed.source, listed.default_listed)
+        if said == self._announced:
+            return
+        if listed.source == "OPENAI_MODEL" and listed.default_listed is False:
+            log.warning(
+                "OPENAI_MODEL=%s is not among the models the upstream lists; requests that name "
+                "no model may fail (GET /api/models shows the list)",
+                listed.default,
+            )
+        elif listed.source == "upstream":
+            log.info(
+                "OPENAI_MODEL is not set: the default model is %s, as the upstream lists it",
+                listed.default,
+            )
+        elif listed.source == "MODELS_ALLOWED":
+            log.info(
+                "OPENAI_MODEL is not set: the default model is %s, from MODELS_ALLOWED",
+                listed.default,
+            )
+        self._announced = said
+
+    async def check_models(self) -> None:
+        """At start: read the model list once, so the log says which default is used, or that
+        OPENAI_MODEL is not listed, or that the list cannot be read (never raises)."""
+        if self.settings.needs_key:
+            return
+        try:
+            listed = await self.model_list()
+        except Exception as exc:  # a start-up check must not stop the service
+            log.warning("could not check the upstream's models: %s", type(exc).__name__)
+            return
+        if not listed.fetched:
+            log.warning(
+                "could not read the upstream's list of models (GET /models); the default model "
+                "is %s for now",
+                listed.default,
+            )
+
     async def _fetch_models(self) -> list[str] | None:
-        """The ids `GET /models` lists, or None when it cannot be read."""
+        """The ids `GET /models` lists, in its order, or None when it cannot be read."""
         if self.settings.needs_key:
             return None
         try:
             response = await self.http.get("models")
+            if response.status_code in (401, 403):
+                detail = self.redact(message_of(response.content), limit=300)
+                self._auth_refused(response.status_code, detail or response.reason_phrase)
             if response.status_code >= 400:
                 return None
             data = orjson.loads(response.content).get("data") or []
-            return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+            ids = [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+            return list(dict.fromkeys(ids))
         except (httpx.HTTPError, orjson.JSONDecodeError, AttributeError, TypeError):
             return None
 
 
+DefaultSource = Literal["OPENAI_MODEL", "upstream", "MODELS_ALLOWED", "built-in"]
+
+
+def choose_default(
+    settings: Settings, listed: list[str] | None, last: str | None = None
+) -> tuple[str, DefaultSource]:
+    """The default model, and where it came from: OPENAI_MODEL when set (listed or not); else the
+    first model the upstream lists (in its order) that MODELS_ALLOWED allows; else MODELS_ALLOWED's
+    first name; else the one the list gave `last` (it cannot be read now); else BUILT_IN_MODEL."""
+    if settings.openai_model_set:
+        return settings.openai_model, "OPENAI_MODEL"
+    named = [] if "*" in settings.models_allowed else settings.models_allowed
+    for model in listed or ():
+        if not named or model in named:
+            return model, "upstream"
+    if named:
+        return named[0], "MODELS_ALLOWED"
+    if listed is None and last is not None:
+        return last, "upstream"
+    return BUILT_IN_MODEL, "built-in"
+
+
 @dataclass(frozen=True, slots=True)
 class ModelList:
-    """The models an upstream lists, the configured default first; `fetched` is False when its
-    `/models` could not be read (then `ids` is just the default)."""
+    """The models an upstream lists, the default first; `fetched` is False when its `/models`
+    could not be read (then `ids` is just the default). `default_listed`: whether the upstream
+    lists the default (None: the list could not be read)."""
 
     ids: list[str]
     fetched: bool
+    default: str
+    source: DefaultSource
+    default_listed: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailure:
+    """The upstream refused our credentials: its status, its message (redacted), when."""
+
+    status: int
+    message: str
+    at: datetime
 
 
 def _rejects_stream_options(status: int, message: str) -> bool:

@@ -2,7 +2,8 @@
 
 `MODELS_ALLOWED` decides when it is set: a list of names, or `*` for any name (for upstreams that
 answer to names they do not list). Unset, the allowed models are what the upstream's `/models`
-lists (cached, as `GET /api/models` shows them). `OPENAI_MODEL`, the default, is always allowed.
+lists (cached, as `GET /api/models` shows them). The default model (`OPENAI_MODEL`, or when it is
+unset one the upstream lists: `UpstreamClient.default_model`) is always allowed.
 """
 
 from __future__ import annotations
@@ -16,18 +17,25 @@ ANY = "*"
 
 class ModelPolicy:
     def __init__(self, settings: Settings, upstream: UpstreamClient) -> None:
-        self.default = settings.openai_model
         self.allowed = frozenset(settings.models_allowed)
         self.upstream = upstream
 
     @property
     def any_model(self) -> bool:
+        """MODELS_ALLOWED=*: any name may be asked for, listed or not (a picker may take one typed)."""
         return ANY in self.allowed
+
+    async def default(self) -> str:
+        """The model of a request that names none."""
+        return await self.upstream.default_model()
 
     async def check(self, model: str | None) -> None:
         """Nothing if `model` may be asked for (None: the default); else APIError 400
         `MODEL_NOT_ALLOWED`, which says when the upstream's list could not be read."""
-        if model is None or model == self.default or self.any_model or model in self.allowed:
+        if model is None or self.any_model or model in self.allowed:
+            return
+        default = await self.default()
+        if model == default:
             return
         if self.allowed:
             raise not_allowed(model, "MODELS_ALLOWED does not list it.")
@@ -38,7 +46,7 @@ class ModelPolicy:
             raise not_allowed(
                 model,
                 "The upstream's list of models could not be fetched, so only the default "
-                f"model ({self.default}) may be used for now (MODELS_ALLOWED=* allows any).",
+                f"model ({default}) may be used for now (MODELS_ALLOWED=* allows any).",
             )
         raise not_allowed(model, "The upstream does not list it.")
 
@@ -46,7 +54,8 @@ class ModelPolicy:
         """The models to offer, the default first: MODELS_ALLOWED's when it names them, else
         the upstream's."""
         if self.allowed and not self.any_model:
-            return [self.default, *sorted(self.allowed - {self.default})]
+            default = await self.default()
+            return [default, *sorted(self.allowed - {default})]
         return await self.upstream.models()
 
 

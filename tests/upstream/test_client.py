@@ -137,6 +137,7 @@ async def test_the_model_list_is_cached_for_exactly_the_configured_time(
         assert await models(client) == {
             "default": "gpt-4o-mini",
             "models": ["gpt-4o-mini", "alpha", "zeta"],
+            "any_model": True,
         }
         clock.now += 299
         await models(client)
@@ -158,7 +159,11 @@ async def test_a_failed_model_list_is_retried_after_thirty_seconds(
     )
     async with app.test_app() as test_app:
         client = test_app.test_client()
-        assert await models(client) == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini"]}
+        assert await models(client) == {
+            "default": "gpt-4o-mini",
+            "models": ["gpt-4o-mini"],
+            "any_model": True,
+        }
         clock.now += 29.9
         await models(client)
         assert route.call_count == 1
@@ -166,6 +171,7 @@ async def test_a_failed_model_list_is_retried_after_thirty_seconds(
         assert await models(client) == {
             "default": "gpt-4o-mini",
             "models": ["gpt-4o-mini", "alpha", "zeta"],
+            "any_model": True,
         }
 
 
@@ -173,7 +179,11 @@ async def test_model_entries_without_an_id_are_skipped(
     client: Client, upstream: respx.MockRouter
 ) -> None:
     upstream.get("/models").respond(json={"data": [{"id": "alpha"}, {"object": "model"}]})
-    assert await models(client) == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini", "alpha"]}
+    assert await models(client) == {
+        "default": "gpt-4o-mini",
+        "models": ["gpt-4o-mini", "alpha"],
+        "any_model": True,
+    }
 
 
 async def test_requests_to_the_upstream_are_json_with_its_content_type(

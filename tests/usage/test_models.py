@@ -110,7 +110,11 @@ async def test_models_allowed_decides_alone_and_is_what_the_picker_offers(
     refused = await ask(client, "/api/chat", "gamma")
     assert_error(refused.status_code, await refused.get_data(), 400, "MODEL_NOT_ALLOWED")
     offered = await (await client.get("/api/models")).get_json()
-    assert offered == {"default": "gpt-4o-mini", "models": ["gpt-4o-mini", "alpha", "beta"]}
+    assert offered == {
+        "default": "gpt-4o-mini",
+        "models": ["gpt-4o-mini", "alpha", "beta"],
+        "any_model": False,
+    }
     assert listing.call_count == 0
 
 
