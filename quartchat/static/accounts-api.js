@@ -93,6 +93,7 @@ export const createInvite = (email, role) => post("/api/invites", email ? { emai
 export const userTokens = (id) => get(`/api/admin/users/${encodeURIComponent(id)}/tokens`);
 export const revokeUserToken = (id, tokenId) =>
   call("DELETE", `/api/admin/users/${encodeURIComponent(id)}/tokens/${encodeURIComponent(tokenId)}`);
+export const upstreamStatus = () => get("/api/admin/upstream");
 export const withdrawInvite = (id) => call("DELETE", `/api/invites/${encodeURIComponent(id)}`);
 
 /** The link an invite token makes. */

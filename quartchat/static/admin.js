@@ -1,15 +1,47 @@
-// The admin page: users (paged, 100 at a time; add, approve, disable and enable, change the role,
+// The admin page: the model provider's status (the default model, whether the provider lists it,
+// its last refusal of our key), users (paged, 100 at a time; add, approve, disable and enable, change the role,
 // reset the password, see and revoke their API tokens) and invites (make a link, shown once;
 // withdraw). Each list owns its <ul>.
 
 import * as api from "./accounts-api.js";
-import { announce, copyText, flashCopied } from "./dom.js";
+import { announce, copyText, flashCopied, h } from "./dom.js";
 import { act, bindForm, blame, confirmAction, time } from "./forms.js";
 import "./logout.js";
 import { RowList, badge, rowButton, tokenRow } from "./rows.js";
 
 const $ = (id) => document.getElementById(id);
 const me = Number(document.body.dataset.me);
+
+// ---- the model provider ----
+
+const upstreamPanel = $("upstream-title").closest("section");
+const DEFAULT_SOURCES = {
+  OPENAI_MODEL: "set by OPENAI_MODEL",
+  upstream: "OPENAI_MODEL is not set: the first model the provider lists",
+  MODELS_ALLOWED: "OPENAI_MODEL is not set: the first name in MODELS_ALLOWED",
+  "built-in": "OPENAI_MODEL is not set and the provider lists none: the built-in default",
+};
+
+function upstreamFacts(status) {
+  const model = [h("dd", {}, h("code", {}, status.default_model), ` (${DEFAULT_SOURCES[status.default_source] ?? status.default_source})`)];
+  if (status.default_listed === false) {
+    model.push(h("dd", { className: "warning" }, "The provider does not list this model: chats that name no model may fail. Set OPENAI_MODEL to a model it lists."));
+  } else if (!status.models_fetched) {
+    model.push(h("dd", { className: "warning" }, "The provider's list of models could not be read."));
+  }
+  const failure = status.last_auth_failure;
+  const refusal = failure
+    ? h("dd", { className: "warning" }, `${failure.status}: ${failure.message} (`, time(failure.at), ")")
+    : h("dd", {}, "None");
+  return [h("dt", {}, "Default model"), ...model, h("dt", {}, "Last refusal of the API key"), refusal];
+}
+
+async function loadUpstream() {
+  await act(upstreamPanel, async () => {
+    $("upstream-status").replaceChildren(...upstreamFacts(await api.upstreamStatus()));
+  });
+  $("upstream-status").removeAttribute("aria-busy");
+}
 
 // ---- users ----
 
@@ -223,5 +255,5 @@ async function loadInvites() {
   await act(invitesPanel, async () => inviteList.replaceAll(await api.invites()));
 }
 
-await Promise.all([loadUsers(), loadInvites()]);
+await Promise.all([loadUpstream(), loadUsers(), loadInvites()]);
 document.body.dataset.ready = "true";

@@ -7,9 +7,11 @@ import re
 from collections.abc import Callable
 
 import httpx
+import orjson
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from ...fake_upstream import FakeUpstream, Reply
 from ...service import Service
 from ..browser import needs_chromium
 from .people import (
@@ -260,3 +262,20 @@ def test_the_admin_cannot_disable_or_demote_their_own_account_here(admin_page: P
     mine = user_row(admin_page, ADMIN_EMAIL)
     expect(mine).to_contain_text("you")
     expect(mine.get_by_role("button")).to_have_text(["Reset password", "API tokens"])
+
+
+def test_the_admin_page_shows_the_default_model_and_the_providers_last_refusal_of_the_key(
+    page: Page, admin_api: AdminAPI, fake: FakeUpstream
+) -> None:
+    words = "Incorrect API key provided. You can find your API key at https://platform.openai.com."
+    body = orjson.dumps({"error": {"message": words}})
+    fake.reply_with(Reply(401, [body], {"Content-Type": "application/json"}))
+    refused = admin_api.http.post(
+        "/api/chat/stream", json={"messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert refused.json()["error"]["code"] == "UPSTREAM_AUTH"
+    assert "platform.openai.com" not in refused.text
+    log_in(page.context, ADMIN_EMAIL, "the admin's own password")
+    provider = open_page(page, "/admin").get_by_role("region", name="Model provider")
+    expect(provider).to_contain_text("gpt-4o-mini (set by OPENAI_MODEL)")
+    expect(provider).to_contain_text(f"401: {words}")
