@@ -129,6 +129,14 @@ class Settings(BaseSettings):
             self.app_host = "127.0.0.1"
         return self
 
+    @model_validator(mode="after")
+    def _blank_model_is_unset(self) -> Settings:
+        # `OPENAI_MODEL=` (as .env.example has it) means "one the upstream lists", not a model "".
+        if not self.openai_model.strip():
+            self.openai_model = Settings.model_fields["openai_model"].default
+            self.model_fields_set.discard("openai_model")
+        return self
+
     @property
     def accounts(self) -> bool:
         return self.auth_mode == "accounts"

@@ -39,10 +39,21 @@ def test_settings_read_the_documented_environment(monkeypatch: pytest.MonkeyPatc
     assert not settings.needs_key
 
 
+@pytest.mark.parametrize(("value", "is_set"), [("llama3", True), ("", False), (" ", False)])
+def test_an_empty_openai_model_is_unset(
+    monkeypatch: pytest.MonkeyPatch, value: str, is_set: bool
+) -> None:
+    monkeypatch.setenv("OPENAI_MODEL", value)
+    settings = Settings(_env_file=None)
+    assert settings.openai_model_set is is_set
+    assert settings.openai_model == (value if is_set else "gpt-4o-mini")
+
+
 def test_defaults_match_the_documentation() -> None:
     settings = Settings(_env_file=None)
     assert settings.openai_api_base == "https://api.openai.com/v1"
     assert settings.openai_model == "gpt-4o-mini"
+    assert not settings.openai_model_set  # the default model is then one the upstream lists
     assert settings.request_timeout_seconds == 60
     assert (settings.app_host, settings.app_port) == ("0.0.0.0", 8333)
     assert settings.needs_key  # OpenAI's own API without a key cannot work
@@ -74,6 +85,7 @@ def test_the_example_env_file_is_valid_and_means_the_defaults() -> None:
     assert example.accounts and example.signup_policy == "closed"
     assert example.secret_key is None and example.database_url is None
     assert example.trusted_proxies == [] and example.admin_email is None
+    assert not example.openai_model_set  # the default model: one the upstream lists
 
 
 def test_settings_reject_a_base_url_that_is_not_http() -> None:
