@@ -475,15 +475,20 @@ DefaultSource = Literal["OPENAI_MODEL", "upstream", "MODELS_ALLOWED", "built-in"
 def choose_default(
     settings: Settings, listed: list[str] | None, last: str | None = None
 ) -> tuple[str, DefaultSource]:
-    """The default model, and where it came from: OPENAI_MODEL when set (listed or not); else the
-    first model the upstream lists (in its order) that MODELS_ALLOWED allows; else MODELS_ALLOWED's
-    first name; else the one the list gave `last` (it cannot be read now); else BUILT_IN_MODEL."""
+    """The default model, and where it came from: OPENAI_MODEL when set (listed or not); else, of
+    the models the upstream lists that MODELS_ALLOWED allows, BUILT_IN_MODEL if among them, else
+    the first (in the upstream's order); else MODELS_ALLOWED's first name; else the one the list
+    gave `last` (it cannot be read now); else BUILT_IN_MODEL."""
     if settings.openai_model_set:
         return settings.openai_model, "OPENAI_MODEL"
     named = [] if "*" in settings.models_allowed else settings.models_allowed
-    for model in listed or ():
-        if not named or model in named:
-            return model, "upstream"
+    candidates = [m for m in listed or () if not named or m in named]
+    # OpenAI's own list starts with whatever it likes (dall-e-2, whisper-1): where the built-in
+    # default is listed, it stays the default, as it was before the list was asked.
+    if BUILT_IN_MODEL in candidates:
+        return BUILT_IN_MODEL, "upstream"
+    if candidates:
+        return candidates[0], "upstream"
     if named:
         return named[0], "MODELS_ALLOWED"
     if listed is None and last is not None:

@@ -103,6 +103,16 @@ async def test_the_default_is_the_first_in_the_upstreams_order(
     assert sent_model(route) == "zeta"
 
 
+async def test_without_openai_model_a_listed_built_in_default_stays_the_default(
+    started: Started, upstream: respx.MockRouter
+) -> None:
+    lists(upstream, "dall-e-2", "whisper-1", "gpt-4o-mini")  # OpenAI's order is no preference
+    route = completions(upstream)
+    async with started(openai_model=None) as app:
+        await app.test_client().post("/api/chat", json=CHAT)
+    assert sent_model(route) == "gpt-4o-mini"
+
+
 async def test_without_openai_model_the_default_is_one_models_allowed_names(
     started: Started, upstream: respx.MockRouter
 ) -> None:
