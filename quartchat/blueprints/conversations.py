@@ -153,9 +153,9 @@ async def changes() -> Response:
         raise APIError(400, "INVALID_REQUEST", "Give `since`, a time this API gave.") from None
     async with db().read() as connection:
         changed = await store.changed_since(connection, owner(), since)
-    items = [c.public() for c, deleted in changed if not deleted]
-    gone = [c.id for c, deleted in changed if deleted]
-    latest = max((c.updated_at for c, _ in changed), default=since)
+    items = [c.public() for c, deleted, _ in changed if not deleted]
+    gone = [c.id for c, deleted, _ in changed if deleted]
+    latest = max((at for _, _, at in changed), default=since)
     return json({"items": items, "deleted": gone, "now": latest.isoformat()})
 
 

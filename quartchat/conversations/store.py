@@ -237,6 +237,7 @@ _TOUCH = (
         title=func.coalesce(bindparam("new_title"), conversations.c.title),
         revision=conversations.c.revision + 1,
         updated_at=bindparam("at"),
+        changed_at=bindparam("at"),
     )
 )
 # Correlated, so that it is one look-up by key: `conversation_id IN (SELECT id ... WHERE owner)`
@@ -305,9 +306,9 @@ async def page(
 
 async def changed_since(
     connection: AsyncConnection, owner_id: int, since: datetime, limit: int = 200
-) -> list[tuple[Summary, bool]]:
-    """Conversations changed after `since`, and whether each was deleted (the feed of other
-    devices)."""
+) -> list[tuple[Summary, bool, datetime]]:
+    """Conversations changed after `since` (any change: `changed_at`), whether each was
+    deleted, and when it changed (the feed of other devices)."""
     query = (
         select(
             conversations.c.id,
@@ -316,12 +317,15 @@ async def changed_since(
             conversations.c.pinned,
             conversations.c.archived,
             conversations.c.deleted_at,
+            conversations.c.changed_at,
         )
-        .where(conversations.c.owner_id == owner_id, conversations.c.updated_at > since)
-        .order_by(conversations.c.updated_at)
+        .where(conversations.c.owner_id == owner_id, conversations.c.changed_at > since)
+        .order_by(conversations.c.changed_at)
         .limit(limit)
     )
-    return [(Summary(*row[:5]), row[5] is not None) for row in await connection.execute(query)]
+    return [
+        (Summary(*row[:5]), row[5] is not None, row[6]) for row in await connection.execute(query)
+    ]
 
 
 async def create(
@@ -347,6 +351,7 @@ async def create(
             revision=1,
             created_at=at,
             updated_at=at,
+            changed_at=at,
         )
         .returning(*CONVERSATION_COLUMNS)
     )
@@ -384,7 +389,8 @@ async def change(
     revision: int | None = None,
     **values: Any,
 ) -> Conversation | None:
-    """Change title, settings, pinned, archived or leaf_id; the revision goes up by one.
+    """Change title, settings, pinned, archived or leaf_id; the revision goes up by one. The
+    conversation keeps its place in the list (`updated_at`): only a turn moves it.
 
     With `revision`, only if the conversation is still at it (else `Stale`): a tab or device
     that saw an older version cannot overwrite a newer one.
@@ -395,7 +401,7 @@ async def change(
     result = await connection.execute(
         update(conversations)
         .where(condition)
-        .values(**values, revision=conversations.c.revision + 1, updated_at=now())
+        .values(**values, revision=conversations.c.revision + 1, changed_at=now())
         .returning(*CONVERSATION_COLUMNS)
     )
     row = result.first()
@@ -430,16 +436,18 @@ def touch(
 
 
 async def delete_soon(connection: AsyncConnection, owner_id: int, conversation_id: str) -> bool:
-    """Delete: gone from every list at once, purged for good after a few minutes (Undo)."""
+    """Delete: gone from every list at once, purged for good after a few minutes (Undo). Its
+    `updated_at` stays, so that Undo puts it back where it was."""
     result = await connection.execute(
         update(conversations)
         .where(_mine(owner_id), conversations.c.id == conversation_id)
-        .values(deleted_at=now(), updated_at=now(), revision=conversations.c.revision + 1)
+        .values(deleted_at=now(), changed_at=now(), revision=conversations.c.revision + 1)
     )
     return result.rowcount > 0
 
 
 async def undelete(connection: AsyncConnection, owner_id: int, conversation_id: str) -> bool:
+    """Undo a delete: back in the list where it was (its `updated_at` is as it was)."""
     result = await connection.execute(
         update(conversations)
         .where(
@@ -447,7 +455,7 @@ async def undelete(connection: AsyncConnection, owner_id: int, conversation_id: 
             conversations.c.id == conversation_id,
             conversations.c.deleted_at.is_not(None),
         )
-        .values(deleted_at=None, updated_at=now(), revision=conversations.c.revision + 1)
+        .values(deleted_at=None, changed_at=now(), revision=conversations.c.revision + 1)
     )
     return result.rowcount > 0
 

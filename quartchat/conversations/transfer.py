@@ -34,7 +34,7 @@ from functools import partial
 from typing import Any
 
 import ijson
-from sqlalchemy import bindparam, insert, null, select, update
+from sqlalchemy import bindparam, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..db import Database
@@ -71,6 +71,8 @@ class ImportedMessage:
     created_at: datetime
     status: str = "complete"
     model: str | None = None
+    usage: dict[str, int] | None = None
+    finish_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +83,13 @@ class ImportedConversation:
     settings: dict[str, Any]
     messages: list[ImportedMessage] = field(default_factory=list)
     leaf: str | None = None
+    updated_at: datetime | None = None  # the file's; None: its last message's time
+
+    def last_active(self) -> datetime:
+        """When it was last used, as the file says (never later than now): its place in the
+        sidebar, among the owner's own conversations, is where it was in the file's."""
+        at = self.updated_at or max((m.created_at for m in self.messages), default=None)
+        return min(max(at or self.created_at, self.created_at), datetime.now(UTC))
 
 
 def _time(value: Any) -> datetime | None:
@@ -104,6 +113,23 @@ def _time(value: Any) -> datetime | None:
 
 def _text(value: Any, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) else None
+
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _usage(value: Any) -> dict[str, int] | None:
+    """Token counts: only the known ones, only whole numbers a column holds."""
+    if not isinstance(value, dict):
+        return None
+    kept = {
+        name: count
+        for name in USAGE_KEYS
+        if isinstance(count := value.get(name), int)
+        and not isinstance(count, bool)
+        and 0 <= count < 2**31
+    }
+    return kept or None
 
 
 def _settings(value: Any) -> dict[str, Any]:
@@ -206,6 +232,7 @@ def _ours(entry: dict[str, Any]) -> ImportedConversation | None:
         created_at=created,
         settings=_settings(entry.get("settings")),
         leaf=_text(entry.get("leafId"), 64),
+        updated_at=_time(entry.get("updatedAt")),
     )
     raw_messages = entry.get("messages")
     if not isinstance(raw_messages, list):
@@ -229,6 +256,8 @@ def _ours(entry: dict[str, Any]) -> ImportedConversation | None:
                 created_at=_time(raw.get("createdAt")) or created,
                 status="complete" if status in (None, "done", "complete") else "interrupted",
                 model=_text(raw.get("model"), 256),
+                usage=_usage(raw.get("usage")),
+                finish_reason=_text(raw.get("finishReason"), 64),
             )
         )
         previous = message_key
@@ -245,6 +274,7 @@ def _chatgpt(entry: dict[str, Any]) -> ImportedConversation | None:
         title=_text(entry.get("title"), MAX_TITLE) or "Imported chat",
         created_at=_time(entry.get("create_time")) or datetime.now(UTC),
         settings={},
+        updated_at=_time(entry.get("update_time")),
     )
     # One pass over the mapping: each node's parent, and the messages kept. Nodes without text
     # (the root, system and tool nodes) are skipped: a message answers the nearest ancestor
@@ -362,12 +392,18 @@ _JOINED = "joined"  # an array of which only the strings count: their text, join
 
 # What is read of each format: anything else is skipped as it streams by, never built.
 _OURS_MESSAGE = {
-    name: _SCALAR for name in ("id", "parentId", "role", "content", "status", "createdAt", "model")
+    **{
+        name: _SCALAR
+        for name in ("id", "parentId", "role", "content", "status", "createdAt", "model")
+    },
+    "finishReason": _SCALAR,
+    "usage": dict.fromkeys(USAGE_KEYS, _SCALAR),
 }
 _OURS = {
     "id": _SCALAR,
     "title": _SCALAR,
     "createdAt": _SCALAR,
+    "updatedAt": _SCALAR,
     "leafId": _SCALAR,
     "settings": dict.fromkeys(SETTINGS_KEYS, _SCALAR),
     "messages": _Each(_OURS_MESSAGE, MAX_MESSAGES),
@@ -385,6 +421,7 @@ _CHATGPT = {
     "conversation_id": _SCALAR,
     "title": _SCALAR,
     "create_time": _SCALAR,
+    "update_time": _SCALAR,
     "current_node": _SCALAR,
     "mapping": _Keyed(_CHATGPT_NODE, MAX_NODES),
 }
@@ -579,7 +616,10 @@ class _Plan:
             "archived": False,
             "revision": 1,
             "created_at": conversation.created_at,
-            "updated_at": conversation.created_at,
+            # Its place in the sidebar is its own last use, not the import: an old conversation
+            # goes below current work.
+            "updated_at": conversation.last_active(),
+            "changed_at": None,  # set when written, as the change feed must see it when shown
             "deleted_at": None,  # set when written: hidden until its last rows are
         }
 
@@ -599,6 +639,8 @@ class _Plan:
                 parent_id=None if parent is None else self.ids[parent],
                 status=message.status,
                 model=message.model,
+                finish_reason=message.finish_reason,
+                usage=message.usage,
                 created_at=message.created_at,
             )
             row["id"] = self.ids[index]
@@ -652,9 +694,15 @@ class Batches:
         return pieces
 
 
+# Imported before: a conversation of the owner's whose client id is the file's id (an import,
+# or one the page made), or whose own id is (a re-import of the owner's own export). Only the
+# owner's: another user's ids say nothing here.
 _ALREADY = select(conversations_table.c.id).where(
     conversations_table.c.owner_id == bindparam("owner"),
-    conversations_table.c.client_id == bindparam("key"),
+    or_(
+        conversations_table.c.client_id == bindparam("key"),
+        conversations_table.c.id == bindparam("key"),
+    ),
 )
 _HIDDEN = insert(conversations_table)
 _THIS = (conversations_table.c.id == bindparam("key")) & (
@@ -671,7 +719,8 @@ _SHOW = (
         leaf_id=bindparam("new_leaf_id"),
         deleted_at=null(),
         revision=conversations_table.c.revision + 1,
-        updated_at=bindparam("at"),
+        # Not `updated_at`: that is the file's (its place in the list); the feed sees it now.
+        changed_at=bindparam("at"),
     )
 )
 
@@ -697,7 +746,7 @@ def _write(owner_id: int, pieces: list[_Piece], tx: Tx) -> list[tuple[str, bool]
             outcomes.append((plan.id, False))
             done.add(plan.id)
         elif piece.kind == "start":
-            tx.run(_HIDDEN, {**plan.row, "deleted_at": at})
+            tx.run(_HIDDEN, {**plan.row, "deleted_at": at, "changed_at": at})
         else:
             tx.run(
                 _SHOW,

@@ -145,7 +145,13 @@ conversations = Table(
     Column("archived", Boolean, nullable=False, default=False),
     Column("revision", Integer, nullable=False, default=1),
     Column("created_at", Timestamp, nullable=False),
+    # The conversation's last turn (or its creation): the sidebar's order. A rename, a restore
+    # or an import does not move a conversation in the list, so they leave it alone.
     Column("updated_at", Timestamp, nullable=False),
+    # Any change at all (a turn, a rename, a delete, a restore, an import shown): the change
+    # feed's position for other devices. Nullable only because SQLite adds a NOT NULL column by
+    # copying the table; every row has one (migration 0006, and `now` for new rows).
+    Column("changed_at", Timestamp, default=now),
     Column("deleted_at", Timestamp),  # deleted: kept a few minutes for "Undo", then purged
     UniqueConstraint("owner_id", "client_id"),
 )
@@ -156,6 +162,8 @@ Index(
     conversations.c.updated_at.desc(),
     conversations.c.id.desc(),
 )
+# The change feed's query: one owner's conversations changed after a time.
+Index("ix_conversations_changes", conversations.c.owner_id, conversations.c.changed_at)
 
 messages = Table(
     "messages",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -305,3 +306,119 @@ async def test_two_tabs_importing_the_browser_s_conversations_at_once_import_the
     assert sum(c["imported"] for c in counts) == 5
     assert sum(c["skipped"] for c in counts) == 5
     assert len((await body(await ann.get("/api/conversations")))["items"]) == 5
+
+
+# -- dates, re-imports and usage kept (issue 22, item 7) ---------------------------------------
+
+
+async def titles(client: Client) -> list[str]:
+    return [c["title"] for c in (await body(await client.get("/api/conversations")))["items"]]
+
+
+def millis(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+async def test_an_import_keeps_its_dates_and_sits_below_current_work(ann: Client) -> None:
+    await new_conversation(ann, title="current work")
+    old = {**local_conversation("b1"), "title": "old chat"}
+    first: dict[str, Any] = CHATGPT[0]  # type: ignore[assignment]
+    gpt = {**first, "title": "older gpt chat", "update_time": 1700000050}
+    await ann.post(
+        "/api/import", json={"format": "quartchat", "version": 1, "conversations": [old]}
+    )
+    await ann.post("/api/import", json=[gpt])
+    assert await titles(ann) == ["current work", "old chat", "older gpt chat"]
+    listed = (await body(await ann.get("/api/conversations")))["items"]
+    found = await conversation(ann, listed[1]["id"])
+    assert millis(found["created_at"]) == old["createdAt"]
+    assert millis(found["updated_at"]) == old["updatedAt"]
+    assert millis(listed[2]["updated_at"]) == 1700000050_000
+
+
+async def test_a_file_dated_in_the_future_is_not_pinned_above_current_work(ann: Client) -> None:
+    future = {**local_conversation("b1"), "title": "from the future", "updatedAt": 99999999999999}
+    await ann.post(
+        "/api/import", json={"format": "quartchat", "version": 1, "conversations": [future]}
+    )
+    await new_conversation(ann, title="current work")
+    assert await titles(ann) == ["current work", "from the future"]
+
+
+async def test_an_imported_conversation_is_in_the_change_feed_of_other_devices(
+    ann: Client,
+) -> None:
+    start = await body(await ann.get("/api/conversations/changes?since=2000-01-01T00:00:00+00:00"))
+    document = {"format": "quartchat", "version": 1, "conversations": [local_conversation("b1")]}
+    await ann.post("/api/import", json=document)
+    feed = await body(await ann.get(f"/api/conversations/changes?since={start['now']}"))
+    assert [c["title"] for c in feed["items"]] == ["from the browser"]
+
+
+async def test_importing_my_own_export_again_skips_every_conversation(
+    ann: Client, eve: Client
+) -> None:
+    for title in ("first", "second"):
+        made = await new_conversation(ann, title=title)
+        await say(ann, made["id"], f"about {title}", f"c-{title}")
+    document = await body(await ann.get("/api/export"))
+    result = await body(await ann.post("/api/import", json=document))
+    assert (result["imported"], result["skipped"]) == (0, 2)
+    assert sorted(await titles(ann)) == ["first", "second"]
+    # Another person's ids are not mine: Eve imports Ann's file once, then skips it too.
+    theirs = await body(await eve.post("/api/import", json=document))
+    again = await body(await eve.post("/api/import", json=document))
+    assert (theirs["imported"], again["imported"], again["skipped"]) == (2, 0, 2)
+
+
+async def test_importing_chatgpt_s_export_twice_imports_once(ann: Client) -> None:
+    first = await body(await ann.post("/api/import", json=CHATGPT))
+    second = await body(await ann.post("/api/import", json=CHATGPT))
+    assert (first["imported"], second["imported"], second["skipped"]) == (1, 0, 1)
+
+
+async def test_an_import_keeps_token_counts_and_finish_reasons(ann: Client) -> None:
+    usage = {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}
+    kept = local_conversation("b1")
+    kept["messages"][1] |= {"usage": usage, "finishReason": "length", "parentId": "b1-u"}
+    kept["messages"][0] |= {"parentId": None}
+    await ann.post(
+        "/api/import", json={"format": "quartchat", "version": 1, "conversations": [kept]}
+    )
+    (listed,) = (await body(await ann.get("/api/conversations")))["items"]
+    reply = next(
+        m for m in (await conversation(ann, listed["id"]))["messages"] if m["role"] == "assistant"
+    )
+    assert (reply["usage"], reply["finish_reason"]) == (usage, "length")
+    exported = await body(await ann.get("/api/export"))
+    (again,) = [m for m in exported["conversations"][0]["messages"] if m["role"] == "assistant"]
+    assert (again["usage"], again["finishReason"]) == (usage, "length")
+
+
+# -- the sidebar's order: only a turn moves a conversation (issue 22, item 8) -----------------
+
+
+async def test_renaming_keeps_a_conversation_in_its_place(ann: Client) -> None:
+    older = await new_conversation(ann, title="older")
+    await new_conversation(ann, title="newer")
+    renamed = await body(
+        await ann.patch(f"/api/conversations/{older['id']}", json={"title": "older, renamed"})
+    )
+    assert await titles(ann) == ["newer", "older, renamed"]
+    assert renamed["updated_at"] == older["updated_at"]
+    assert renamed["revision"] == older["revision"] + 1
+
+
+async def test_an_undone_delete_puts_the_conversation_back_where_it_was(ann: Client) -> None:
+    for title in ("oldest", "middle", "newest"):
+        made = await new_conversation(ann, title=title)
+        if title == "middle":
+            middle = made
+    start = await body(await ann.get("/api/conversations/changes?since=2000-01-01T00:00:00+00:00"))
+    await ann.delete(f"/api/conversations/{middle['id']}")
+    assert await titles(ann) == ["newest", "oldest"]
+    await ann.post(f"/api/conversations/{middle['id']}/restore", json={})
+    assert await titles(ann) == ["newest", "middle", "oldest"]
+    # Other devices still hear of it: it is in the change feed again.
+    feed = await body(await ann.get(f"/api/conversations/changes?since={start['now']}"))
+    assert ([c["title"] for c in feed["items"]], feed["deleted"]) == (["middle"], [])
