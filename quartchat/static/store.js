@@ -26,7 +26,9 @@
 //   updateMessage(id, messageId, fields, {revision})      content, status, model, usage, finishReason, error
 //   update(id, {title?, settings?, leafId?}, {revision})
 //   remove(id)
-//   importAll(conversations)       -> {created, full}: many new conversations at once (import)
+//   importAll(conversations)       -> {created, skipped, full}: many new conversations at once
+//                                     (import); one whose id is taken (imported before, or
+//                                     this store's own, exported) is skipped and counted
 // Writes reject with StorageFullError when out of space (the saved version stays as it was) and
 // NotFoundError when the conversation is gone.
 //
@@ -454,10 +456,15 @@ class LocalStore {
   async importAll(conversations) {
     const summaries = this.#summaryMap();
     let created = 0;
+    let skipped = 0;
     let full = false;
     for (const conversation of conversations) {
       const clean = this.#checked(conversation);
-      if (!ID.test(clean.id) || this.storage.getItem(this.conversationPrefix + clean.id) !== null) continue;
+      if (!ID.test(clean.id)) continue;
+      if (this.storage.getItem(this.conversationPrefix + clean.id) !== null) {
+        skipped += 1; // imported before (or this store's own, exported): kept as it is
+        continue;
+      }
       clean.revision += 1;
       try {
         this.#write(this.conversationPrefix + clean.id, JSON.stringify(clean));
@@ -472,7 +479,7 @@ class LocalStore {
     this.#sorted = null;
     this.#writeIndex(); // once for the lot, not once per conversation
     this.#emit({ all: true, origin: "here" });
-    return { created, full };
+    return { created, skipped, full };
   }
 
   // ---- drafts --------------------------------------------------------------------------------

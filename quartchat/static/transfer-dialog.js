@@ -65,12 +65,15 @@ export class TransferDialog {
     this.#say("Importing…");
     const { conversations, skipped, problems } = readImport(await file.text());
     let created = 0;
+    let before = 0;
     if (conversations.length) {
       const saved = await this.store.importAll(conversations);
       created = saved.created;
+      before = saved.skipped ?? 0;
       if (saved.full) problems.push("The browser's storage for this site is full: the rest could not be saved.");
     }
     const parts = [`Imported ${created === 1 ? "1 conversation" : `${created} conversations`}.`];
+    if (before) parts.push(`${before === 1 ? "1 conversation was" : `${before} conversations were`} imported before and skipped.`);
     if (skipped) parts.push(`${skipped === 1 ? "1 item" : `${skipped} items`} could not be read and ${skipped === 1 ? "was" : "were"} skipped.`);
     this.#say([...parts, ...problems].join(" "));
   }

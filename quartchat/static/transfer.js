@@ -2,11 +2,14 @@
 // file moves between the two), Markdown (export only), and ChatGPT's `conversations.json`.
 //
 // An imported file is data, never code or markup: only known fields of the right types are
-// taken (schema.js), into fresh objects and Maps (a `__proto__` key is just a name), every id is
-// made anew, sizes and counts are bounded, and what cannot be read is skipped and counted.
+// taken (schema.js), into fresh objects and Maps (a `__proto__` key is just a name), message ids
+// are made anew, sizes and counts are bounded, and what cannot be read is skipped and counted.
+// A conversation keeps the file's id (ChatGPT's as `chatgpt:<its id>`, as the server names it),
+// so the store can tell one imported before (or one of its own, exported) and skip it; its
+// dates, token counts and finish reasons are kept too.
 // Imported replies are Markdown like any other and go through the same sanitiser when shown.
 
-import { isRecord, own, readConversation } from "./schema.js";
+import { ID, isRecord, own, readConversation } from "./schema.js";
 import { newId } from "./store.js";
 import { Tree } from "./tree.js";
 
@@ -82,9 +85,19 @@ function timeOf(value) {
 
 const clip = (text, limit) => (typeof text === "string" && text.trim() ? text.slice(0, limit) : null);
 
+// The server keeps up to 64 characters of a file's id; a longer one (or one that is no id) is
+// made anew, and is then not recognised when imported again.
+const MAX_KEY = 64;
+
+/** The id an imported conversation takes: the file's, when it is one. */
+function keyOf(id) {
+  return typeof id === "string" && id.length <= MAX_KEY && ID.test(id) ? id : newId();
+}
+
 /**
- * A conversation with every id made anew (parents and leaf follow), messages over the size bound
- * left out (their children hang from the nearest message kept). Answers [conversation, skipped].
+ * A conversation with its message ids made anew (parents and leaf follow), messages over the size
+ * bound left out (their children hang from the nearest message kept). Answers [conversation,
+ * skipped].
  */
 function renewed(conversation) {
   const byId = new Map(conversation.messages.map((m) => [m.id, m]));
@@ -106,7 +119,7 @@ function renewed(conversation) {
   }));
   const leafId = nearestKept(conversation.leafId) ?? messages[messages.length - 1]?.id ?? null;
   return [
-    { ...conversation, id: newId(), title: conversation.title.slice(0, MAX_TITLE), revision: 0, leafId, messages },
+    { ...conversation, id: keyOf(conversation.id), title: conversation.title.slice(0, MAX_TITLE), revision: 0, leafId, messages },
     conversation.messages.length - kept.length,
   ];
 }
@@ -168,8 +181,9 @@ function fromChatGPT(entry) {
     .map(([key, message]) => ({ ...message, id: ids.get(key), parentId: ids.get(nearestKept(nodes.get(key))) ?? null }))
     .sort((a, b) => a.createdAt - b.createdAt)
     .slice(0, MAX_MESSAGES);
+  const key = own(entry, "conversation_id") ?? own(entry, "id");
   const read = readConversation({
-    id: newId(),
+    id: typeof key === "string" && key ? keyOf(`chatgpt:${key}`) : newId(),
     title: clip(own(entry, "title"), MAX_TITLE) ?? "Imported chat",
     createdAt,
     updatedAt: timeOf(own(entry, "update_time")) ?? createdAt,

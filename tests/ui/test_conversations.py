@@ -151,3 +151,22 @@ def test_the_first_versions_single_history_becomes_a_conversation(chat: ChatPage
     chat.conversation_link("old question").click()
     expect(chat.messages.locator(".content")).to_have_text(["old question", "old answer"])
     assert chat.page.evaluate("localStorage.getItem('quartchat.history')") is None
+
+
+def test_renaming_and_undoing_a_delete_keep_the_sidebar_s_order(chat: ChatPage) -> None:
+    for first_words in ("oldest", "middle", "newest"):
+        chat.page.get_by_role("button", name="New Chat").click()
+        ask(chat, first_words)
+    order = chat.sidebar.get_by_role("link")
+    expect(order).to_have_text(["newest", "middle", "oldest"])
+    chat.sidebar.get_by_role("button", name="Rename “oldest”").click()
+    title = chat.page.get_by_label("Conversation title")
+    title.fill("oldest, renamed")
+    title.press("Enter")
+    expect(order).to_have_text(["newest", "middle", "oldest, renamed"])
+    chat.sidebar.get_by_role("button", name="Delete “middle”").click()
+    expect(order).to_have_text(["newest", "oldest, renamed"])
+    chat.page.get_by_role("button", name="Undo").click()
+    expect(order).to_have_text(["newest", "middle", "oldest, renamed"])
+    chat.reload()
+    expect(order).to_have_text(["newest", "middle", "oldest, renamed"])

@@ -168,18 +168,17 @@ def test_everything_exports_and_imports_again_with_versions(
     expect(chat.page.get_by_role("dialog").get_by_role("status")).to_have_text(
         "Imported 2 conversations."
     )
-    import_file(chat.page, name, text.encode())  # twice: added again, nothing overwritten
+    import_file(chat.page, name, text.encode())  # twice: skipped, nothing overwritten
     expect(chat.page.get_by_role("dialog").get_by_role("status")).to_have_text(
-        "Imported 2 conversations."
+        "Imported 0 conversations. 2 conversations were imported before and skipped."
     )
     chat.page.get_by_role("button", name="Done").click()
-    expect(chat.sidebar.get_by_role("link")).to_have_count(4)
+    expect(chat.sidebar.get_by_role("link")).to_have_count(2)
     chat.conversation_link("a question").first.click()
     expect(chat.content(chat.last_reply())).to_have_text("Second try")
     chat.last_reply().get_by_role("button", name="Previous version").click()
     expect(chat.content(chat.last_reply())).to_have_text("First try")
-    ids = {c["id"] for c in chat.stored()}
-    assert len(ids) == 4 and not ids & {c["id"] for c in json.loads(text)["conversations"]}
+    assert {c["id"] for c in chat.stored()} == {c["id"] for c in json.loads(text)["conversations"]}
 
 
 def test_chatgpt_s_export_imports_with_its_branches(chat: ChatPage) -> None:
@@ -245,3 +244,62 @@ def test_files_over_50_mb_and_files_that_are_not_json_are_refused(chat: ChatPage
     import_file(chat.page, "other.json", b'{"format": "quartchat", "version": 9}')
     expect(status).to_contain_text("version 1 is read")
     assert chat.stored() == []
+
+
+def old_conversation(cid: str, title: str, at: int) -> dict[str, Any]:
+    """A conversation of our format last used at `at` (milliseconds), with a reply's usage."""
+    return {
+        "id": cid,
+        "title": title,
+        "createdAt": at - 60_000,
+        "updatedAt": at,
+        "settings": {},
+        "leafId": f"{cid}-a",
+        "messages": [
+            {"id": f"{cid}-u", "parentId": None, "role": "user", "content": "hi", "createdAt": at},
+            {
+                "id": f"{cid}-a",
+                "parentId": f"{cid}-u",
+                "role": "assistant",
+                "content": "hello",
+                "status": "done",
+                "createdAt": at,
+                "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+                "finishReason": "stop",
+            },
+        ],
+    }
+
+
+def test_an_import_keeps_its_dates_below_current_work_and_is_skipped_the_second_time(
+    chat: ChatPage,
+) -> None:
+    chat.send("current work")
+    chat.wait_until_idle()
+    document = {
+        "format": "quartchat",
+        "version": 1,
+        "conversations": [
+            old_conversation("older", "older chat", 1_600_000_000_000),
+            old_conversation("old", "old chat", 1_700_000_000_000),
+        ],
+    }
+    open_transfer(chat.page)
+    import_file(chat.page, "old.json", json.dumps(document).encode())
+    status = chat.page.get_by_role("dialog").get_by_role("status")
+    expect(status).to_have_text("Imported 2 conversations.")
+    import_file(chat.page, "conversations.json", json.dumps(chatgpt_export()).encode())
+    import_file(chat.page, "conversations.json", json.dumps(chatgpt_export()).encode())
+    expect(status).to_have_text(
+        "Imported 0 conversations. 1 conversation was imported before and skipped."
+        " 3 items could not be read and were skipped."
+    )
+    chat.page.get_by_role("button", name="Done").click()
+    # Arithmetic was last used on 14 November 2023: between the two.
+    expect(chat.sidebar.get_by_role("link")).to_have_text(
+        ["current work", "Arithmetic", "old chat", "older chat"]
+    )
+    (old,) = [c for c in chat.stored() if c["title"] == "old chat"]
+    assert old["updatedAt"] == 1_700_000_000_000
+    (reply,) = [m for m in old["messages"] if m["role"] == "assistant"]
+    assert (reply["usage"]["total_tokens"], reply["finishReason"]) == (12, "stop")

@@ -15,6 +15,7 @@ from playwright.sync_api import BrowserContext, Page, Response, expect
 from ...fake_upstream import FakeUpstream, Reply, completion_chunks
 from ..browser import ChatPage, conversation, needs_chromium
 from ..conftest import watch
+from ..test_transfer import download, import_file, old_conversation, open_transfer
 from .people import AdminAPI, Person, log_in, open_page
 
 pytestmark = needs_chromium
@@ -313,3 +314,61 @@ def test_an_edited_question_is_a_new_version_on_the_server(page: Page, person: P
         "changed question",
         "first question",
     ]
+
+
+def test_an_import_keeps_its_dates_and_my_own_export_imports_again_as_nothing(
+    page: Page, person: Person
+) -> None:
+    chat = ChatPage(open_page(page, "/"))
+    chat.send("current work")
+    chat.wait_until_idle()
+    document = {
+        "format": "quartchat",
+        "version": 1,
+        "conversations": [old_conversation("old", "old chat", 1_700_000_000_000)],
+    }
+    open_transfer(page)
+    import_file(page, "old.json", json.dumps(document).encode())
+    status = page.get_by_role("dialog").get_by_role("status")
+    expect(status).to_have_text("Imported 1 conversation.")
+    import_file(page, "old.json", json.dumps(document).encode())
+    expect(status).to_have_text(
+        "Imported 0 conversations. 1 conversation was imported before and skipped."
+    )
+    name, text = download(page, "JSON of all conversations")
+    import_file(page, name, text.encode())
+    expect(status).to_have_text(
+        "Imported 0 conversations. 2 conversations were imported before and skipped."
+    )
+    page.get_by_role("button", name="Done").click()
+    expect(chat.sidebar.get_by_role("link")).to_have_text(["current work", "old chat"])
+    assert titles_on_server(page.context) == ["current work", "old chat"]
+    (old,) = [c for c in json.loads(text)["conversations"] if c["title"] == "old chat"]
+    assert old["updatedAt"] == 1_700_000_000_000
+    (reply,) = [m for m in old["messages"] if m["role"] == "assistant"]
+    assert (reply["usage"]["total_tokens"], reply["finishReason"]) == (12, "stop")
+
+
+def test_renaming_and_undoing_a_delete_keep_the_sidebar_s_order(page: Page, person: Person) -> None:
+    chat = ChatPage(open_page(page, "/"))
+    for first_words in ("oldest", "middle", "newest"):
+        page.get_by_role("button", name="New Chat").click()
+        chat.send(first_words)
+        chat.wait_until_idle()
+    order = chat.sidebar.get_by_role("link")
+    expect(order).to_have_text(["newest", "middle", "oldest"])
+    chat.sidebar.get_by_role("button", name="Rename “oldest”").click()
+    title = chat.sidebar.get_by_label("Conversation title")
+    title.fill("oldest, renamed")
+    title.press("Enter")
+    # Once the server has the new title (and the page its answer), the order is still the same.
+    until(lambda: "oldest, renamed" in titles_on_server(page.context), page)
+    expect(order).to_have_text(["newest", "middle", "oldest, renamed"])
+    chat.sidebar.get_by_role("button", name="Delete “middle”").click()
+    until(lambda: len(titles_on_server(page.context)) == 2, page)
+    page.get_by_role("button", name="Undo").click()
+    until(lambda: len(titles_on_server(page.context)) == 3, page)
+    expect(order).to_have_text(["newest", "middle", "oldest, renamed"])
+    chat.reload()
+    expect(order).to_have_text(["newest", "middle", "oldest, renamed"])
+    assert titles_on_server(page.context) == ["newest", "middle", "oldest, renamed"]
