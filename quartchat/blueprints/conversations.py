@@ -688,8 +688,9 @@ IMPORT_QUOTA_WINDOW = timedelta(days=1)
 async def import_conversations() -> Response:
     """Import our JSON export, or ChatGPT's `conversations.json` (up to IMPORT_MAX_BYTES, 50 MB).
 
-    Conversations that were imported before (by their id) are skipped: importing twice, or
-    from two tabs at once, imports once. A user may import IMPORT_BYTES_PER_DAY a day (429
+    Conversations that were imported before (by their id), or are mine already (a re-import of
+    my own export), are skipped: importing twice, or from two tabs at once, imports once. Their
+    dates are kept, so they take their place in the list by them. A user may import IMPORT_BYTES_PER_DAY a day (429
     `IMPORT_QUOTA_EXCEEDED` past it, with `Retry-After`).
     """
     raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
