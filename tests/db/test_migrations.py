@@ -119,6 +119,48 @@ async def test_messages_written_before_the_search_migration_are_found_after_it(
         await db.close()
 
 
+async def test_conversations_made_before_0006_are_in_the_change_feed_from_their_last_turn(
+    database: URL,
+) -> None:
+    """Down to 0005 (no `changed_at`), a conversation made there, and up again: 0006 gives it
+    `changed_at = updated_at`, so the change feed neither loses nor resends it."""
+    await alembic(database, command.downgrade, "0005")
+    db = Database.open(database)
+    try:
+        async with db.write() as connection:
+            owner_id = (await users.create(connection, "old@example.com", None)).id
+            at = tables.now() - timedelta(days=3)
+            await connection.execute(
+                insert(
+                    table(
+                        "conversations",
+                        *(column(name) for name in ("id", "owner_id", "title", "settings")),
+                        *(column(name) for name in ("pinned", "archived", "revision")),
+                        column("created_at", tables.Timestamp),
+                        column("updated_at", tables.Timestamp),
+                    )
+                ).values(
+                    id="c1",
+                    owner_id=owner_id,
+                    title="Old",
+                    settings="{}",
+                    pinned=False,
+                    archived=False,
+                    revision=1,
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+        assert await migrate(database) == "0005"
+        async with db.read() as connection:
+            feed = await store.changed_since(connection, owner_id, at - timedelta(seconds=1))
+            quiet = await store.changed_since(connection, owner_id, at)
+        assert [(summary.id, changed) for summary, _, changed in feed] == [("c1", at)]
+        assert quiet == []
+    finally:
+        await db.close()
+
+
 async def test_tokens_made_before_the_expiry_migration_expire_90_days_after_it(
     database: URL,
 ) -> None:
