@@ -236,16 +236,16 @@ async def test_a_long_reply_is_checkpointed_while_it_streams_not_written_per_chu
         step.release(30)  # the role chunk went first; these are w0 .. w29
         received = b""
         while b"w29" not in received:
-            received += await asyncio.wait_for(connection.receive(), 5)
+            received += await asyncio.wait_for(connection.receive(), 30)
         assert writes == []  # 30 chunks relayed, none written on its own
         ticks.put_nowait(None)
-        assert await asyncio.to_thread(written.wait, 10)
+        assert await asyncio.to_thread(written.wait, 30)
         assert writes[0] == "".join(f"w{i} " for i in range(30))
         reply = path_of(await conversation(ann, made["id"]))[-1]
         assert (reply["content"], reply["status"]) == (writes[0], "streaming")
         step.release(100)  # the rest, to the end
         while b"[DONE]" not in received and b"event: done" not in received:
-            received += await asyncio.wait_for(connection.receive(), 5)
+            received += await asyncio.wait_for(connection.receive(), 30)
     assert len(writes) == 1  # 30 more chunks, no tick: no more checkpoints
 
 
