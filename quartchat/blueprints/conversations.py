@@ -425,16 +425,25 @@ async def stream_turn(turn: turns.Turn, slot: Slot) -> Response:
             )
         except APIError as error:
             await writer.failed(error)
+            # The turn is saved, its reply as failed: the error names both messages, so the
+            # page shows the error in the reply instead of offering to send the question again.
+            error.headers.update(turn_headers(turn))
             raise
         g.access.streaming = True
     response = Response(body, content_type=CHAT_EVENTS.content_type)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    if turn.user is not None:
-        response.headers["Quartchat-Message-Id"] = turn.user.id
-    response.headers["Quartchat-Reply-Id"] = turn.reply.id
+    response.headers.update(turn_headers(turn))
     response.timeout = None
     return response
+
+
+def turn_headers(turn: turns.Turn) -> dict[str, str]:
+    """The headers that name the messages a turn made (no question on a regenerate)."""
+    headers = {"Quartchat-Reply-Id": turn.reply.id}
+    if turn.user is not None:
+        headers["Quartchat-Message-Id"] = turn.user.id
+    return headers
 
 
 async def replayed(reply: store.Message) -> Any:

@@ -170,6 +170,27 @@ async def test_an_upstream_refusal_is_an_http_error_and_the_reply_records_it(
     assert reply["error"]["code"] == "UPSTREAM_ERROR"
 
 
+async def test_an_upstream_refusal_names_the_saved_question_and_reply_in_its_headers(
+    ann: Client, fake: FakeUpstream
+) -> None:
+    made = await new_conversation(ann)
+    fake.reply_with(
+        Reply(
+            status=429,
+            chunks=[b'{"error": {"message": "slow down"}}'],
+            headers={"Content-Type": "application/json", "Retry-After": "3"},
+        )
+    )
+    response = await ann.post(
+        f"/api/conversations/{made['id']}/messages", json={"content": "hello", "client_id": "c-1"}
+    )
+    assert_error(response.status_code, await response.get_data(), 429, "UPSTREAM_RATE_LIMITED")
+    question, reply = path_of(await conversation(ann, made["id"]))[-2:]
+    assert response.headers["Quartchat-Message-Id"] == question["id"]
+    assert response.headers["Quartchat-Reply-Id"] == reply["id"]
+    assert response.headers["Retry-After"] == "3"
+
+
 async def test_an_error_mid_stream_keeps_the_text_and_records_the_error(
     ann: Client, fake: FakeUpstream
 ) -> None:
