@@ -1,19 +1,24 @@
 // The server's API as the page uses it: the model list, and a chat reply streamed as
 // server-sent events read from a fetch body (EventSource cannot POST, nor be aborted per request).
 
+const seconds = (n) => (n === 1 ? "1 second" : n < 120 ? `${n} seconds` : `${Math.round(n / 60)} minutes`);
+
 /**
  * Why a request failed. `kind`: "http" (error status), "stream" (an `error` event), "network".
- * `retryAfter`: the seconds the server asked to wait (a 429's `Retry-After`), else null.
+ * `retryAfter`: the seconds the server asked to wait (a 429's `Retry-After`), else null; with
+ * it, `retryAt` (ms since the epoch) is when retrying makes sense again, and the message says
+ * how long to wait (the same words in both stores, and after a reload).
  */
 export class ChatError extends Error {
   constructor(message, { kind, code = null, status = null, requestId = null, retryAfter = null }) {
-    super(message);
+    super(retryAfter ? `${message.replace(/([^.!?])$/, "$1.")} Wait ${seconds(retryAfter)} before retrying.` : message);
     this.name = "ChatError";
     this.kind = kind;
     this.code = code;
     this.status = status;
     this.requestId = requestId;
     this.retryAfter = retryAfter;
+    this.retryAt = retryAfter ? Date.now() + retryAfter * 1000 : null;
   }
 }
 
@@ -100,8 +105,9 @@ export function streamChat(body, { signal, onDelta }) {
 
 /**
  * The same for any route that answers with our reply events (a conversation's turn on the
- * server). `onResponse(response)` is called once the server accepted the request (a 2xx status),
- * before the first event: its headers name what the turn made.
+ * server). `onResponse(response)` is called once the server accepted the request (a 2xx status,
+ * or an error status that names the turn's reply), before the first event (or the rejection):
+ * its headers name what the turn made.
  */
 export async function streamReply(url, body, { signal, onDelta, onResponse = null }) {
   let response;
@@ -116,7 +122,14 @@ export async function streamReply(url, body, { signal, onDelta, onResponse = nul
     if (signal?.aborted) throw error;
     throw new ChatError("Could not reach the server. Check the connection and retry.", { kind: "network" });
   }
-  if (!response.ok) throw await errorFromResponse(response);
+  if (!response.ok) {
+    const error = await errorFromResponse(response);
+    // A turn on the server that failed once begun (the upstream refused it) answers an error
+    // that names its messages: the question and the failed reply are saved, so the caller
+    // shows them, with the error in the reply, rather than offering to send the question again.
+    if (response.headers.has("Quartchat-Reply-Id")) onResponse?.(response);
+    throw error;
+  }
   onResponse?.(response);
 
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

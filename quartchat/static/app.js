@@ -426,11 +426,9 @@ function replyFailed(reply, error) {
   } else {
     reply.status = "error";
     const lost = error instanceof ChatError && error.kind === "network" && reply.content;
-    let message = lost ? `${error.message} The text above is what arrived.` : error.message || "The reply failed.";
-    const wait = error.retryAfter; // seconds, from a 429's Retry-After: Retry stays off that long
-    if (wait) message = `${message.replace(/([^.!?])$/, "$1.")} Wait ${seconds(wait)} before retrying.`;
+    const message = lost ? `${error.message} The text above is what arrived.` : error.message || "The reply failed.";
     reply.error = { message, code: error.code ?? null, requestId: error.requestId ?? null };
-    if (wait) reply.error.retryAt = Date.now() + wait * 1000;
+    if (error.retryAt) reply.error.retryAt = error.retryAt; // a 429's Retry-After: Retry stays off till then
   }
 }
 
@@ -542,8 +540,6 @@ function adopt(conversation, message) {
   }
   return existing;
 }
-
-const seconds = (n) => (n === 1 ? "1 second" : n < 120 ? `${n} seconds` : `${Math.round(n / 60)} minutes`);
 
 function announceReply(reply) {
   if (reply.status === "stopped") announce("Reply stopped.");

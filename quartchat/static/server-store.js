@@ -56,8 +56,11 @@ function settingsTo(settings = {}) {
   };
 }
 
-/** A conversation of the API as the page's data model (checked like anything read). */
-function conversationFrom(raw) {
+/**
+ * A conversation of the API as the page's data model (checked like anything read). `waits`:
+ * replies refused by a rate limit, as this browser heard it (see ServerStore's #waits).
+ */
+function conversationFrom(raw, waits = {}) {
   const read = readConversation({
     id: raw.id,
     title: raw.title,
@@ -76,7 +79,7 @@ function conversationFrom(raw) {
       model: m.model,
       usage: m.usage,
       finishReason: m.finish_reason,
-      error: m.error ? { message: m.error.message, code: m.error.code } : null,
+      error: m.error ? { message: m.error.message, code: m.error.code, ...waits[m.id] } : null,
     })),
   });
   return read?.conversation ?? null;
@@ -101,6 +104,37 @@ export class ServerStore {
   constructor(local) {
     this.#local = local;
     window.addEventListener("online", () => this.#retryNow());
+  }
+
+  // ---- rate limits: how long to wait before retrying, kept in this browser --------------------
+
+  // The server keeps a refused reply's code and message; the wait its 429 asked for is known only
+  // to the page that got the answer. It is kept here (this browser's storage, by reply id, until
+  // the wait is over), so Retry stays off for as long as asked, across a reload and in other tabs.
+
+  get #waitsKey() {
+    return `${this.#local.prefix}waits`;
+  }
+
+  /** {replyId: {message, requestId, retryAt}} of the waits not over yet. */
+  #waits() {
+    let waits = {};
+    try {
+      waits = JSON.parse(this.#local.storage.getItem(this.#waitsKey) || "{}") ?? {};
+    } catch {
+      // Unreadable: as if nothing waits.
+    }
+    const now = Date.now();
+    return Object.fromEntries(Object.entries(waits).filter(([, wait]) => wait?.retryAt > now));
+  }
+
+  #keepWait(replyId, error) {
+    const waits = { ...this.#waits(), [replyId]: { message: error.message, requestId: error.requestId, retryAt: error.retryAt } };
+    try {
+      this.#local.storage.setItem(this.#waitsKey, JSON.stringify(waits));
+    } catch {
+      // Full: the wait is shown until a reload.
+    }
   }
 
   // ---- talking to the server -------------------------------------------------------------------
@@ -239,7 +273,7 @@ export class ServerStore {
       throw error;
     }
     for (const m of raw.messages) this.#statuses.set(m.id, { conversationId: raw.id, status: m.status, content: m.content });
-    return conversationFrom(raw);
+    return conversationFrom(raw, this.#waits());
   }
 
   problems() {
@@ -324,6 +358,7 @@ export class ServerStore {
     }
     const waiting = this.#waitingMark();
     let accepted = false;
+    let replyId = null;
     try {
       for (;;) {
         try {
@@ -333,10 +368,12 @@ export class ServerStore {
             onResponse: (response) => {
               accepted = true;
               waiting.off();
-              onAccepted({ messageId: response.headers.get("Quartchat-Message-Id"), replyId: response.headers.get("Quartchat-Reply-Id") });
+              replyId = response.headers.get("Quartchat-Reply-Id");
+              onAccepted({ messageId: response.headers.get("Quartchat-Message-Id"), replyId });
             },
           });
         } catch (error) {
+          if (accepted && error.retryAt) this.#keepWait(replyId, error);
           // Once accepted, a failure is the reply's (the server keeps what it had). Before, a
           // turn that did not reach the service (no connection, or a gateway's error page rather
           // than the service's own error) is tried again.

@@ -3,6 +3,9 @@ reply cut off by a reload."""
 
 from __future__ import annotations
 
+import re
+import threading
+
 from playwright.sync_api import Route, expect
 
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
@@ -38,6 +41,68 @@ def test_a_rate_limited_reply_says_how_long_to_wait_and_retry_waits_that_long(
     expect(retry).to_be_disabled()
     expect(retry).to_be_enabled(timeout=5_000)
     expect(retry).to_have_text("Retry")
+    retry.click()
+    expect(chat.content(chat.last_reply())).to_have_text("Echo: too fast")
+
+
+def test_an_upstream_error_is_shown_once_in_the_reply_and_retry_sends_once(
+    chat: ChatPage, fake: FakeUpstream
+) -> None:
+    held = threading.Semaphore(0)
+    fake.reply_with(
+        Reply(
+            status=500,
+            chunks=[b'{"error": {"message": "the model', b' is overloaded"}}'],
+            headers={"Content-Type": "application/json"},
+            step=held,  # the error's body ends when the test says so
+        )
+    )
+    chat.send("the failing question")
+    chat.input.fill("my own next thought")  # typed while the question is on its way
+    held.release()
+    error = chat.last_reply().locator(".error-box")
+    expect(error).to_contain_text("the model is overloaded")
+    # Once on the page (the announcer's words are for screen readers): no banner besides.
+    shown = chat.page.locator("#banners, #messages").get_by_text("the model is overloaded")
+    expect(shown).to_have_count(1)
+    expect(chat.user_messages).to_have_count(1)
+    expect(chat.input).to_have_value("my own next thought")
+    asked = len(fake.chat_requests())
+    error.get_by_role("button", name="Retry").click()
+    expect(chat.content(chat.last_reply())).to_have_text("Echo: the failing question")
+    chat.wait_until_idle()
+    assert len(fake.chat_requests()) == asked + 1
+    expect(chat.user_messages).to_have_count(1)
+    expect(chat.input).to_have_value("my own next thought")
+
+
+def test_a_rate_limit_s_wait_is_counted_on_the_page_s_clock_and_kept_across_a_reload(
+    chat: ChatPage, fake: FakeUpstream
+) -> None:
+    chat.page.clock.install()
+    fake.reply_with(
+        Reply(
+            status=429,
+            chunks=[b'{"error": {"message": "slow down"}}'],
+            headers={"Content-Type": "application/json", "Retry-After": "30"},
+        )
+    )
+    chat.send("too fast")
+    error = chat.last_reply().locator(".error-box")
+    expect(error).to_contain_text("slow down. Wait 30 seconds before retrying.")
+    retry = error.get_by_role("button", name="Retry")
+    expect(retry).to_be_disabled()
+    chat.page.clock.pause_at(chat.page.evaluate("Date.now()") / 1000 + 0.5)
+    chat.page.clock.run_for(10_000)
+    expect(retry).to_have_text("Retry in 20 s")
+    chat.reload()
+    retry = chat.last_reply().get_by_role("button", name="Retry")
+    expect(retry).to_be_disabled()
+    expect(retry).to_have_text(re.compile(r"Retry in (1\d|20) s"))  # what was left of it
+    chat.page.clock.run_for(20_000)
+    expect(retry).to_be_enabled()
+    expect(retry).to_have_text("Retry")
+    chat.page.clock.resume()
     retry.click()
     expect(chat.content(chat.last_reply())).to_have_text("Echo: too fast")
 
