@@ -52,6 +52,7 @@ const sidebar = new Sidebar($("conversations"), {
 const settings = new SettingsPanel($("settings"), {
   onChange: () => {
     showModelName();
+    showSystemPrompt();
     if (current.messages.length) saveSettingsSoon(current);
   },
   onProblems: (problems) => {
@@ -150,6 +151,7 @@ async function merged(conversation, report) {
   if (report.settings) {
     settings.bind(conversation.settings);
     showModelName();
+    showSystemPrompt();
   }
   const onScreen = new Set(shown);
   if (report.structure) showPath();
@@ -161,13 +163,13 @@ async function merged(conversation, report) {
  * Draw the open conversation's path. Only what changed: the messages from the first one that
  * differs are replaced (a new reply, another version); `whole` draws everything (a switch).
  */
-function showPath({ whole = false } = {}) {
+function showPath({ whole = false, through = null } = {}) {
   tree = new Tree(current.messages);
   const path = tree.path(current.leafId);
   let same = 0;
   if (!whole) while (same < shown.length && same < path.length && shown[same] === path[same].id) same++;
   if (whole || (same === 0 && shown.length) || path.length - same > 30) {
-    view.show(path.map(display));
+    view.show(path.map(display), { through });
     versionCounts = new Map(path.map((m) => [m.id, tree.siblings(m).length]));
   } else {
     if (same < shown.length) view.removeFrom(shown[same]);
@@ -186,14 +188,70 @@ function show(conversation) {
   saveDraft();
   saveSettings();
   current = conversation;
-  showPath({ whole: true });
-  follower.reset();
+  const match = landingIn(conversation);
+  showPath({ whole: true, through: match });
+  follower.reset(); // a conversation opens at its newest message ...
+  if (match) land(match); // ... or, from a search result, at the message found
   settings.bind(conversation.settings);
   showModelName();
+  showSystemPrompt();
   showTitle();
   sidebar.setCurrent(conversation.messages.length ? conversation.id : null);
   updateComposer();
   loadDraft(conversation);
+}
+
+let landing = null; // {id, messageId}: the search result chosen, until its conversation opens
+
+/**
+ * The message a chosen search result points at, if it is in `conversation`; the version shown
+ * becomes the one that holds it.
+ */
+function landingIn(conversation) {
+  if (landing?.id !== conversation.id) return null;
+  const { messageId } = landing;
+  landing = null;
+  const messages = new Tree(conversation.messages);
+  if (!messages.byId.has(messageId)) return null;
+  if (!messages.path(conversation.leafId).some((m) => m.id === messageId)) {
+    conversation.leafId = messages.leafUnder(messageId);
+    if (conversation.revision > 0) saver.update(conversation, ["leafId"]);
+  }
+  return messageId;
+}
+
+function land(messageId) {
+  if (!view.reveal(messageId)) return;
+  follower.hold();
+  announce("Showing the message the search found.");
+}
+
+// A search result names the message it found: the conversation opens there (the link's own
+// navigation opens the conversation; when it is open already, there is none).
+$("conversations").addEventListener("click", (event) => {
+  const link = event.target.closest?.(".conversation-link[data-message-id]");
+  if (!link) return;
+  landing = { id: link.closest("[data-id]").dataset.id, messageId: link.dataset.messageId };
+  if (landing.id !== current.id) return;
+  const match = landingIn(current);
+  if (!match) return;
+  showPath({ whole: true, through: match });
+  land(match);
+});
+
+const systemPrompt = h(
+  "details",
+  { className: "system-prompt", hidden: true },
+  h("summary", {}, "A system prompt is set"),
+  h("p", { className: "system-prompt-text", dir: "auto" }),
+);
+$("scroller").prepend(systemPrompt);
+
+/** A system prompt in force is said at the top of the conversation; its text on demand. */
+function showSystemPrompt() {
+  const text = current.settings.system?.trim() ?? "";
+  systemPrompt.hidden = !text;
+  systemPrompt.querySelector(".system-prompt-text").textContent = text;
 }
 
 function showTitle() {
@@ -205,20 +263,28 @@ function showModelName() {
   $("model-name").textContent = settings.modelName(current.settings);
 }
 
+const addressed = () => decodeURIComponent(location.hash.slice(1));
+let opening = null; // the id being read to be opened
+
 async function openFromAddress() {
-  const id = decodeURIComponent(location.hash.slice(1));
+  const id = addressed();
   closeSidebar();
   if (!id) {
     if (current.messages.length) show(newConversation());
     return;
   }
-  if (id === current.id) return;
+  // A link to a conversation fires both popstate and hashchange: it is opened (read, drawn) once.
+  if (id === current.id || id === opening) return;
   let conversation;
+  opening = id;
   try {
     conversation = await load(id);
   } catch (error) {
     return showBanner("error", `Could not open the conversation: ${error.message}`); // offline: not "not found"
+  } finally {
+    if (opening === id) opening = null;
   }
+  if (addressed() !== id) return; // another was chosen while this one was read
   if (conversation) show(conversation);
   else {
     history.replaceState(null, "", location.pathname);

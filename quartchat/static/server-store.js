@@ -259,7 +259,10 @@ export class ServerStore {
     const { items } = await this.#request("GET", `/api/search?${new URLSearchParams({ q: text })}`);
     const seen = new Map();
     for (const hit of items) {
-      if (!seen.has(hit.conversation_id)) seen.set(hit.conversation_id, { id: hit.conversation_id, title: hit.title, updatedAt: time(hit.updated_at) });
+      // The first hit of a conversation is its newest message that has the words (or its title).
+      if (!seen.has(hit.conversation_id)) {
+        seen.set(hit.conversation_id, { id: hit.conversation_id, title: hit.title, updatedAt: time(hit.updated_at), messageId: hit.message_id ?? undefined });
+      }
     }
     return { items: [...seen.values()].slice(0, limit), next: null };
   }

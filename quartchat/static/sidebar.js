@@ -179,7 +179,12 @@ export class Sidebar {
     const current = summary.id === this.currentId;
     li.classList.toggle("current", current);
     li.replaceChildren(
-      h("a", { href: `#${summary.id}`, className: "conversation-link", "aria-current": current ? "page" : null, title: summary.title }, summary.title),
+      // A search result names the message it found (`messageId`): the page opens it there.
+      h(
+        "a",
+        { href: `#${summary.id}`, className: "conversation-link", "aria-current": current ? "page" : null, title: summary.title, dataset: summary.messageId ? { messageId: summary.messageId } : null },
+        summary.title,
+      ),
       iconButton("edit", `Rename “${summary.title}”`, { dataset: { action: "rename" } }),
       iconButton("trash", `Delete “${summary.title}”`, { dataset: { action: "delete" } }),
     );

@@ -10,7 +10,8 @@
 //                                        `limit` (default 50) at a time; `next` is an opaque
 //                                        cursor to pass back as `after`, null after the last page
 //   search(text, {after, limit})      -> {items, next}: conversations whose title or any message
-//                                        (any version) contains `text`, any case; paged the same
+//                                        (any version) contains `text`, any case; paged the same;
+//                                        an item found by a message names it (`messageId`)
 //   get(id)                           -> the whole conversation (every message of its tree), or null
 //
 // Writing. A conversation has a revision, raised by every saved change. Each write names the
@@ -248,7 +249,8 @@ class LocalStore {
       }
       if (rawTest && !(this.storage.getItem(this.conversationPrefix + summary.id) ?? "").toLowerCase().includes(needle)) continue;
       const read = this.#read(summary.id);
-      if (read?.conversation.messages.some((m) => m.content.toLowerCase().includes(needle))) items.push({ ...summary });
+      const found = read?.conversation.messages.findLast((m) => m.content.toLowerCase().includes(needle));
+      if (found) items.push({ ...summary, messageId: found.id }); // the newest message that has it
     }
     return { items, next: i < sorted.length && items.length ? cursorOf(items[items.length - 1]) : null };
   }

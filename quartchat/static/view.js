@@ -75,16 +75,21 @@ export class MessageList {
     container.addEventListener("keydown", (event) => this.#editKeys(event));
   }
 
-  /** Draw a whole conversation (on switching to it): the newest messages now, older ones in batches. */
-  show(messages) {
+  /**
+   * Draw a whole conversation (on switching to it): the newest messages now, older ones in
+   * batches. `through`: a message to show at once too (a search result's), with all after it.
+   */
+  show(messages, { through = null } = {}) {
     this.generation += 1;
     cancelAnimationFrame(this.frame);
     this.frame = 0;
     this.dirty.clear();
     for (const article of this.articles.values()) article.stream?.cancel();
     this.articles.clear();
-    this.el.replaceChildren(...messages.slice(-FIRST_BATCH).map((m) => this.#create(m)));
-    const older = messages.slice(0, Math.max(0, messages.length - FIRST_BATCH));
+    let first = Math.max(0, messages.length - FIRST_BATCH);
+    if (through) first = Math.min(first, Math.max(0, messages.findIndex((m) => m.id === through)));
+    this.el.replaceChildren(...messages.slice(first).map((m) => this.#create(m)));
+    const older = messages.slice(0, first);
     const generation = this.generation;
     const prependBatch = () => {
       if (generation !== this.generation || !older.length) return;
@@ -100,6 +105,16 @@ export class MessageList {
       if (older.length) requestAnimationFrame(prependBatch);
     };
     if (older.length) requestAnimationFrame(prependBatch);
+  }
+
+  /** Scroll a message into the middle of the view and mark it (the message a search found). */
+  reveal(messageId) {
+    for (const old of this.el.querySelectorAll(".msg.match")) old.classList.remove("match");
+    const article = this.articles.get(messageId);
+    if (!article) return false;
+    article.classList.add("match");
+    article.scrollIntoView({ block: "center" });
+    return true;
   }
 
   append(message) {
