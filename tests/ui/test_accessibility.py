@@ -220,3 +220,26 @@ def test_versions_of_a_reply_on_a_phone(chat: ChatPage) -> None:
     assert small_targets(chat.page) == []
     screenshot(chat.page, "versions-phone")
     assert axe_violations(chat.page) == []
+
+
+TOUCH_PHONE: dict[str, Any] = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 3,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
+@pytest.mark.parametrize("context_options", [TOUCH_PHONE], ids=["phone"])
+def test_every_message_s_actions_show_on_a_touch_phone_not_only_the_last(chat: ChatPage) -> None:
+    chat.seed(
+        conversation("Two turns", [("first q", "first a"), ("second q", "second a")], cid="two")
+    )
+    chat.open("/#two")
+    expect(chat.messages).to_have_count(4)
+    buttons = chat.messages.locator(".actions > button")
+    expect(buttons).to_have_count(8)  # Copy and Edit or Regenerate under each message
+    for button in buttons.all():
+        expect(button).to_have_css("opacity", "1")  # a finger has no hover to reveal them
+    chat.user_messages.first.get_by_role("button", name="Edit message").tap()
+    expect(chat.page.get_by_label("Edit message", exact=True)).to_have_value("first q")
