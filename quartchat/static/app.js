@@ -21,6 +21,7 @@ const DRAFT_EVERY_MS = 300;
 const SETTINGS_EVERY_MS = 500;
 const CUT_OFF = "This reply was cut off when the page was closed.";
 const ELSEWHERE = "A reply is still being written in another tab. Wait for it to finish.";
+const BUSY = "A reply is still being written. Press Stop (Esc) or wait for it, then send.";
 
 const input = $("input");
 const composer = $("composer");
@@ -768,6 +769,16 @@ function closeSidebar() {
   $("open-sidebar").setAttribute("aria-expanded", "false");
 }
 
+/**
+ * Typing right after the page opens goes into the message box; not on touch screens, where the
+ * focus would pop up the keyboard over the chat, nor when the focus has already gone elsewhere.
+ */
+function focusOnLoad() {
+  if (matchMedia("(pointer: coarse)").matches) return;
+  if (document.activeElement && document.activeElement !== document.body) return;
+  input.focus({ preventScroll: true });
+}
+
 function autosize() {
   input.style.height = "auto";
   input.style.height = `${input.scrollHeight}px`;
@@ -778,7 +789,8 @@ function autosize() {
 composer.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = input.value.trim();
-  if (!text || streams.has(current.id)) return;
+  if (!text) return;
+  if (streams.has(current.id)) return toast(BUSY); // never silently: the text stays in the box
   if (writtenElsewhere(current)) return toast(ELSEWHERE); // the text stays in the box
   if (store.remote) return askServer(current, { kind: "send", content: text }); // clears the box once the server has it
   input.value = "";
@@ -899,7 +911,7 @@ if (!store.persistent) {
 }
 setTheme(document.documentElement.dataset.theme ?? "system");
 show(current);
-await Promise.all([sidebar.reset(), openFromAddress()]);
+await Promise.all([sidebar.reset(), openFromAddress().then(focusOnLoad)]);
 fetchModels()
   .then((models) => {
     settings.setModels(models);

@@ -24,6 +24,20 @@ needs_chromium = [
     ),
 ]
 
+# A phone as the issue tried it: 390 x 844 CSS pixels, touch, no hover.
+TOUCH_PHONE: dict[str, Any] = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 3,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
+def press_outside_fields(page: Page, key: str) -> None:
+    """Press `key` with the focus on no field (the message box has it once the page loads)."""
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press(key)
+
 
 class ChatPage:
     """The chat page, spoken to the way a person uses it: by labels, roles and visible text."""

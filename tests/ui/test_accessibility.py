@@ -11,7 +11,15 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from ..fake_upstream import FakeUpstream, Reply
-from .browser import ChatPage, axe_violations, conversation, needs_chromium, screenshot
+from .browser import (
+    TOUCH_PHONE,
+    ChatPage,
+    axe_violations,
+    conversation,
+    needs_chromium,
+    press_outside_fields,
+    screenshot,
+)
 from .test_page import show_showcase
 
 pytestmark = needs_chromium
@@ -145,7 +153,7 @@ def view_name(chat: ChatPage) -> str:
 
 @views
 def test_the_shortcuts_panel(chat: ChatPage) -> None:
-    chat.page.locator("body").press("?")
+    press_outside_fields(chat.page, "?")
     panel = chat.page.get_by_role("dialog", name="Keyboard shortcuts")
     expect(panel).to_be_visible()
     assert panel.evaluate("e => e.scrollWidth <= e.clientWidth")  # nothing cut off at the side
@@ -220,14 +228,6 @@ def test_versions_of_a_reply_on_a_phone(chat: ChatPage) -> None:
     assert small_targets(chat.page) == []
     screenshot(chat.page, "versions-phone")
     assert axe_violations(chat.page) == []
-
-
-TOUCH_PHONE: dict[str, Any] = {
-    "viewport": {"width": 390, "height": 844},
-    "device_scale_factor": 3,
-    "is_mobile": True,
-    "has_touch": True,
-}
 
 
 @pytest.mark.parametrize("context_options", [TOUCH_PHONE], ids=["phone"])

@@ -1,14 +1,23 @@
 """The keyboard: where Esc stops a reply, the `?` panel of shortcuts (the same list as
-docs/ui.md), and the skip link that is the first Tab stop."""
+docs/ui.md), the skip link that is the first Tab stop, the message box focused on load, and Enter
+while a reply streams."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
-from .browser import ROOT, ChatPage, conversation, needs_chromium
+from .browser import (
+    ROOT,
+    TOUCH_PHONE,
+    ChatPage,
+    conversation,
+    needs_chromium,
+    press_outside_fields,
+)
 
 pytestmark = needs_chromium
 
@@ -50,7 +59,7 @@ def test_escape_in_the_message_list_stops_the_reply(chat: ChatPage, fake: FakeUp
 
 
 def test_question_mark_opens_the_shortcuts_and_escape_closes_them(chat: ChatPage) -> None:
-    chat.page.locator("body").press("?")
+    press_outside_fields(chat.page, "?")
     panel = chat.page.get_by_role("dialog", name="Keyboard shortcuts")
     expect(panel).to_be_visible()
     expect(panel).to_contain_text("Search conversations")
@@ -65,17 +74,20 @@ def test_a_question_mark_typed_in_the_message_box_is_text(chat: ChatPage) -> Non
 
 
 def test_the_shortcuts_panel_lists_the_keys_of_the_docs(chat: ChatPage) -> None:
-    chat.page.locator("body").press("?")
+    press_outside_fields(chat.page, "?")
     cells = chat.page.locator("#shortcuts tbody tr td:first-child").all_text_contents()
     assert [re.sub(r"\s+", " ", c).strip() for c in cells] == documented_keys()
 
 
-def test_the_first_tab_stop_skips_to_the_message_box(chat: ChatPage) -> None:
+def test_the_skip_link_comes_first_and_skips_to_the_message_box(chat: ChatPage) -> None:
     chat.seed(conversation("Kept", [("q", "a")], cid="kept"))
     chat.open("/#kept")
     chat.reload()
     expect(chat.conversation_link("Kept")).to_be_visible()
-    chat.page.keyboard.press("Tab")
+    # The page focuses the message box on load; Tab from the top of the page (a click on the
+    # sidebar's top edge, before New Chat) goes back one stop to the skip link.
+    chat.page.mouse.click(2, 2)
+    chat.page.keyboard.press("Shift+Tab")
     skip = chat.page.get_by_role("link", name="Skip to chat")
     expect(skip).to_be_focused()
     expect(skip).to_be_in_viewport()
@@ -83,3 +95,47 @@ def test_the_first_tab_stop_skips_to_the_message_box(chat: ChatPage) -> None:
     expect(chat.input).to_be_focused()
     assert chat.page.evaluate("location.hash") == "#kept"  # the address still names the chat
     expect(chat.messages).to_have_count(2)
+
+
+def test_typing_right_after_the_page_loads_goes_into_the_message_box(chat: ChatPage) -> None:
+    chat.page.keyboard.type("hello there")
+    expect(chat.input).to_have_value("hello there")
+    chat.page.keyboard.press("Enter")
+    expect(chat.content(chat.last_reply())).to_have_text("Echo: hello there")
+
+
+def test_a_conversation_opened_from_the_address_has_the_message_box_focused(
+    chat: ChatPage,
+) -> None:
+    chat.seed(conversation("Kept", [("q", "a")], cid="kept"))
+    chat.open("/#kept")
+    chat.reload()
+    expect(chat.messages).to_have_count(2)
+    expect(chat.input).to_be_focused()
+
+
+@pytest.mark.parametrize("context_options", [TOUCH_PHONE], ids=["phone"])
+def test_a_touch_phone_does_not_pop_up_its_keyboard_on_load(chat: ChatPage) -> None:
+    expect(chat.page.locator("body[data-ready]")).to_be_attached()
+    expect(chat.input).not_to_be_focused()
+
+
+def test_enter_while_a_reply_streams_says_why_and_keeps_the_text(
+    chat: ChatPage, fake: FakeUpstream
+) -> None:
+    fake.reply_with(hanging("Busy"))
+    chat.send("first")
+    expect(chat.content(chat.last_reply())).to_have_text("Busy")
+    asked = len(fake.chat_requests())
+    chat.input.fill("second")
+    chat.input.press("Enter")
+    said = chat.page.get_by_role("status").filter(has_text="A reply is still being written")
+    expect(said).to_be_visible()
+    expect(said).to_contain_text("Stop")
+    expect(chat.input).to_have_value("second")  # kept, to send once the reply is done
+    expect(chat.user_messages).to_have_count(1)
+    assert len(fake.chat_requests()) == asked
+    chat.stop_button.click()
+    chat.wait_until_idle()
+    chat.input.press("Enter")
+    expect(chat.user_messages).to_have_count(2)
