@@ -5,6 +5,10 @@
 // conversations cost what the first screenful does, and it is never drawn again as a whole:
 // a change touches its one item (a new title, a move to the top), and switching conversations
 // touches the two items whose "current" mark changes. Search results are paged the same way.
+//
+// For the keyboard the list is one Tab stop (a roving tabindex over the links, not a listbox:
+// a row holds a link and two buttons, which an option may not contain): arrows move between
+// rows and along a row, F2 renames, Delete deletes (see #keys and docs/ui.md, Keyboard).
 
 import { h, iconButton } from "./dom.js";
 
@@ -34,6 +38,9 @@ export class Sidebar {
     this.loading = null;
     this.currentId = null;
     this.renaming = null; // the id whose title is being edited: its item is left alone meanwhile
+    // The list is one Tab stop (a roving tabindex): only this item's link has tabindex 0, the
+    // open conversation's or else the one last focused; every other link and button has -1.
+    this.stopId = null;
     this.end = h("li", { className: "list-end", "aria-hidden": "true" });
     list.append(this.end);
     // More items when the end of the list comes near the bottom of the sidebar.
@@ -50,6 +57,10 @@ export class Sidebar {
       else if (button.dataset.action === "delete") this.onDelete(id);
     });
     list.addEventListener("keydown", (event) => this.#keys(event));
+    list.addEventListener("focusin", (event) => {
+      const li = event.target.closest("li[data-id]");
+      if (li) this.#setStop(li.dataset.id);
+    });
   }
 
   /** Show the list (or the search results) from the top again. */
@@ -61,6 +72,7 @@ export class Sidebar {
     this.started = false;
     this.loading = null;
     this.renaming = null;
+    this.stopId = null;
     this.list.replaceChildren(this.end);
     await this.more();
   }
@@ -91,6 +103,7 @@ export class Sidebar {
           fragment.append(li);
         }
         this.list.insertBefore(fragment, this.end);
+        this.#keepStop();
         this.#showNoResults();
       })
       .catch((error) => this.onError(error))
@@ -123,16 +136,24 @@ export class Sidebar {
     const li = this.#item(summary);
     this.items.set(summary.id, { summary, li });
     this.#place(summary, li);
+    this.#keepStop();
     this.#showNoResults();
   }
 
   remove(id) {
     const entry = this.items.get(id);
     if (!entry) return;
+    const at = this.order.indexOf(entry.summary);
     this.items.delete(id);
-    this.order.splice(this.order.indexOf(entry.summary), 1);
+    this.order.splice(at, 1);
     if (this.renaming === id) this.renaming = null;
     entry.li.remove();
+    if (this.stopId === id) {
+      // The Tab stop goes to the neighbour, so the list stays reachable.
+      this.stopId = null;
+      const neighbour = this.order[at] ?? this.order[at - 1];
+      if (neighbour) this.#setStop(neighbour.id);
+    }
     this.#showNoResults();
   }
 
@@ -143,7 +164,24 @@ export class Sidebar {
     this.currentId = id;
     if (old) this.#mark(old, false);
     const li = this.items.get(id)?.li;
-    if (li) this.#mark(li, true);
+    if (li) {
+      this.#mark(li, true);
+      this.#setStop(id);
+    }
+  }
+
+  /** Make `id`'s link the list's one Tab stop (two items change at most). */
+  #setStop(id) {
+    if (id === this.stopId || !this.items.has(id)) return;
+    this.items.get(this.stopId)?.li.querySelector(".conversation-link")?.setAttribute("tabindex", "-1");
+    this.stopId = id;
+    this.items.get(id).li.querySelector(".conversation-link")?.setAttribute("tabindex", "0");
+  }
+
+  /** A list with items always has a Tab stop: the open conversation, or else the first item. */
+  #keepStop() {
+    if (this.stopId !== null || !this.order.length) return;
+    this.#setStop(this.items.has(this.currentId) ? this.currentId : this.order[0].id);
   }
 
   #place(summary, li) {
@@ -182,22 +220,49 @@ export class Sidebar {
       // A search result names the message it found (`messageId`): the page opens it there.
       h(
         "a",
-        { href: `#${summary.id}`, className: "conversation-link", "aria-current": current ? "page" : null, title: summary.title, dataset: summary.messageId ? { messageId: summary.messageId } : null },
+        {
+          href: `#${summary.id}`,
+          className: "conversation-link",
+          "aria-current": current ? "page" : null,
+          "aria-keyshortcuts": "F2 Delete",
+          title: summary.title,
+          tabIndex: summary.id === this.stopId ? 0 : -1,
+          dataset: summary.messageId ? { messageId: summary.messageId } : null,
+        },
         summary.title,
       ),
-      iconButton("edit", `Rename “${summary.title}”`, { dataset: { action: "rename" } }),
-      iconButton("trash", `Delete “${summary.title}”`, { dataset: { action: "delete" } }),
+      iconButton("edit", `Rename “${summary.title}”`, { dataset: { action: "rename" }, tabIndex: -1 }),
+      iconButton("trash", `Delete “${summary.title}”`, { dataset: { action: "delete" }, tabIndex: -1 }),
     );
   }
 
-  /** Up and Down move between conversations (paging in more at the end); Home and End too. */
+  /**
+   * The list's keys, from anywhere in a row: Up and Down move between conversations (paging in
+   * more at the end), Home and End too; Left and Right move along the row (its link, Rename,
+   * Delete); F2 renames and Delete deletes the row's conversation. Enter opens it (a link).
+   */
   async #keys(event) {
-    const link = event.target.closest?.(".conversation-link");
-    if (!link || !["ArrowDown", "ArrowUp", "Home", "End"].includes(event.key)) return;
+    const li = event.target.closest?.("li[data-id]");
+    if (!li || event.target.matches("input") || event.altKey || event.ctrlKey || event.metaKey) return;
+    const id = li.dataset.id;
+    if (event.key === "F2" || event.key === "Delete") {
+      event.preventDefault();
+      if (event.key === "F2") this.startRename(id);
+      else this.onDelete(id);
+      return;
+    }
+    if (event.key === "ArrowLeft" || event.key === "ArrowRight") {
+      event.preventDefault();
+      const controls = [...li.querySelectorAll("a, button")];
+      const at = controls.indexOf(event.target);
+      controls[Math.max(0, Math.min(controls.length - 1, at + (event.key === "ArrowRight" ? 1 : -1)))]?.focus();
+      return;
+    }
+    if (!["ArrowDown", "ArrowUp", "Home", "End"].includes(event.key)) return;
     event.preventDefault();
     const links = () => [...this.list.querySelectorAll(".conversation-link")];
     let all = links();
-    const at = all.indexOf(link);
+    const at = all.indexOf(li.querySelector(".conversation-link"));
     let target;
     if (event.key === "ArrowUp") target = all[Math.max(0, at - 1)];
     else if (event.key === "Home") target = all[0];

@@ -123,3 +123,61 @@ def test_a_conversation_renamed_in_another_tab_changes_here_in_place(
     expect(chat.conversation_link("Renamed elsewhere")).to_be_visible()
     assert touched(chat.page) == {"c00055"}
     other.page.close()
+
+
+def test_the_conversation_list_is_one_tab_stop_that_remembers_the_row(chat: ChatPage) -> None:
+    seed_many(chat.page, 5)
+    chat.reload()
+    search = chat.page.get_by_label("Search conversations")
+    after_list = chat.page.get_by_role("button", name="Import / export")
+    search.focus()
+    chat.page.keyboard.press("Tab")
+    expect(chat.conversation_link("Conversation 4")).to_be_focused()
+    chat.page.keyboard.press("Tab")  # not Rename, Delete, then the next row: out of the list
+    expect(after_list).to_be_focused()
+    chat.page.keyboard.press("Shift+Tab")
+    expect(chat.conversation_link("Conversation 4")).to_be_focused()
+    chat.page.keyboard.press("ArrowDown")
+    chat.page.keyboard.press("ArrowDown")
+    chat.page.keyboard.press("Tab")
+    expect(after_list).to_be_focused()
+    chat.page.keyboard.press("Shift+Tab")  # back where the list was left
+    expect(chat.conversation_link("Conversation 2")).to_be_focused()
+
+
+def test_the_open_conversation_is_the_list_s_tab_stop(chat: ChatPage) -> None:
+    seed_many(chat.page, 5)
+    chat.reload()
+    chat.open("/#c00001")
+    expect(chat.conversation_link("Conversation 1")).to_have_attribute("aria-current", "page")
+    chat.page.get_by_label("Search conversations").focus()
+    chat.page.keyboard.press("Tab")
+    expect(chat.conversation_link("Conversation 1")).to_be_focused()
+
+
+def test_a_row_s_rename_and_delete_are_reached_by_arrows_and_shortcut_keys(
+    chat: ChatPage,
+) -> None:
+    seed_many(chat.page, 3)
+    chat.reload()
+    link = chat.conversation_link("Conversation 1")
+    link.focus()
+    chat.page.keyboard.press("ArrowRight")
+    expect(chat.sidebar.get_by_role("button", name="Rename “Conversation 1”")).to_be_focused()
+    chat.page.keyboard.press("ArrowRight")
+    expect(chat.sidebar.get_by_role("button", name="Delete “Conversation 1”")).to_be_focused()
+    chat.page.keyboard.press("ArrowLeft")
+    chat.page.keyboard.press("ArrowLeft")
+    expect(link).to_be_focused()
+    chat.page.keyboard.press("F2")
+    title = chat.page.get_by_label("Conversation title")
+    expect(title).to_be_focused()
+    title.fill("Renamed by keys")
+    title.press("Enter")
+    renamed = chat.conversation_link("Renamed by keys")
+    expect(renamed).to_be_focused()
+    expect(chat.sidebar.get_by_role("link")).to_have_count(3)
+    chat.page.keyboard.press("Delete")
+    expect(chat.page.locator("#toast")).to_contain_text("Deleted “Renamed by keys”.")
+    expect(renamed).to_have_count(0)
+    expect(chat.sidebar.get_by_role("link")).to_have_count(2)
