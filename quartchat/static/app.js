@@ -51,8 +51,8 @@ const sidebar = new Sidebar($("conversations"), {
   onError: (error) => showBanner("error", `Could not list the conversations: ${error.message}`),
 });
 const settings = new SettingsPanel($("settings"), {
+  picker: $("model-picker"),
   onChange: () => {
-    showModelName();
     showSystemPrompt();
     if (current.messages.length) saveSettingsSoon(current);
   },
@@ -151,7 +151,6 @@ async function merged(conversation, report) {
   if (report.title) showTitle();
   if (report.settings) {
     settings.bind(conversation.settings);
-    showModelName();
     showSystemPrompt();
   }
   const onScreen = new Set(shown);
@@ -194,7 +193,6 @@ function show(conversation) {
   follower.reset(); // a conversation opens at its newest message ...
   if (match) land(match); // ... or, from a search result, at the message found
   settings.bind(conversation.settings);
-  showModelName();
   showSystemPrompt();
   showTitle();
   sidebar.setCurrent(conversation.messages.length ? conversation.id : null);
@@ -258,10 +256,6 @@ function showSystemPrompt() {
 function showTitle() {
   $("chat-title").textContent = current.title;
   document.title = current.messages.length ? `${current.title} · quartchat` : "quartchat";
-}
-
-function showModelName() {
-  $("model-name").textContent = settings.modelName(current.settings);
 }
 
 const addressed = () => decodeURIComponent(location.hash.slice(1));
@@ -913,10 +907,7 @@ setTheme(document.documentElement.dataset.theme ?? "system");
 show(current);
 await Promise.all([sidebar.reset(), openFromAddress().then(focusOnLoad)]);
 fetchModels()
-  .then((models) => {
-    settings.setModels(models);
-    showModelName();
-  })
+  .then((models) => settings.setModels(models))
   .catch(() => {
     // The default model still works; the picker just has no other choices.
   });

@@ -1,6 +1,9 @@
-// The settings panel: model, sampling parameters and system prompt of the open conversation.
-// Changes apply as they are made; a new conversation starts from the last model and parameters
-// used (kept in localStorage), with an empty system prompt.
+// The settings of the open conversation: its model (the picker in the top bar, model-picker.js)
+// and, in the settings panel, its sampling parameters and system prompt. Changes apply as they
+// are made; a new conversation starts from the last model and parameters used (kept in
+// localStorage), with an empty system prompt.
+
+import { ModelPicker } from "./model-picker.js";
 
 const DEFAULTS_KEY = "quartchat.v1.defaults";
 const NUMBERS = ["temperature", "top_p", "max_tokens"];
@@ -41,10 +44,11 @@ export function requestOptions(settings) {
 
 export class SettingsPanel {
   /**
-   * `onChange(settings)` after each change; `onProblems(texts)` with what is not sent (an
-   * out-of-range number, say), an empty list once nothing is wrong.
+   * `picker`: the model picker's element in the top bar. `onChange(settings)` after each change;
+   * `onProblems(texts)` with what is not sent (an out-of-range number, say), an empty list once
+   * nothing is wrong.
    */
-  constructor(dialog, { onChange, onProblems = () => {} }) {
+  constructor(dialog, { picker, onChange, onProblems = () => {} }) {
     this.dialog = dialog;
     this.onChange = onChange;
     this.onProblems = onProblems;
@@ -52,7 +56,7 @@ export class SettingsPanel {
     this.settings = null;
     this.defaultModel = document.body.dataset.defaultModel || "";
     this.form = dialog.querySelector("form");
-    this.model = dialog.querySelector("#set-model");
+    this.picker = new ModelPicker(picker, { onPick: (model) => this.#setModel(model) });
     this.system = dialog.querySelector("#set-system");
     this.inputs = Object.fromEntries(NUMBERS.map((name) => [name, dialog.querySelector(`#set-${name.replace("_", "-")}`)]));
     this.form.addEventListener("input", (event) => this.#changed(event.target));
@@ -61,21 +65,13 @@ export class SettingsPanel {
     dialog.addEventListener("click", (event) => {
       if (event.target === dialog) dialog.close();
     });
-    this.setModels({ default: this.defaultModel, models: [this.defaultModel].filter(Boolean) });
+    this.setModels({ default: this.defaultModel, models: [] });
   }
 
-  setModels({ default: fallback, models }) {
+  /** The server's `GET /api/models`: `{default, models, any_model}`. */
+  setModels({ default: fallback, models, any_model: anyModel }) {
     this.defaultModel = fallback || this.defaultModel;
-    const ids = [...new Set([...(models ?? []), ...(this.settings?.model ? [this.settings.model] : [])])];
-    this.model.replaceChildren(
-      ...ids.map((id) => {
-        const option = document.createElement("option");
-        option.value = id === this.defaultModel ? "" : id; // "" = the server's default, whatever it becomes
-        option.textContent = id === this.defaultModel ? `${id} (default)` : id;
-        return option;
-      }),
-    );
-    if (this.settings) this.model.value = this.settings.model;
+    this.picker.setModels({ defaultModel: this.defaultModel, models, anyModel });
   }
 
   modelName(settings) {
@@ -85,10 +81,7 @@ export class SettingsPanel {
   /** Show the settings of a conversation (the panel edits that object in place). */
   bind(settings) {
     this.settings = settings;
-    if (settings.model && ![...this.model.options].some((o) => o.value === settings.model)) {
-      this.model.append(new Option(settings.model, settings.model));
-    }
-    this.model.value = settings.model;
+    this.picker.show(settings.model);
     this.system.value = settings.system;
     for (const name of NUMBERS) {
       this.inputs[name].value = settings[name] ?? "";
@@ -103,8 +96,7 @@ export class SettingsPanel {
 
   #changed(target) {
     if (!this.settings) return;
-    if (target === this.model) this.settings.model = this.model.value;
-    else if (target === this.system) this.settings.system = this.system.value;
+    if (target === this.system) this.settings.system = this.system.value;
     else {
       const name = NUMBERS.find((n) => this.inputs[n] === target);
       if (!name) return;
@@ -115,6 +107,13 @@ export class SettingsPanel {
       this.settings[name] = problem || target.value === "" ? null : Number(target.value);
       this.onProblems([...this.problems.values()]);
     }
+    rememberDefaults(this.settings);
+    this.onChange(this.settings);
+  }
+
+  #setModel(model) {
+    if (!this.settings) return;
+    this.settings.model = model;
     rememberDefaults(this.settings);
     this.onChange(this.settings);
   }

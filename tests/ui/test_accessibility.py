@@ -243,3 +243,19 @@ def test_every_message_s_actions_show_on_a_touch_phone_not_only_the_last(chat: C
         expect(button).to_have_css("opacity", "1")  # a finger has no hover to reveal them
     chat.user_messages.first.get_by_role("button", name="Edit message").tap()
     expect(chat.page.get_by_label("Edit message", exact=True)).to_have_value("first q")
+
+
+@views
+def test_the_model_picker_open_and_filtered(chat: ChatPage) -> None:
+    field = chat.page.get_by_role("combobox", name="Model")
+    field.click()
+    chat.page.keyboard.type("fake")
+    expect(chat.page.get_by_role("option")).to_have_count(2)
+    chat.page.keyboard.press("ArrowDown")
+    screenshot(chat.page, f"model-picker-{view_name(chat)}")
+    assert axe_violations(chat.page) == []
+    if view_name(chat) == "phone":
+        assert small_targets(chat.page) == []
+    chat.page.keyboard.type("-nothing")
+    expect(chat.page.get_by_text("No listed model matches")).to_be_visible()
+    assert axe_violations(chat.page) == []

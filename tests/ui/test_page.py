@@ -176,8 +176,10 @@ def test_a_360px_phone_gets_the_whole_page_without_zooming_inputs(chat: ChatPage
     phone.get_by_role("button", name="New Chat").click()
     expect(sidebar_link).to_be_hidden()
     assert chat.input.evaluate("e => parseFloat(getComputedStyle(e).fontSize)") >= 16
+    model = phone.get_by_label("Model", exact=True)
+    assert model.evaluate("e => parseFloat(getComputedStyle(e).fontSize)") >= 16
     phone.get_by_role("button", name="Settings").click()
-    for label in ("Model", "System prompt", "Temperature", "Top P", "Max tokens"):
+    for label in ("System prompt", "Temperature", "Top P", "Max tokens"):
         assert (
             phone.get_by_label(label).evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
             >= 16
@@ -202,7 +204,8 @@ def test_every_control_is_reachable_by_keyboard(chat: ChatPage) -> None:
         "Search conversations",
         "Reverse a list in Python",
         "Theme: System",
-        "Settings: gpt-4o-mini",
+        "Model",
+        "Settings",
         "Copy message",
         "Edit message",
         "Copy code",
