@@ -14,7 +14,7 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy.engine import URL
 
 from quartchat import create_app
-from quartchat.auth import users
+from quartchat.auth import setup, users
 from quartchat.auth.accounts import Accounts
 from quartchat.auth.passwords import HASHER
 from quartchat.db import Database
@@ -68,6 +68,15 @@ async def make_user(
         return await users.create(
             connection, email, HASHER.hash(password), role=role, status=status
         )
+
+
+async def issue_setup_token(app: Quart) -> str:
+    """A setup link's token, as the service prints it at start while no admin exists."""
+    db: Database = app.extensions["db"]
+    async with db.write() as connection:
+        secret = await setup.issue(connection)
+    assert secret is not None
+    return secret
 
 
 def accounts(app: Quart) -> Accounts:

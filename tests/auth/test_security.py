@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 
 from quartchat.auth import passwords as passwords_module
-from quartchat.auth import setup
 from quartchat.auth import tokens as tokens_module
 from quartchat.db import Database
 from quartchat.db.tables import users
@@ -27,15 +26,7 @@ from quartchat.db.tables import users
 from ..conftest import CHAT, assert_error
 from ..postgres import postgres_bin
 from ..test_api import COMPLETION
-from .conftest import PASSWORD, accounts, log_in, make_user, session_cookie
-
-
-async def issue_setup_token(app: Quart) -> str:
-    db: Database = app.extensions["db"]
-    async with db.write() as connection:
-        secret = await setup.issue(connection)
-    assert secret is not None
-    return secret
+from .conftest import PASSWORD, accounts, issue_setup_token, log_in, make_user, session_cookie
 
 
 async def test_thirty_concurrent_setups_make_exactly_one_admin(app: Quart) -> None:

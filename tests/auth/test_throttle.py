@@ -13,11 +13,9 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from quartchat.auth import passwords as passwords_module
-from quartchat.auth import setup
-from quartchat.db import Database
 
 from ..conftest import assert_error
-from .conftest import PASSWORD, log_in, make_user
+from .conftest import PASSWORD, issue_setup_token, log_in, make_user
 
 LIMIT = 10  # LOGIN_ATTEMPTS_PER_MINUTE's default
 
@@ -126,14 +124,6 @@ async def test_successful_logins_from_one_address_do_not_use_up_its_attempts(
 
 
 # -- setup and invites: the token first, then the hash; counted per address ------------------------
-
-
-async def issue_setup_token(app: Quart) -> str:
-    db: Database = app.extensions["db"]
-    async with db.write() as connection:
-        secret = await setup.issue(connection)
-    assert secret is not None
-    return secret
 
 
 async def set_up(app: Quart, token: str, i: int = 0) -> Any:

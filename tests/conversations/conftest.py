@@ -21,8 +21,16 @@ from ..fake_upstream import FakeUpstream
 
 
 @pytest.fixture
-async def app(database: URL, tmp_path: Path, fake: FakeUpstream) -> AsyncIterator[Quart]:
-    settings = accounts_settings(database, tmp_path, openai_api_base=fake.url)
+def settings_overrides() -> dict[str, Any]:
+    """Extra settings for the app; a test module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+async def app(
+    database: URL, tmp_path: Path, fake: FakeUpstream, settings_overrides: dict[str, Any]
+) -> AsyncIterator[Quart]:
+    settings = accounts_settings(database, tmp_path, openai_api_base=fake.url, **settings_overrides)
     app = create_app(settings)
     async with app.test_app():
         yield app

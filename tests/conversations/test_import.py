@@ -9,7 +9,6 @@ import json
 import sqlite3
 import threading
 import tracemalloc
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,21 +34,6 @@ from ..fake_upstream import FakeUpstream
 from .conftest import body, conversation
 
 DEADLINE = 30.0  # seconds to wait for a condition before the test fails
-
-
-@pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-async def app(
-    database: URL, tmp_path: Path, fake: FakeUpstream, settings_overrides: dict[str, Any]
-) -> AsyncIterator[Quart]:
-    settings = accounts_settings(database, tmp_path, openai_api_base=fake.url, **settings_overrides)
-    app = create_app(settings)
-    async with app.test_app():
-        yield app
 
 
 def ours(*conversations: dict[str, Any], **top: Any) -> dict[str, Any]:

@@ -27,16 +27,16 @@ DEADLINE = 10.0
 
 
 @pytest.fixture
-def limits() -> dict[str, Any]:
+def settings_overrides() -> dict[str, Any]:
     """Settings for the app; a test module overrides this fixture to change them."""
     return {}
 
 
 @pytest.fixture
 async def app(
-    database: URL, tmp_path: Path, fake: FakeUpstream, limits: dict[str, Any]
+    database: URL, tmp_path: Path, fake: FakeUpstream, settings_overrides: dict[str, Any]
 ) -> AsyncIterator[Quart]:
-    settings = accounts_settings(database, tmp_path, openai_api_base=fake.url, **limits)
+    settings = accounts_settings(database, tmp_path, openai_api_base=fake.url, **settings_overrides)
     app = create_app(settings)
     async with app.test_app():
         yield app

@@ -57,7 +57,7 @@ async def test_a_stream_past_max_reply_seconds_ends_with_reply_too_long_and_clos
 
 
 @pytest.fixture
-def limits() -> dict[str, Any]:
+def settings_overrides() -> dict[str, Any]:
     return {"max_reply_seconds": 0.5, "max_tokens_limit": 1000}
 
 

@@ -122,7 +122,7 @@ async def test_models_allowed_decides_alone_and_is_what_the_picker_offers(
 
 
 @pytest.fixture
-def limits() -> dict[str, Any]:
+def settings_overrides() -> dict[str, Any]:
     return {"models_allowed": ""}
 
 
@@ -166,7 +166,7 @@ async def test_settings_naming_an_unlisted_model_are_not_saved(
 
 
 @pytest.mark.parametrize(
-    "limits", [{"models_allowed": "", "openai_model": None, "models_cache_seconds": 0}]
+    "settings_overrides", [{"models_allowed": "", "openai_model": None, "models_cache_seconds": 0}]
 )
 async def test_a_conversation_naming_no_model_is_sent_the_first_model_the_upstream_lists(
     ann: tuple[Client, int], fake: FakeUpstream
