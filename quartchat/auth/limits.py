@@ -10,48 +10,24 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db.tables import now, rate_limits
 
 
-async def retry_after(
-    connection: AsyncConnection, key: str, limit: int, window: timedelta
-) -> int | None:
-    """Seconds until `key` may try again, if it has `limit` failures in its window; else None."""
-    row = (
-        await connection.execute(
-            select(rate_limits.c.window_start, rate_limits.c.count).where(rate_limits.c.key == key)
-        )
-    ).first()
-    if row is None:
-        return None
-    window_start, failures = row
-    if failures < limit:
-        return None
-    remaining = (window_start + window - now()).total_seconds()
-    return max(1, int(remaining) + 1) if remaining > 0 else None
-
-
-async def add(connection: AsyncConnection, key: str, window: timedelta, amount: int = 1) -> int:
-    """Add `amount` to `key`'s count in its current window (a new window if it is over); returns
-    the new count."""
-    count, _ = await _add(connection, key, window, amount)
-    return count
-
-
 async def attempt(
-    connection: AsyncConnection, key: str, limit: int, window: timedelta
+    connection: AsyncConnection, key: str, limit: int, window: timedelta, amount: int = 1
 ) -> int | None:
-    """Count one attempt for `key` before doing the costly thing: None if it is admitted (at most
-    `limit` in the window), else the seconds until the window ends.
+    """Count `amount` (one attempt, or the bytes of an import) for `key` before doing the costly
+    thing: None if it is admitted (at most `limit` in the window), else the seconds until the
+    window ends.
 
     Counting first, in one statement, is what makes the limit hold under concurrency: N requests
     at once get N distinct counts, so only `limit` of them are admitted (a read of the count
     followed, after the work, by a write let all N through)."""
-    count, window_start = await _add(connection, key, window, 1)
+    count, window_start = await _add(connection, key, window, amount)
     if count <= limit:
         return None
     remaining = (window_start + window - now()).total_seconds()

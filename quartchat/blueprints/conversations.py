@@ -717,14 +717,13 @@ async def count_import(size: int) -> None:
     limit = current_app.config["QUARTCHAT"].import_bytes_per_day
     key = f"import-bytes:{owner()}"
     async with db().write() as connection:
-        total = await limits.add(connection, key, IMPORT_QUOTA_WINDOW, size)
-        if total <= limit:
+        wait = await limits.attempt(connection, key, limit, IMPORT_QUOTA_WINDOW, size)
+        if wait is None:
             return
-        wait = await limits.retry_after(connection, key, limit, IMPORT_QUOTA_WINDOW)
         raise APIError(
             429,
             "IMPORT_QUOTA_EXCEEDED",
             f"Imports are limited to {limit} bytes a day; this one would go over. "
             "Try again later, or import a smaller file.",
-            headers={"Retry-After": str(wait or 1)},
+            headers={"Retry-After": str(wait)},
         )
