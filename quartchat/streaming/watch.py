@@ -246,7 +246,7 @@ class LiveStreams:
 
     def forget(self, watch: StreamWatch) -> None:
         watch.close()
-        if watch in self._watches and self._watches.pop(watch) is not None:
+        if self._watches.pop(watch, None) is not None:  # it was held by someone
             self._held -= 1
             if not self._held:
                 self.holding.clear()

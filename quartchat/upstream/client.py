@@ -385,6 +385,10 @@ class UpstreamClient:
 
     async def model_list(self) -> ModelList:
         """The upstream's models (cached), and whether its `/models` could be read at all."""
+        # Asked per request when OPENAI_MODEL is unset: a fresh list is answered without the lock.
+        cached = self._models
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         async with self._models_lock:
             now = time.monotonic()
             if self._models and self._models[0] > now:
