@@ -17,6 +17,7 @@ from ..streaming.watch import LiveStreams, reply_too_long
 from ..upstream.client import UpstreamClient
 from ..upstream.models import ModelPolicy
 from . import admission
+from .common import event_stream
 from .validation import parse
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -120,9 +121,4 @@ async def chat_stream() -> Response:
         slot=await admission.slot(),
     )
     g.access.streaming = True
-    response = Response(body, content_type=CHAT_EVENTS.content_type)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    # A reply may take minutes; the stream's watch bounds each idle gap instead.
-    response.timeout = None
-    return response
+    return event_stream(body)

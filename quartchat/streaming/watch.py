@@ -146,6 +146,11 @@ class StreamWatch:
             raise self.ending
         return None
 
+    @property
+    def task(self) -> asyncio.Task[object]:
+        """The task the stream runs in."""
+        return self._task
+
     def sent(self) -> None:
         """The stream has just written to its client: no ping is due for a while."""
         self._last_sent = self._loop.time()
@@ -266,6 +271,15 @@ class LiveStreams:
                 ended += 1
         return ended
 
+    def end_task(self, task: asyncio.Task[object] | None, error: APIError) -> bool:
+        """End the stream running in `task` with `error` (a run stopped: runs/control.py);
+        False if no stream runs there."""
+        for watch in self._watches:
+            if watch.task is task:
+                watch.end(error)
+                return True
+        return False
+
     def end_user(self, user_id: int, via: str | None = None, credential: str | None = None) -> int:
         """End user `user_id`'s streams: all of them, those by one kind of credential (`via`),
         or those by one credential."""
@@ -276,6 +290,11 @@ class LiveStreams:
                 and (credential is None or h.credential == credential)
             )
         )
+
+    @property
+    def stopped(self) -> bool:
+        """The shutdown's grace period is over: every stream is being ended."""
+        return self._stopped
 
     def drain(self, grace_seconds: float) -> None:
         """Refuse new streams from now on; end those still running after `grace_seconds`."""
