@@ -30,6 +30,8 @@ from .db.migrate import migrate
 from .errors import register_error_handlers
 from .guards import HostCheck, check_cross_site, check_host, require_json
 from .openapi import init_openapi
+from .runs.control import Runs
+from .runs.memory import MemoryLog
 from .streaming.watch import LiveStreams
 from .upstream.client import UpstreamClient
 from .upstream.models import ModelPolicy
@@ -162,7 +164,12 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
         header_pattern=settings.auth_trusted_header_pattern,
     )
     devices = Devices(settings.cookie_secure, networks)
-    app.extensions.update(db=db, accounts=accounts, networks=networks, devices=devices)
+    runs = Runs(
+        db,
+        app.extensions["streams"],
+        MemoryLog(settings.run_log_retention_seconds, settings.run_log_max_bytes),
+    )
+    app.extensions.update(db=db, accounts=accounts, networks=networks, devices=devices, runs=runs)
 
     @app.while_serving
     async def _database() -> AsyncGenerator[None, None]:
@@ -178,6 +185,7 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
         yield
         chores.cancel()
         credentials.cancel()
+        await runs.close(settings.shutdown_grace_seconds + 1)  # their text is saved first
         await db.close()
 
     app.register_blueprint(auth.blueprint)

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     max_tokens_limit: int | None = Field(None, gt=0)
     max_reply_seconds: float = Field(600.0, gt=0)
 
+    # Runs (docs/api.md, "Replies that outlive the connection"): how long an ended reply's event
+    # log stays in memory for readers that reconnect, and the most that ended logs may hold.
+    run_log_retention_seconds: float = Field(60.0, ge=0)
+    run_log_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+
     @field_validator(
         "openai_api_key",
         "database_url",

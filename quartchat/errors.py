@@ -162,9 +162,20 @@ CODES: dict[str, ErrorCode] = {
         (409,),
         "a change against a `revision` the conversation moved past (`details`: the current one)",
     ),
+    "REPLY_STOPPED": ErrorCode(
+        (409,),
+        "mid-stream: the reply was stopped (`POST …/stop`); its text so far is saved as `stopped`",
+        event=True,
+    ),
+    "REPLY_INTERRUPTED": ErrorCode(
+        (503,),
+        "mid-stream: the process running the reply went away; its text so far is saved",
+        event=True,
+    ),
     "TURN_CONFLICT": ErrorCode(
         (409,),
-        "a resent turn (same `client_id`) with no reply; mid-stream: its reply did not complete",
+        "a turn while a reply of the conversation runs (`details`: its `reply_id`), or a resent "
+        "turn (same `client_id`) with no reply; mid-stream: its reply did not complete",
         event=True,
     ),
 }

@@ -324,6 +324,14 @@ include-name = "POST /api/conversations/{{conversation_id}}/messages/{{message_i
 parameters = {{ conversation_id = "{conversation_id}", message_id = "{reply_id}" }}
 
 [[operations]]
+include-name = "GET /api/conversations/{{conversation_id}}/messages/{{message_id}}/events"
+parameters = {{ conversation_id = "{conversation_id}", message_id = "{reply_id}" }}
+
+[[operations]]
+include-name = "POST /api/conversations/{{conversation_id}}/messages/{{message_id}}/stop"
+parameters = {{ conversation_id = "{conversation_id}", message_id = "{reply_id}" }}
+
+[[operations]]
 include-name = "POST /api/conversations/{{conversation_id}}/messages/{{message_id}}/edit"
 parameters = {{ conversation_id = "{conversation_id}", message_id = "{question_id}" }}
 
@@ -387,4 +395,4 @@ def test_schemathesis_holds_every_endpoint_with_accounts_to_the_schema(
             service, tmp_path, f"--header=Authorization: Bearer {token}", config=config
         )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "Tested: 41" in run.stdout and re.search(r"(\d+) generated, \1 passed", run.stdout)
+    assert "Tested: 43" in run.stdout and re.search(r"(\d+) generated, \1 passed", run.stdout)

@@ -24,21 +24,20 @@ from ..db import Database
 from ..db.tables import now
 from ..errors import APIError
 from ..openapi import Described, EventStream, Ok, document_errors, link
+from ..runs.control import Runs
+from ..runs.log import Resume, resume_point
 from ..schemas import MAX_TOKENS, ChatUsage
-from ..streaming import relay
-from ..streaming.completion import Completion
-from ..streaming.encoders import ChatEvents
 from ..streaming.watch import LiveStreams
 from ..upstream.client import UpstreamClient
 from ..usage.limits import Slot
 from . import admission
+from .common import event_stream
 from .validation import INTEGRAL, MAX_ROW_ID, Empty, instant, parse, path_converters
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api")
 blueprint.record_once(path_converters)
 
 CONVERSATION = "/conversations/<row_uuid:conversation_id>"
-CHAT_EVENTS = ChatEvents()
 STREAM_ERRORS = (400, 401, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
 
 
@@ -229,7 +228,7 @@ class Message(BaseModel):
     parent_id: str | None
     role: Literal["user", "assistant", "system"]
     content: str
-    status: Literal["streaming", "complete", "interrupted", "error"]
+    status: Literal["streaming", "complete", "stopped", "interrupted", "error"]
     model: str | None
     finish_reason: str | None
     usage: ChatUsage | None
@@ -401,41 +400,39 @@ async def run_turn(begin: Callable[[], Awaitable[turns.Turn]]) -> Response:
 
 
 async def stream_turn(turn: turns.Turn, slot: Slot) -> Response:
-    """The reply of `turn`, as server-sent events, written to the database as it goes."""
+    """The reply of `turn` as server-sent events: its run's, which goes on (and is saved) if this
+    response goes away."""
+    if turn.replayed:  # a retried send: its reply, running or not
+        slot.release()
+        body = runs().read(owner(), turn.reply, Resume(0, False))
+        return event_stream(body, turn_headers(turn))
     streams: LiveStreams = current_app.extensions["streams"]
-    if turn.replayed:
-        slot.release()  # the reply is there already: nothing reaches the upstream
-        body = replayed(turn.reply)
-    else:
-        streams.refuse_if_draining()
-        upstream: UpstreamClient = current_app.extensions["upstream"]
-        writer = turns.ReplyWriter(db(), owner(), turn.reply.id, g.access)
+    streams.refuse_if_draining()
+    upstream: UpstreamClient = current_app.extensions["upstream"]
+    writer = turns.ReplyWriter(db(), owner(), turn.reply.id, g.access)
+    try:
+        # The conversation's model is known once the turn has begun: checked now, before the
+        # upstream sees it (a refusal is recorded on the reply, as an upstream's is).
         try:
-            # The conversation's model is known once the turn has begun: checked now, before
-            # the upstream sees it (a refusal is recorded on the reply, as an upstream's is).
             await admission.check_model(turn.chat.model)
-            body = await relay.start(
-                partial(upstream.open_stream, turn.chat),
-                CHAT_EVENTS,
-                streams,
-                writer,
-                g.request_id,
-                holder=admission.holder(),
-                slot=slot,
-            )
         except APIError as error:
             await writer.failed(error)
-            # The turn is saved, its reply as failed: the error names both messages, so the
-            # page shows the error in the reply instead of offering to send the question again.
-            error.headers.update(turn_headers(turn))
             raise
-        g.access.streaming = True
-    response = Response(body, content_type=CHAT_EVENTS.content_type)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.headers.update(turn_headers(turn))
-    response.timeout = None
-    return response
+        await runs().start(
+            turn.reply.id,
+            partial(upstream.open_stream, turn.chat),
+            writer,
+            g.request_id,
+            holder=admission.holder(),
+            slot=slot,
+        )
+    except APIError as error:
+        # The turn is saved, its reply as failed: the error names both messages, so the page
+        # shows the error in the reply instead of offering to send the question again.
+        error.headers.update(turn_headers(turn))
+        raise
+    g.access.streaming = True  # the run's end writes the access line
+    return event_stream(runs().log.follow(turn.reply.id, 0), turn_headers(turn))
 
 
 def turn_headers(turn: turns.Turn) -> dict[str, str]:
@@ -444,21 +441,6 @@ def turn_headers(turn: turns.Turn) -> dict[str, str]:
     if turn.user is not None:
         headers["Quartchat-Message-Id"] = turn.user.id
     return headers
-
-
-async def replayed(reply: store.Message) -> Any:
-    """A retried send: the reply made the first time, as one chunk and its end."""
-    completion = Completion(reply.model or "")
-    completion.parts.append(reply.content)
-    completion.finish_reason = reply.finish_reason
-    completion.usage = reply.usage
-    if reply.content:
-        yield CHAT_EVENTS.chunk([], completion)
-    if reply.status == "complete":
-        yield CHAT_EVENTS.done(completion)
-    else:
-        error = APIError(409, "TURN_CONFLICT", f"That reply was {reply.status}.")
-        yield CHAT_EVENTS.error(error, g.request_id)
 
 
 @blueprint.post(f"{CONVERSATION}/messages")
@@ -517,6 +499,72 @@ async def edit(conversation_id: str, message_id: str) -> Response:
     )
 
 
+class ReplyEvents(EventStream):
+    """The reply's events after `Last-Event-ID` (or `?after=`), then the live ones, to its end.
+
+    Ids say where in the reply each event ends; resuming after any id gives exactly the rest.
+    A reply that has ended is answered at once from what was saved.
+    """
+
+
+class EventsQuery(BaseModel):
+    after: str | None = Field(
+        None,
+        pattern=r"^[0-9]{1,12}(\.end)?$",
+        description="An event id: the events after it (as the `Last-Event-ID` header)",
+    )
+
+
+@blueprint.get(f"{CONVERSATION}/messages/<row_uuid:message_id>/events")
+@document_querystring(EventsQuery)
+@document_response(ReplyEvents)
+@document_errors(400, 401, 403, 404)
+async def reply_events(conversation_id: str, message_id: str) -> Response:
+    """Follow reply `message_id`: from where the reader left (`Last-Event-ID`), live to its end,
+    from any tab, device or process."""
+    # An empty Last-Event-ID is a reader that has had no event yet.
+    after = resume_point(request.headers.get("Last-Event-ID") or request.args.get("after"))
+    reply = await owned_reply(conversation_id, message_id)
+    return event_stream(runs().read(owner(), reply, after))
+
+
+class Stopped(BaseModel):
+    ok: bool
+    status: Literal["streaming", "complete", "stopped", "interrupted", "error"] = Field(
+        description="The reply's status after the stop"
+    )
+
+
+@blueprint.post(f"{CONVERSATION}/messages/<row_uuid:message_id>/stop")
+@document_request(Empty)
+@document_response(Stopped)
+@document_errors(400, 401, 403, 404, 413, 415)
+async def stop(conversation_id: str, message_id: str) -> Response:
+    """Stop reply `message_id` wherever it runs: its upstream is closed within a second, its
+    text so far saved as `stopped`, and every reader gets the end (`REPLY_STOPPED`). A reply
+    that has ended stays as it is."""
+    await parse(Empty)
+    reply = await owned_reply(conversation_id, message_id)
+    if reply.status == "streaming":
+        await runs().stop(owner(), reply.id)
+        reply = await owned_reply(conversation_id, message_id)
+    return json({"ok": True, "status": live(reply)["status"]})
+
+
+async def owned_reply(conversation_id: str, message_id: str) -> store.Message:
+    """The owner's reply `message_id` of conversation `conversation_id`, or 404."""
+    async with db().read() as connection:
+        reply = await store.message(connection, owner(), conversation_id, message_id)
+    if reply is None or reply.role != "assistant":
+        raise turns.not_found("There is no such reply in this conversation.")
+    return reply
+
+
+def runs() -> Runs:
+    running: Runs = current_app.extensions["runs"]
+    return running
+
+
 # -- search, export, import --------------------------------------------------------------------
 
 
@@ -564,7 +612,7 @@ class ExportedMessage(BaseModel):
     parent_id: str | None = Field(alias="parentId")
     role: Literal["user", "assistant", "system"]
     content: str
-    status: Literal["streaming", "complete", "interrupted", "error"]
+    status: Literal["streaming", "complete", "stopped", "interrupted", "error"]
     created_at: int = Field(alias="createdAt", description="Milliseconds since 1970")
     model: str | None
     usage: ChatUsage | None

@@ -47,7 +47,7 @@ from ..db.tables import conversations, messages, now
 from ..db.tx import Tx
 
 PAGE_SIZE = 50
-STATUSES = ("streaming", "complete", "interrupted", "error")
+STATUSES = ("streaming", "complete", "stopped", "interrupted", "error")
 
 
 def new_id() -> str:
@@ -267,6 +267,11 @@ _CHECKPOINT = (
     update(messages)
     .where(_OWNED_MESSAGE, messages.c.status == "streaming")
     .values(content=bindparam("new_content"), updated_at=bindparam("at"))
+)
+_STOP = (
+    update(messages)
+    .where(_OWNED_MESSAGE, messages.c.status == "streaming")
+    .values(status="stopped", updated_at=bindparam("at"))
 )
 _HEARTBEAT = (
     update(messages)
@@ -606,6 +611,23 @@ def finish(
             "at": now(),
         },
     )
+
+
+def stop(tx: Tx, owner_id: int, message_id: str) -> None:
+    """Mark a streaming reply `stopped`: the process running it ends it when it sees this
+    (runs/control.py), and saves its text; the last checkpoint's text is kept if it never does."""
+    tx.run(_STOP, {"owner": owner_id, "key": message_id, "at": now()})
+
+
+async def stopped_among(connection: AsyncConnection, message_ids: list[str]) -> list[str]:
+    """Which of these replies, run by this process, another process has marked `stopped`.
+
+    The service's own bookkeeping (every owner), like `interrupt_stale`: it reads ids and
+    statuses of replies this process runs, never their content."""
+    rows = await connection.execute(
+        select(messages.c.id).where(messages.c.id.in_(message_ids), messages.c.status == "stopped")
+    )
+    return [row.id for row in rows]
 
 
 async def interrupt_stale(connection: AsyncConnection, quiet_for: timedelta) -> int:

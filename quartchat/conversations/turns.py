@@ -96,6 +96,14 @@ class _Loaded:
     def by_client_id(self, client_id: str) -> Message | None:
         return next((m for m in self.tree.values() if m.client_id == client_id), None)
 
+    def running(self) -> Message | None:
+        """The reply running in this conversation, if any (one whose process died is not)."""
+        fresh = now() - STALE_AFTER
+        return next(
+            (m for m in self.tree.values() if m.status == "streaming" and m.updated_at > fresh),
+            None,
+        )
+
 
 # A turn begins in one transaction, run by `Database.run` (on SQLite, in the writer's thread:
 # db/writer.py): the functions below, but for the three entry points, are its work, plain
@@ -130,6 +138,16 @@ async def _start(
         earlier = loaded.by_client_id(client_id)
         if earlier is not None:
             return _replay(loaded, earlier)
+        running = loaded.running()
+        if running is not None:  # one reply at a time: a second would answer a stale path
+            return Refused(
+                APIError(
+                    409,
+                    "TURN_CONFLICT",
+                    "A reply is still running in this conversation: wait for it, or stop it.",
+                    details=[{"reply_id": running.id}],
+                )
+            )
         return begin(tx, loaded)
 
     outcome = await db.run(work)
@@ -266,6 +284,13 @@ async def checkpoint_due() -> None:
     await asyncio.sleep(CHECKPOINT_SECONDS)
 
 
+def status_of(error: APIError | None) -> str:
+    """The saved status of a reply ended by `error`: a stop or a lost process is not an error
+    of the reply (runs/control.py)."""
+    code = error.code if error is not None else None
+    return {"REPLY_STOPPED": "stopped", "REPLY_INTERRUPTED": "interrupted"}.get(code or "", "error")
+
+
 class ReplyWriter:
     """The relay's observer for a reply kept on the server: checkpoints while it streams, the
     final write when it ends (and the access log line, which it passes everything on to)."""
@@ -290,28 +315,24 @@ class ReplyWriter:
         status = {"done": "complete", "disconnected": "interrupted", "shutdown": "interrupted"}
         values: dict[str, Any] = {
             "content": completion.text,
-            "status": status.get(outcome, "error"),
+            "status": status.get(outcome) or status_of(error),
             "model": completion.model,
             "finish_reason": completion.finish_reason,
             "usage": completion.usage,
         }
-        if outcome == "error" and error is not None:
+        if values["status"] == "error" and error is not None:
             values["error"] = {"code": error.code, "message": error.message}
         # Shielded: a client that left cancels this task, but what it was sent must be kept.
         await asyncio.shield(self._finish(values))
         await self.access.ended(outcome, completion, error)
 
     async def failed(self, error: APIError) -> None:
-        """The upstream refused before the stream began: the placeholder becomes the error."""
-        await asyncio.shield(
-            self._finish(
-                {
-                    "content": "",
-                    "status": "error",
-                    "error": {"code": error.code, "message": error.message},
-                }
-            )
-        )
+        """The reply ended before its stream began (the upstream refused, or it was stopped):
+        the placeholder says so."""
+        values: dict[str, Any] = {"content": "", "status": status_of(error)}
+        if values["status"] == "error":
+            values["error"] = {"code": error.code, "message": error.message}
+        await asyncio.shield(self._finish(values))
 
     async def _finish(self, values: dict[str, Any]) -> None:
         try:

@@ -178,7 +178,9 @@ messages = Table(
     Column("client_id", String(64)),  # the sender's id for it: a retried send is not a new one
     Column("role", String(16), nullable=False),  # user | assistant | system
     Column("content", Text, nullable=False),
-    Column("status", String(16), nullable=False),  # streaming | complete | interrupted | error
+    Column(
+        "status", String(16), nullable=False
+    ),  # streaming | complete | stopped | interrupted | error
     Column("model", String(256)),
     Column("finish_reason", String(64)),
     Column("prompt_tokens", Integer),

@@ -105,15 +105,21 @@ async def test_a_whole_chat_and_a_conversation_turn_count_too(
     assert found["messages"] == []  # a refused turn writes nothing
 
 
-async def test_a_conversation_turn_holds_a_slot_until_its_reply_ends(
+async def test_a_conversation_turn_holds_a_slot_until_its_reply_ends_not_its_client(
     app: Quart, ann: tuple[Client, int], fake: FakeUpstream
 ) -> None:
     client, user_id = ann
     made = await (await client.post("/api/conversations", json={})).get_json()
     fake.reply_with(hanging())
     body = {"content": "hi", "client_id": "c-1"}
-    async with streaming(client, f"/api/conversations/{made['id']}/messages", body):
+    turns = f"/api/conversations/{made['id']}/messages"
+    async with streaming(client, turns, body) as connection:
         assert held(app, user_id) == 1
+        headers = connection.headers  # type: ignore[attr-defined]
+        reply_id = headers["Quartchat-Reply-Id"]
+    await asyncio.sleep(0.1)  # the client has left; its reply runs on, and counts
+    assert held(app, user_id) == 1
+    await client.post(f"{turns}/{reply_id}/stop", json={})
     await eventually(lambda: held(app, user_id) == 0, "the turn's slot is back")
 
 
