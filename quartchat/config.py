@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # Data: an SQLite file in DATA_DIR unless DATABASE_URL names a PostgreSQL server.
     data_dir: Path = Path("data")
     database_url: SecretStr | None = None  # may hold a password
+    # Shared state between processes and hosts (stream counts, login throttles; later run logs):
+    # `redis://[:PASSWORD@]host:6379/0` or `rediss://…`. Unset: each process on its own.
+    redis_url: SecretStr | None = None  # may hold a password
 
     # Accounts (docs/deploy.md, "Accounts"). `none`: no accounts, loopback only.
     auth_mode: Literal["accounts", "none"] = "accounts"
@@ -77,6 +80,7 @@ class Settings(BaseSettings):
     @field_validator(
         "openai_api_key",
         "database_url",
+        "redis_url",
         "secret_key",
         "admin_password",
         "admin_email",
@@ -152,6 +156,11 @@ class Settings(BaseSettings):
         if self.max_streams_per_user is None:
             return 4 if self.accounts else None
         return self.max_streams_per_user or None
+
+    @property
+    def redis(self) -> str | None:
+        """REDIS_URL's value (None: no Redis); never log it, it may hold a password."""
+        return self.redis_url.get_secret_value() if self.redis_url else None
 
     @property
     def api_key(self) -> str | None:

@@ -25,6 +25,7 @@ from quartchat.db.migrate import migrate
 
 from .fake_upstream import FakeUpstream
 from .postgres import server_url
+from .redis_server import RedisServer, redis_server_bin
 from .service import Service
 
 UPSTREAM = "https://upstream.test/v1"
@@ -106,6 +107,32 @@ async def database(
     name = f"test_{uuid.uuid4().hex[:16]}"
     await _create_database(postgres_server, name, postgres_template.database)
     yield postgres_server.set(database=name)
+
+
+# -- Redis: what processes share when REDIS_URL is set ---------------------------------------------
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own (tests/redis_server.py), which the test may `stop()` and
+    `start()` again. Without Debian's redis-server the test skips, or under CI=1 fails."""
+    binary = redis_server_bin()
+    if binary is None:
+        why = "no redis-server here (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs Redis: {why}")
+        pytest.skip(why)
+    server = RedisServer(binary)
+    try:
+        yield server.start()
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of an empty Redis (`redis_server`'s)."""
+    return redis_server.url
 
 
 @pytest.fixture
