@@ -30,6 +30,7 @@ from .service import Service
 
 UPSTREAM = "https://upstream.test/v1"
 SECRET = "sk-test-9f8e7d6c5b4a3210SECRET"
+REDIS_PASSWORD = "redis-test-PASSWORD-5e4d3c"  # in REDIS_URL; must never reach a log or a response
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sse"  # copies of ../shared/fixtures/sse
 
 
@@ -114,15 +115,15 @@ async def database(
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    """A redis-server of this test's own (tests/redis_server.py), which the test may `stop()` and
-    `start()` again. Without Debian's redis-server the test skips, or under CI=1 fails."""
+    """A redis-server of this test's own (tests/redis_server.py), with a password (REDIS_PASSWORD),
+    which the test may `stop()` and `start()` again. Without Debian's redis-server the test skips, or under CI=1 fails."""
     binary = redis_server_bin()
     if binary is None:
         why = "no redis-server here (apt-get install redis-server)"
         if os.environ.get("CI"):
             pytest.fail(f"CI needs Redis: {why}")
         pytest.skip(why)
-    server = RedisServer(binary)
+    server = RedisServer(binary, password=REDIS_PASSWORD)
     try:
         yield server.start()
     finally:

@@ -28,15 +28,17 @@ def redis_server_bin() -> str | None:
 class RedisServer:
     """One redis-server process on 127.0.0.1; `url` stays the same across `stop()`/`start()`."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, password: str | None = None) -> None:
         self.binary = binary
+        self.password = password
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="quartchat-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         """Start it (again) and return once it answers PING."""
@@ -54,6 +56,7 @@ class RedisServer:
             str(self.dir),
             "--logfile",
             str(self.dir / "log"),
+            *(("--requirepass", self.password) if self.password else ()),
         ]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + START_SECONDS
@@ -83,7 +86,8 @@ class RedisServer:
     def _answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+                # Without AUTH a password-protected server answers -NOAUTH: up, all the same.
                 connection.sendall(b"PING\r\n")
-                return connection.recv(16).startswith(b"+PONG")
+                return connection.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
