@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from quart import Quart, Request, Response, g, request
+from redis.asyncio import Redis
 
 from .accesslog import AccessRecord
 from .auth.accounts import Accounts
@@ -19,6 +20,7 @@ from .auth.bootstrap import backups, url_of
 from .auth.cookies import NoSessions, SessionCookies, secret_key
 from .auth.devices import Devices
 from .auth.gate import admit
+from .auth.limits import counter
 from .auth.passwords import Passwords
 from .auth.principal import Authenticator, Networks, PrincipalCache
 from .blueprints import admin, api, auth, conversations, health, ui
@@ -35,7 +37,7 @@ from .runs.memory import MemoryLog
 from .streaming.watch import LiveStreams
 from .upstream.client import UpstreamClient
 from .upstream.models import ModelPolicy
-from .usage.limits import stream_slots
+from .usage.limits import RedisStreamSlots, stream_slots
 from .usage.revocation import watch_credentials
 
 HOUSEKEEPING_SECONDS = 60.0
@@ -103,7 +105,17 @@ def create_app(
     app.extensions["streams"] = LiveStreams(
         settings.sse_ping_seconds, settings.request_timeout_seconds, settings.max_reply_seconds
     )
-    app.extensions["slots"] = stream_slots(settings.stream_limit)
+    redis = _redis(settings)
+    app.extensions["redis"] = redis
+    app.extensions["slots"] = slots = stream_slots(settings.stream_limit, redis)
+
+    @app.while_serving
+    async def _shared_state() -> AsyncGenerator[None, None]:
+        yield
+        if isinstance(slots, RedisStreamSlots):
+            await slots.aclose()
+        if redis is not None:
+            await redis.aclose()
 
     @app.while_serving
     async def _upstream_client() -> AsyncGenerator[None, None]:
@@ -153,7 +165,8 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
     url = url_of(settings)
     db = Database.open(url)
     cache = PrincipalCache()
-    accounts = Accounts(settings, db, Passwords(), cache)
+    app.extensions["counter"] = rate_counter = counter(db, app.extensions["redis"])
+    accounts = Accounts(settings, db, Passwords(), cache, rate_counter)
     authenticator = Authenticator(
         db,
         cookies,
@@ -192,6 +205,17 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(conversations.blueprint)
     return authenticator
+
+
+def _redis(settings: Settings) -> Redis | None:
+    """The app's one Redis client (REDIS_URL), or None. It connects on first use: a Redis that is
+    away at start delays nothing (what is counted in it is counted per process meanwhile)."""
+    url = settings.redis
+    if url is None:
+        return None
+    # Connecting is bounded; commands are bounded by their callers (a run log's readers block on
+    # purpose, so there is no socket timeout for all).
+    return Redis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
 
 
 async def _housekeeping(db: Database) -> None:

@@ -9,8 +9,6 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ..config import Settings
 from ..db import Database
 from ..db.tables import now
@@ -45,12 +43,18 @@ def check_password(password: str) -> None:
 
 class Accounts:
     def __init__(
-        self, settings: Settings, db: Database, passwords: Passwords, cache: PrincipalCache
+        self,
+        settings: Settings,
+        db: Database,
+        passwords: Passwords,
+        cache: PrincipalCache,
+        counter: limits.Counter | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.passwords = passwords
         self.cache = cache
+        self.counter = counter or limits.DatabaseCounter(db)
 
     # -- logging in ------------------------------------------------------------------------------
 
@@ -78,8 +82,8 @@ class Accounts:
         if not ok or user is None:
             raise APIError(401, "INVALID_CREDENTIALS", BAD_LOGIN)
         self._require_active(user)
+        await _forgive(self.counter, keys)
         async with self.db.write() as connection:
-            await _forgive(connection, keys)
             token = await sessions.start(connection, user.id, user_agent, ip)
         return token, device if known and device is not None else Device.new(user.id)
 
@@ -88,13 +92,8 @@ class Accounts:
         Retry-After at the first key over `LOGIN_ATTEMPTS_PER_MINUTE` (the later keys are then
         not counted: a flood from one address does not also fill the account's bucket)."""
         limit = self.settings.login_attempts_per_minute
-        wait: int | None = None
-        async with self.db.write() as connection:
-            for key in keys:
-                wait = await limits.attempt(connection, key, limit, LOGIN_WINDOW)
-                if wait is not None:
-                    break
-        if wait is not None:  # raised after the commit: the counts made so far stay made
+        wait = await self.counter.attempt(keys, limit, LOGIN_WINDOW)
+        if wait is not None:  # the counts made so far stay made
             raise APIError(
                 429,
                 "TOO_MANY_ATTEMPTS",
@@ -112,8 +111,7 @@ class Accounts:
         await self._count_attempt(keys, "password attempts")
         if user is None or not await self.passwords.verify(user.password_hash, password):
             return None
-        async with self.db.write() as connection:
-            await _forgive(connection, keys)
+        await _forgive(self.counter, keys)
         return user
 
     @staticmethod
@@ -160,9 +158,10 @@ class Accounts:
             admin = await setup.claim(connection, secret, email, password_hash)
             if admin is None:
                 raise setup_refused()
-            await limits.refund(connection, key)
             log.info("first admin created (user %s)", admin.id)
-            return await sessions.start(connection, admin.id, user_agent, ip)
+            token = await sessions.start(connection, admin.id, user_agent, ip)
+        await self.counter.forgive(refunded=(key,))
+        return token
 
     async def sign_up(self, email: str, password: str, ip: str, user_agent: str) -> str | None:
         """Open and approval policies only, once an admin exists; the new session's token, or
@@ -254,8 +253,9 @@ class Accounts:
             user = await self._create(connection, address, password_hash, invite.role, "active")
             if not await invites.use(connection, invite.id, user.id):
                 raise bad_invite()
-            await limits.refund(connection, key)
-            return await sessions.start(connection, user.id, user_agent, ip)
+            token = await sessions.start(connection, user.id, user_agent, ip)
+        await self.counter.forgive(refunded=(key,))
+        return token
 
     async def user_from_header(self, email: str) -> users.User | None:
         """A user an identity proxy vouches for, seen for the first time, per the policy (and,
@@ -484,14 +484,13 @@ def login_keys(email: str, ip: str) -> tuple[str, str]:
     return f"login-ip:{ip}", f"login-email:{users.normal_email(email)}"
 
 
-async def _forgive(connection: AsyncConnection, keys: tuple[str, ...]) -> None:
+async def _forgive(counter: limits.Counter, keys: tuple[str, ...]) -> None:
     """The right password: the browser's and the account's counts start afresh; the address only
     gets back the attempt that succeeded (others behind it may be guessing)."""
-    for key in keys:
-        if key.startswith("login-ip:"):
-            await limits.refund(connection, key)
-        else:
-            await limits.clear(connection, key)
+    by_address = tuple(key for key in keys if key.startswith("login-ip:"))
+    await counter.forgive(
+        refunded=by_address, cleared=tuple(key for key in keys if key not in by_address)
+    )
 
 
 def bad_invite() -> APIError:

@@ -761,13 +761,13 @@ async def import_conversations() -> Response:
 
 async def count_import(size: int) -> None:
     """Count `size` bytes against the user's daily import quota before reading any of them; a
-    refused import is not counted (its transaction rolls back)."""
+    refused import is not counted (its bytes are given back)."""
     limit = current_app.config["QUARTCHAT"].import_bytes_per_day
     key = f"import-bytes:{owner()}"
-    async with db().write() as connection:
-        wait = await limits.attempt(connection, key, limit, IMPORT_QUOTA_WINDOW, size)
-        if wait is None:
-            return
+    counter: limits.Counter = current_app.extensions["counter"]
+    wait = await counter.attempt((key,), limit, IMPORT_QUOTA_WINDOW, size)
+    if wait is not None:
+        await counter.forgive(refunded=(key,), amount=size)
         raise APIError(
             429,
             "IMPORT_QUOTA_EXCEEDED",
