@@ -83,7 +83,7 @@ def test_lists_are_comma_separated_and_blanks_mean_unset(monkeypatch: pytest.Mon
 def test_the_example_env_file_is_valid_and_means_the_defaults() -> None:
     example = Settings(_env_file=ROOT / ".env.example")
     assert example.accounts and example.signup_policy == "closed"
-    assert example.secret_key is None and example.database_url is None
+    assert example.secret_key is None and example.database_url is None and example.redis is None
     assert example.trusted_proxies == [] and example.admin_email is None
     assert not example.openai_model_set  # the default model: one the upstream lists
 

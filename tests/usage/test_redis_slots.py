@@ -19,8 +19,10 @@ from redis.asyncio import Redis
 from quartchat.errors import APIError
 from quartchat.usage.limits import RedisStreamSlots, Slot, stream_slots
 
-from ..conftest import REDIS_PASSWORD
+from ..conftest import CHAT, REDIS_PASSWORD, LiveClient, assert_error
+from ..fake_upstream import FakeUpstream
 from ..redis_server import RedisServer
+from .conftest import hanging, streaming
 
 DEADLINE = 15.0
 """The longest a test waits for what it expects (a dead process's slots expire within 1 s here)."""
@@ -180,3 +182,14 @@ async def test_stream_slots_count_in_redis_when_there_is_one(clients: Clients) -
     assert isinstance(stream_slots(2, clients()), RedisStreamSlots)
     assert not isinstance(stream_slots(2), RedisStreamSlots)
     assert not isinstance(stream_slots(None, clients()), RedisStreamSlots)
+
+
+async def test_two_apps_on_one_redis_share_the_stream_limit(
+    live: LiveClient, fake: FakeUpstream, redis_url: str
+) -> None:
+    fake.reply_with(hanging())
+    shared = {"max_streams_per_user": 1, "redis_url": redis_url}
+    async with live(**shared) as one, live(**shared) as two, streaming(one):
+        async with asyncio.timeout(DEADLINE):  # admitted, it would hang on the upstream
+            refused = await two.post("/api/chat/stream", json=CHAT)
+        assert_error(refused.status_code, await refused.get_data(), 429, "TOO_MANY_STREAMS")
