@@ -19,7 +19,7 @@ from quart_schema import document_querystring, document_request, document_respon
 
 from ..auth import limits
 from ..auth.principal import Principal, current_principal
-from ..conversations import store, transfer, turns
+from ..conversations import rows, store, transfer, turns
 from ..db import Database
 from ..db.tables import now
 from ..errors import APIError
@@ -73,7 +73,7 @@ class Settings(Strict):
 # -- conversations -------------------------------------------------------------------------------
 
 
-def cursor_of(summary: store.Summary) -> str:
+def cursor_of(summary: rows.Summary) -> str:
     return f"{summary.updated_at.isoformat()}|{summary.id}"
 
 
@@ -256,7 +256,7 @@ async def get_conversation(conversation_id: str) -> Response:
     return json({**conversation.public(), "messages": [live(m) for m in tree]})
 
 
-def live(message: store.Message) -> dict[str, Any]:
+def live(message: rows.Message) -> dict[str, Any]:
     """A message as the API shows it: a `streaming` reply nobody has checkpointed for a while
     belongs to a process that is gone, and is shown as interrupted (the sweep writes it so)."""
     public = message.public()
@@ -551,7 +551,7 @@ async def stop(conversation_id: str, message_id: str) -> Response:
     return json({"ok": True, "status": live(reply)["status"]})
 
 
-async def owned_reply(conversation_id: str, message_id: str) -> store.Message:
+async def owned_reply(conversation_id: str, message_id: str) -> rows.Message:
     """The owner's reply `message_id` of conversation `conversation_id`, or 404."""
     async with db().read() as connection:
         reply = await store.message(connection, owner(), conversation_id, message_id)
@@ -688,7 +688,7 @@ async def export_all() -> Response:
 
 
 def exported(
-    pairs: list[tuple[store.Conversation, list[store.Message]]], kind: str, name: str
+    pairs: list[tuple[rows.Conversation, list[rows.Message]]], kind: str, name: str
 ) -> Response:
     if kind == "markdown":
         response = Response(

@@ -16,15 +16,10 @@ that run inside `Database.run(work)`, which on SQLite runs them in the writer's 
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -45,17 +40,22 @@ from sqlalchemy.sql import ColumnElement, FromClause
 
 from ..db.tables import conversations, messages, now
 from ..db.tx import Tx
+from .rows import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    Conversation,
+    Hit,
+    Message,
+    Summary,
+    conversation_from,
+    message_from,
+    new_id,
+    new_message,
+    usage_columns,
+    written,
+)
 
 PAGE_SIZE = 50
-STATUSES = ("streaming", "complete", "stopped", "interrupted", "error")
-
-
-def new_id() -> str:
-    """A UUIDv7: unique, and sorting by it sorts by creation time."""
-    millis = time.time_ns() // 1_000_000
-    value = (millis << 80) | (0x7 << 76) | (int.from_bytes(os.urandom(10)) & ((1 << 76) - 1))
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # the RFC 4122 variant
-    return str(uuid.UUID(int=value))
 
 
 class Stale(Exception):
@@ -64,152 +64,6 @@ class Stale(Exception):
     def __init__(self, revision: int) -> None:
         super().__init__(f"the conversation is at revision {revision}")
         self.revision = revision
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    id: str
-    title: str
-    updated_at: datetime
-    pinned: bool
-    archived: bool
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "updated_at": self.updated_at.isoformat(),
-            "pinned": self.pinned,
-            "archived": self.archived,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    id: str
-    title: str
-    settings: dict[str, Any]
-    leaf_id: str | None
-    pinned: bool
-    archived: bool
-    revision: int
-    created_at: datetime
-    updated_at: datetime
-    client_id: str | None
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "settings": self.settings,
-            "leaf_id": self.leaf_id,
-            "pinned": self.pinned,
-            "archived": self.archived,
-            "revision": self.revision,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    id: str
-    conversation_id: str
-    parent_id: str | None
-    role: str
-    content: str
-    status: str
-    model: str | None
-    finish_reason: str | None
-    usage: dict[str, int] | None
-    error: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
-    client_id: str | None = field(default=None)
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "parent_id": self.parent_id,
-            "role": self.role,
-            "content": self.content,
-            "status": self.status,
-            "model": self.model,
-            "finish_reason": self.finish_reason,
-            "usage": self.usage,
-            "error": self.error,
-            "created_at": self.created_at.isoformat(),
-            "client_id": self.client_id,
-        }
-
-
-CONVERSATION_COLUMNS = (
-    conversations.c.id,
-    conversations.c.title,
-    conversations.c.settings,
-    conversations.c.leaf_id,
-    conversations.c.pinned,
-    conversations.c.archived,
-    conversations.c.revision,
-    conversations.c.created_at,
-    conversations.c.updated_at,
-    conversations.c.client_id,
-)
-MESSAGE_COLUMNS = (
-    messages.c.id,
-    messages.c.conversation_id,
-    messages.c.parent_id,
-    messages.c.role,
-    messages.c.content,
-    messages.c.status,
-    messages.c.model,
-    messages.c.finish_reason,
-    messages.c.prompt_tokens,
-    messages.c.completion_tokens,
-    messages.c.total_tokens,
-    messages.c.error,
-    messages.c.created_at,
-    messages.c.updated_at,
-    messages.c.client_id,
-)
-
-
-def _message(row: Any) -> Message:
-    usage = None
-    if row.total_tokens is not None:
-        usage = {
-            "prompt_tokens": row.prompt_tokens or 0,
-            "completion_tokens": row.completion_tokens or 0,
-            "total_tokens": row.total_tokens,
-        }
-    return Message(
-        row.id,
-        row.conversation_id,
-        row.parent_id,
-        row.role,
-        row.content,
-        row.status,
-        row.model,
-        row.finish_reason,
-        usage,
-        row.error,
-        row.created_at,
-        row.updated_at,
-        row.client_id,
-    )
-
-
-def _conversation(row: Any) -> Conversation:
-    return Conversation(*row)
-
-
-def _usage_columns(usage: dict[str, int] | None) -> dict[str, int | None]:
-    usage = usage or {}
-    return {
-        "prompt_tokens": usage.get("prompt_tokens"),
-        "completion_tokens": usage.get("completion_tokens"),
-        "total_tokens": usage.get("total_tokens"),
-    }
 
 
 def _mine(owner_id: int) -> Any:
@@ -360,7 +214,7 @@ async def create(
         )
         .returning(*CONVERSATION_COLUMNS)
     )
-    return _conversation(result.one())
+    return conversation_from(result.one())
 
 
 async def get(
@@ -368,12 +222,12 @@ async def get(
 ) -> Conversation | None:
     found = await connection.execute(_GET, {"owner": owner_id, "key": conversation_id})
     row = found.first()
-    return _conversation(row) if row else None
+    return conversation_from(row) if row else None
 
 
 def get_in(tx: Tx, owner_id: int, conversation_id: str) -> Conversation | None:
     found = tx.rows(_GET, {"owner": owner_id, "key": conversation_id})
-    return _conversation(found[0]) if found else None
+    return conversation_from(found[0]) if found else None
 
 
 async def by_client_id(
@@ -383,7 +237,7 @@ async def by_client_id(
         conversations.c.owner_id == owner_id, conversations.c.client_id == client_id
     )
     row = (await connection.execute(query)).first()
-    return _conversation(row) if row else None
+    return conversation_from(row) if row else None
 
 
 async def change(
@@ -411,7 +265,7 @@ async def change(
     )
     row = result.first()
     if row is not None:
-        return _conversation(row)
+        return conversation_from(row)
     current = await get(connection, owner_id, conversation_id)
     if current is not None and revision is not None:
         raise Stale(current.revision)
@@ -482,11 +336,13 @@ async def messages_of(
 ) -> list[Message]:
     """Every message of the owner's conversation (the whole tree), oldest first."""
     rows = await connection.execute(_TREE, {"owner": owner_id, "key": conversation_id})
-    return [_message(row) for row in rows]
+    return [message_from(row) for row in rows]
 
 
 def messages_in(tx: Tx, owner_id: int, conversation_id: str) -> list[Message]:
-    return [_message(row) for row in tx.rows(_TREE, {"owner": owner_id, "key": conversation_id})]
+    return [
+        message_from(row) for row in tx.rows(_TREE, {"owner": owner_id, "key": conversation_id})
+    ]
 
 
 async def message(
@@ -502,7 +358,7 @@ async def message(
         )
     )
     row = (await connection.execute(query)).first()
-    return _message(row) if row else None
+    return message_from(row) if row else None
 
 
 async def add(
@@ -515,7 +371,7 @@ async def add(
     `fields` as `new_message` takes them."""
     row = new_message(conversation_id, **fields)
     await connection.execute(_INSERT, row)
-    return _written(row)
+    return written(row)
 
 
 def add_in(tx: Tx, owner_id: int, conversation_id: str, **fields: Any) -> Message:
@@ -528,45 +384,7 @@ def insert_in(tx: Tx, rows: Sequence[dict[str, Any]]) -> list[Message]:
     """New messages (rows made by `new_message`, of conversations the caller checked are the
     owner's), in one statement: a turn's question and reply's placeholder are one round trip."""
     tx.run_many(_INSERT, rows)
-    return [_written(row) for row in rows]
-
-
-def _written(row: dict[str, Any]) -> Message:
-    # Every column is in the row `new_message` made: the message is made from it, not read back.
-    return _message(SimpleNamespace(**row))
-
-
-def new_message(
-    conversation_id: str,
-    *,
-    role: str,
-    content: str,
-    parent_id: str | None,
-    status: str = "complete",
-    client_id: str | None = None,
-    model: str | None = None,
-    finish_reason: str | None = None,
-    usage: dict[str, int] | None = None,
-    error: dict[str, Any] | None = None,
-    created_at: datetime | None = None,
-) -> dict[str, Any]:
-    """The row of a new message, with a new id."""
-    at = created_at or now()
-    return {
-        "id": new_id(),
-        "conversation_id": conversation_id,
-        "parent_id": parent_id,
-        "client_id": client_id,
-        "role": role,
-        "content": content,
-        "status": status,
-        "model": model,
-        "finish_reason": finish_reason,
-        "error": error,
-        "created_at": at,
-        "updated_at": at,
-        **_usage_columns(usage),
-    }
+    return [written(row) for row in rows]
 
 
 def checkpoint(tx: Tx, owner_id: int, message_id: str, content: str) -> None:
@@ -594,7 +412,7 @@ def finish(
     usage: dict[str, int] | None = None,
     error: dict[str, Any] | None = None,
 ) -> None:
-    counts = _usage_columns(usage)
+    counts = usage_columns(usage)
     tx.run(
         _FINISH,
         {
@@ -677,24 +495,6 @@ def search_terms(query: str) -> list[str]:
     """The words of a search, nothing else: quotes, operators, `*` and parentheses are dropped,
     so no input can be taken as query syntax by FTS5 or tsquery."""
     return [t[:MAX_TERM_LENGTH].lower() for t in WORD.findall(query[:4000])][:MAX_TERMS]
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    conversation_id: str
-    title: str
-    message_id: str | None
-    snippet: str
-    updated_at: datetime
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "conversation_id": self.conversation_id,
-            "title": self.title,
-            "message_id": self.message_id,
-            "snippet": self.snippet,
-            "updated_at": self.updated_at.isoformat(),
-        }
 
 
 async def search(

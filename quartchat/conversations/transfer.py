@@ -41,7 +41,7 @@ from ..db import Database
 from ..db.tables import conversations as conversations_table
 from ..db.tables import now
 from ..db.tx import Tx
-from . import store
+from . import rows, store
 
 FORMAT = "quartchat"
 VERSION = 1
@@ -594,8 +594,8 @@ class _Plan:
 
     def __init__(self, owner_id: int, conversation: ImportedConversation) -> None:
         self.conversation = conversation
-        self.id = store.new_id()
-        self.ids = [store.new_id() for _ in conversation.messages]
+        self.id = rows.new_id()
+        self.ids = [rows.new_id() for _ in conversation.messages]
         self.links = parents(conversation.messages)
         self.written = 0
         self.started = False
@@ -632,7 +632,7 @@ class _Plan:
         messages = self.conversation.messages
         for index in range(self.written, self.written + count):
             message, parent = messages[index], self.links[index]
-            row = store.new_message(
+            row = rows.new_message(
                 self.id,
                 role=message.role,
                 content=message.content,
@@ -797,7 +797,7 @@ async def import_body(db: Database, owner_id: int, raw: bytes) -> dict[str, Any]
     return {"imported": imported, "skipped": skipped, "problems": batches.problems.listed()}
 
 
-def to_json(pairs: list[tuple[store.Conversation, list[store.Message]]]) -> dict[str, Any]:
+def to_json(pairs: list[tuple[rows.Conversation, list[rows.Message]]]) -> dict[str, Any]:
     """Our format: what the page exports and imports, version 1."""
     return {
         "format": FORMAT,
@@ -831,7 +831,7 @@ def to_json(pairs: list[tuple[store.Conversation, list[store.Message]]]) -> dict
     }
 
 
-def to_markdown(pairs: list[tuple[store.Conversation, list[store.Message]]]) -> str:
+def to_markdown(pairs: list[tuple[rows.Conversation, list[rows.Message]]]) -> str:
     """Each conversation's current path, readable: a heading, then who said what."""
     parts = []
     for conversation, tree in pairs:

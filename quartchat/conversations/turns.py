@@ -27,8 +27,8 @@ from ..db.tx import Tx
 from ..errors import APIError
 from ..schemas import ChatMessage, ChatRequest
 from ..streaming.completion import Completion
-from . import store
-from .store import Conversation, Message
+from . import rows, store
+from .rows import Conversation, Message
 
 log = logging.getLogger("quartchat.conversations")
 
@@ -222,7 +222,7 @@ def _ask(
     tx: Tx, owner_id: int, loaded: _Loaded, content: str, parent_id: str | None, client_id: str
 ) -> Turn:
     """A new question under `parent_id` (None: a first question), and its reply's placeholder."""
-    question = store.new_message(
+    question = rows.new_message(
         loaded.conversation.id, role="user", content=content, parent_id=parent_id,
         client_id=client_id,
     )  # fmt: skip
@@ -242,10 +242,10 @@ def _begin_reply(
     client_id: str | None = None,
 ) -> Turn:
     """The reply's placeholder under the question `question_id`: one of the tree's (a
-    regenerate), or `new_question`, a row of `store.new_message` written with it in one
+    regenerate), or `new_question`, a row of `rows.new_message` written with it in one
     statement."""
     conversation = loaded.conversation
-    reply_row = store.new_message(
+    reply_row = rows.new_message(
         conversation.id,
         role="assistant",
         content="",

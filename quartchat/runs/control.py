@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ..conversations import store
-from ..conversations.store import Message
+from ..conversations.rows import Message
 from ..db import Database
 from ..db.tables import now
 from ..errors import APIError

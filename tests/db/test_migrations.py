@@ -17,7 +17,7 @@ from sqlalchemy import Column, Integer, column, insert, inspect, select, table, 
 from sqlalchemy.engine import URL
 
 from quartchat.auth import users
-from quartchat.conversations import store
+from quartchat.conversations import rows, store
 from quartchat.db import Database, create_engine, database_url, tables
 from quartchat.db import migrate as migrate_module
 from quartchat.db.migrate import DatabaseTooNew, alembic_config, head, migrate
@@ -86,7 +86,7 @@ async def test_messages_written_before_the_search_migration_are_found_after_it(
         async with db.write() as connection:
             owner_id = (await users.create(connection, "old@example.com", None)).id
             # The conversation as 0003 had it (store.create writes columns of later revisions).
-            made = store.new_id()
+            made = rows.new_id()
             at = tables.now()
             before_0006 = table(
                 "conversations",

@@ -16,7 +16,7 @@ from sqlalchemy import Select, create_engine, func, insert, literal_column, sele
 from sqlalchemy.engine import URL
 
 from quartchat.auth import users
-from quartchat.conversations import store
+from quartchat.conversations import rows, store
 from quartchat.db import Database
 from quartchat.db import tx as tx_module
 from quartchat.db.tables import conversations
@@ -80,7 +80,7 @@ async def test_rows_read_in_the_work_are_typed_as_the_engine_reads_them(db: Data
             await store.messages_of(connection, owner_id, made.id),
         )
 
-    def read(tx: Tx) -> tuple[store.Conversation | None, list[store.Message]]:
+    def read(tx: Tx) -> tuple[rows.Conversation | None, list[rows.Message]]:
         return store.get_in(tx, owner_id, made.id), store.messages_in(tx, owner_id, made.id)
 
     in_work = await db.run(read)
@@ -126,8 +126,8 @@ async def test_messages_written_in_the_work_are_the_messages_read_back(db: Datab
     owner_id = await a_user(db)
     async with db.write() as connection:
         made = await store.create(connection, owner_id, title="t", settings={})
-    question = store.new_message(made.id, role="user", content="q", parent_id=None, client_id="c")
-    reply = store.new_message(
+    question = rows.new_message(made.id, role="user", content="q", parent_id=None, client_id="c")
+    reply = rows.new_message(
         made.id, role="assistant", content="r", parent_id=question["id"], status="error",
         model="m", finish_reason="stop", error={"code": "E", "message": "m"},
         usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
@@ -193,7 +193,7 @@ async def test_a_statement_with_python_side_defaults_is_refused(db: Database) ->
     owner_id = await a_user(db)
     statement = insert(conversations)
     values = {
-        "id": store.new_id(),
+        "id": rows.new_id(),
         "owner_id": owner_id,
         "title": "t",
         "settings": {},

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from quartchat.auth import users
-from quartchat.conversations import store, turns
+from quartchat.conversations import rows, store, turns
 from quartchat.db import SQLITE_PRAGMAS, Database, writer
 from quartchat.db.tx import SQLiteTx, Tx
 from quartchat.errors import APIError
@@ -68,7 +68,7 @@ class Blocker:
         return task
 
 
-def adding(owner_id: int, conversation_id: str, content: str) -> partial[store.Message]:
+def adding(owner_id: int, conversation_id: str, content: str) -> partial[rows.Message]:
     return partial(
         store.add_in, owner_id=owner_id, conversation_id=conversation_id, role="user",
         content=content, parent_id=None,
