@@ -461,20 +461,6 @@ async def interrupt_stale(connection: AsyncConnection, quiet_for: timedelta) -> 
     return result.rowcount
 
 
-def path_to(tree: list[Message], leaf_id: str | None) -> list[Message]:
-    """The messages from the root down to `leaf_id`: what the page shows, and the context sent."""
-    by_id = {m.id: m for m in tree}
-    path: list[Message] = []
-    seen: set[str] = set()
-    node = by_id.get(leaf_id) if leaf_id else None
-    while node is not None and node.id not in seen:
-        seen.add(node.id)
-        path.append(node)
-        node = by_id.get(node.parent_id) if node.parent_id else None
-    path.reverse()
-    return path
-
-
 # -- search --------------------------------------------------------------------------------------
 
 WORD = re.compile(r"\w+", re.UNICODE)

@@ -42,6 +42,7 @@ from ..db.tables import conversations as conversations_table
 from ..db.tables import now
 from ..db.tx import Tx
 from . import rows, store
+from .tree import path_to
 
 FORMAT = "quartchat"
 VERSION = 1
@@ -836,7 +837,7 @@ def to_markdown(pairs: list[tuple[rows.Conversation, list[rows.Message]]]) -> st
     parts = []
     for conversation, tree in pairs:
         lines = [f"# {conversation.title}", ""]
-        for message in store.path_to(tree, conversation.leaf_id):
+        for message in path_to(tree, conversation.leaf_id):
             who = {"user": "You", "assistant": "Assistant", "system": "System"}[message.role]
             lines += [f"**{who}:**", "", message.content, ""]
         parts.append("\n".join(lines))

@@ -29,6 +29,7 @@ from ..schemas import ChatMessage, ChatRequest
 from ..streaming.completion import Completion
 from . import rows, store
 from .rows import Conversation, Message
+from .tree import path_to
 
 log = logging.getLogger("quartchat.conversations")
 
@@ -260,7 +261,7 @@ def _begin_reply(
     if first and conversation.title == DEFAULT_TITLE:
         title = title_from(question.content)
     store.touch(tx, owner_id, conversation.id, leaf_id=reply.id, title=title)
-    path = store.path_to([*loaded.tree.values(), *asked], question.id)
+    path = path_to([*loaded.tree.values(), *asked], question.id)
     return Turn(question if asked else None, reply, chat_request(conversation, path))
 
 
