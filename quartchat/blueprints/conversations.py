@@ -20,6 +20,7 @@ from quart_schema import document_querystring, document_request, document_respon
 from ..auth import limits
 from ..auth.principal import Principal, current_principal
 from ..conversations import rows, store, transfer, turns
+from ..conversations.search import search as search_messages
 from ..db import Database
 from ..db.tables import now
 from ..errors import APIError
@@ -599,7 +600,7 @@ async def search() -> Response:
     """
     query = request.args.get("q", "")
     async with db().read() as connection:
-        hits = await store.search(connection, owner(), query)
+        hits = await search_messages(connection, owner(), query)
     return json({"items": [h.public() for h in hits]})
 
 

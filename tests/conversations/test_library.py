@@ -12,7 +12,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy import func, select, text
 
-from quartchat.conversations import store, turns
+from quartchat.conversations import search, turns
 from quartchat.db.tables import messages
 
 from ..conftest import assert_error
@@ -131,9 +131,9 @@ async def test_search_takes_any_text_without_an_error(ann: Client, query: str) -
 
 
 def test_search_terms_are_words_only() -> None:
-    assert store.search_terms('"fox" AND (cat*') == ["fox", "and", "cat"]
-    assert len(store.search_terms("a " * 100)) == store.MAX_TERMS
-    assert store.search_terms("ünïcode 数据") == ["ünïcode", "数据"]
+    assert search.search_terms('"fox" AND (cat*') == ["fox", "and", "cat"]
+    assert len(search.search_terms("a " * 100)) == search.MAX_TERMS
+    assert search.search_terms("ünïcode 数据") == ["ünïcode", "数据"]
 
 
 # -- export and import ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy import select, text
 
-from quartchat.conversations import store
+from quartchat.conversations import search, store
 from quartchat.db import Database
 from quartchat.db.tables import users
 
@@ -59,7 +59,7 @@ async def test_a_rare_word_is_found_far_behind_the_newest_messages(
     app: Quart, ann: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # PostgreSQL looks at the newest RECENT messages first, then at its index alone.
-    monkeypatch.setattr(store, "RECENT", 3)
+    monkeypatch.setattr(search, "RECENT", 3)
     ids = await write(
         app, await owner_of(app, "ann@example.com"), ["a quokka here", *["filler"] * 10]
     )
@@ -91,7 +91,7 @@ async def test_the_snippet_is_cut_around_the_first_word_found(app: Quart, ann: C
 
 
 def test_a_snippet_of_a_short_message_is_its_words_on_one_line() -> None:
-    assert store.snippet("Hello  there,\nworld!", ["world"], prefix=False) == "Hello there, world"
+    assert search.snippet("Hello  there,\nworld!", ["world"], prefix=False) == "Hello there, world"
 
 
 async def test_a_deep_page_of_the_list_follows_its_cursor_through_equal_times(

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Integer, column, insert, inspect, select, table, 
 from sqlalchemy.engine import URL
 
 from quartchat.auth import users
-from quartchat.conversations import rows, store
+from quartchat.conversations import rows, search, store
 from quartchat.db import Database, create_engine, database_url, tables
 from quartchat.db import migrate as migrate_module
 from quartchat.db.migrate import DatabaseTooNew, alembic_config, head, migrate
@@ -113,7 +113,7 @@ async def test_messages_written_before_the_search_migration_are_found_after_it(
             )
         assert await migrate(database) == "0003"
         async with db.read() as connection:
-            found = await store.search(connection, owner_id, "aardvark")
+            found = await search.search(connection, owner_id, "aardvark")
         assert [hit.message_id for hit in found] == [old.id]
     finally:
         await db.close()

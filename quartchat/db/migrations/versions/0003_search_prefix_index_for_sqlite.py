@@ -8,7 +8,7 @@ doclists of every word that starts with it, so "the*" (the, then, there, these..
 entries of nearly every message: 120-600 ms at 240,000 messages (bench/conversations_bench.py).
 `prefix='3'` keeps those merged lists for every 3-character prefix (0.1 ms), for about half
 again the index's size; search takes a word as a prefix from 3 characters on
-(quartchat/conversations/store.py, PREFIX_FROM). The table is made again and filled from
+(quartchat/conversations/search.py, PREFIX_FROM). The table is made again and filled from
 `messages` ('rebuild'); its triggers (migration 0002) name it and stay as they are.
 PostgreSQL: nothing to do.
 """
