@@ -23,6 +23,7 @@ from ..conversations import rows, store, transfer, turns
 from ..conversations.search import search as search_messages
 from ..db import Database
 from ..db.tables import now
+from ..db.tx import run_in
 from ..errors import APIError
 from ..openapi import Described, EventStream, Ok, document_errors, link
 from ..runs.control import Runs
@@ -250,10 +251,10 @@ class ConversationTree(Conversation):
 async def get_conversation(conversation_id: str) -> Response:
     """One conversation: its settings, its current leaf, and every message of its tree."""
     async with db().read() as connection:
-        conversation = await store.get(connection, owner(), conversation_id)
+        conversation = await run_in(connection, store.get, owner(), conversation_id)
         if conversation is None:
             raise turns.not_found()
-        tree = await store.messages_of(connection, owner(), conversation_id)
+        tree = await run_in(connection, store.messages_of, owner(), conversation_id)
     return json({**conversation.public(), "messages": [live(m) for m in tree]})
 
 
@@ -657,10 +658,10 @@ async def export_one(conversation_id: str) -> Response:
     """One conversation as our JSON (`?format=json`, the default) or as Markdown."""
     kind = request.args.get("format", "json")
     async with db().read() as connection:
-        conversation = await store.get(connection, owner(), conversation_id)
+        conversation = await run_in(connection, store.get, owner(), conversation_id)
         if conversation is None:
             raise turns.not_found()
-        tree = await store.messages_of(connection, owner(), conversation_id)
+        tree = await run_in(connection, store.messages_of, owner(), conversation_id)
     return exported([(conversation, tree)], kind, conversation.title)
 
 
@@ -677,10 +678,13 @@ async def export_all() -> Response:
         while True:
             page = await store.page(connection, owner(), before=before, limit=200)
             for summary in page:
-                conversation = await store.get(connection, owner(), summary.id)
+                conversation = await run_in(connection, store.get, owner(), summary.id)
                 if conversation is not None:
                     pairs.append(
-                        (conversation, await store.messages_of(connection, owner(), summary.id))
+                        (
+                            conversation,
+                            await run_in(connection, store.messages_of, owner(), summary.id),
+                        )
                     )
             if len(page) < 200:
                 break

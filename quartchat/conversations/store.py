@@ -6,11 +6,14 @@ adds a sibling, and the conversation's `leaf_id` picks the path shown. A message
 written when it is sent, checkpointed while a reply streams and finished once: never one blob
 per conversation rewritten per message.
 
-Most functions take an `AsyncConnection` of a `Database.read()` or `write()`. The writes of a
-turn -- `get_in`, `messages_in`, `add_in` (the `_in` forms of `get`, `messages_of`, `add`),
+One function per operation, in one of two forms. Most take an `AsyncConnection` of a
+`Database.read()` or `write()`. Those a turn runs -- `get`, `messages_of`, `add`, `insert_in`,
 `touch`, `checkpoint`, `heartbeat`, `finish` -- take a `Tx` instead: they are plain functions
 that run inside `Database.run(work)`, which on SQLite runs them in the writer's thread
-(db/tx.py, db/writer.py).
+(db/tx.py, db/writer.py); in a `read()` or `write()`, `db.tx.run_in(connection, store.get, ...)`
+runs them on that connection.
+
+The rows they return are rows.py's; the walk of the tree is tree.py's, search is search.py's.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db.tables import conversations, messages, now
-from ..db.tx import Tx
+from ..db.tx import Tx, run_in
 from .rows import (
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
@@ -209,15 +212,8 @@ async def create(
     return conversation_from(result.one())
 
 
-async def get(
-    connection: AsyncConnection, owner_id: int, conversation_id: str
-) -> Conversation | None:
-    found = await connection.execute(_GET, {"owner": owner_id, "key": conversation_id})
-    row = found.first()
-    return conversation_from(row) if row else None
-
-
-def get_in(tx: Tx, owner_id: int, conversation_id: str) -> Conversation | None:
+def get(tx: Tx, owner_id: int, conversation_id: str) -> Conversation | None:
+    """The owner's conversation, or None (another owner's, deleted, or none)."""
     found = tx.rows(_GET, {"owner": owner_id, "key": conversation_id})
     return conversation_from(found[0]) if found else None
 
@@ -258,7 +254,7 @@ async def change(
     row = result.first()
     if row is not None:
         return conversation_from(row)
-    current = await get(connection, owner_id, conversation_id)
+    current = await run_in(connection, get, owner_id, conversation_id)
     if current is not None and revision is not None:
         raise Stale(current.revision)
     return None
@@ -323,15 +319,8 @@ async def purge(connection: AsyncConnection, deleted_before: datetime) -> int:
 # -- messages ----------------------------------------------------------------------------------
 
 
-async def messages_of(
-    connection: AsyncConnection, owner_id: int, conversation_id: str
-) -> list[Message]:
+def messages_of(tx: Tx, owner_id: int, conversation_id: str) -> list[Message]:
     """Every message of the owner's conversation (the whole tree), oldest first."""
-    rows = await connection.execute(_TREE, {"owner": owner_id, "key": conversation_id})
-    return [message_from(row) for row in rows]
-
-
-def messages_in(tx: Tx, owner_id: int, conversation_id: str) -> list[Message]:
     return [
         message_from(row) for row in tx.rows(_TREE, {"owner": owner_id, "key": conversation_id})
     ]
@@ -353,21 +342,12 @@ async def message(
     return message_from(row) if row else None
 
 
-async def add(
-    connection: AsyncConnection,
-    owner_id: int,
-    conversation_id: str,
-    **fields: Any,
-) -> Message:
-    """Add a message to the owner's conversation (the caller checked it is theirs: `get`);
-    `fields` as `new_message` takes them."""
-    row = new_message(conversation_id, **fields)
-    await connection.execute(_INSERT, row)
-    return written(row)
-
-
-def add_in(tx: Tx, owner_id: int, conversation_id: str, **fields: Any) -> Message:
-    """`add`, in a `Database.run` transaction."""
+def add(tx: Tx, /, owner_id: int, conversation_id: str, **fields: Any) -> Message | None:
+    """A message added to the owner's conversation (`fields` as `new_message` takes them); None,
+    and nothing written, when the conversation is not theirs (a refusal as a value: `tx` may be
+    shared with other users' works)."""
+    if get(tx, owner_id, conversation_id) is None:
+        return None
     (message,) = insert_in(tx, [new_message(conversation_id, **fields)])
     return message
 

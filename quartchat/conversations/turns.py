@@ -114,10 +114,10 @@ class _Loaded:
 def _load(tx: Tx, owner_id: int, conversation_id: str) -> _Loaded | Refused:
     # Two statements: the tree answers every later question (is the parent here, was this
     # client id sent before, what is the path) without another look at the database.
-    conversation = store.get_in(tx, owner_id, conversation_id)
+    conversation = store.get(tx, owner_id, conversation_id)
     if conversation is None:
         return Refused(not_found())
-    tree = store.messages_in(tx, owner_id, conversation_id)
+    tree = store.messages_of(tx, owner_id, conversation_id)
     return _Loaded(conversation, {m.id: m for m in tree})
 
 

@@ -110,6 +110,9 @@ class _Connection(AsyncConnection):
     async def scalar(self, *args: Any, **kwargs: Any) -> Any:
         return await _to_completion(super().scalar(*args, **kwargs))
 
+    async def run_sync(self, *args: Any, **kwargs: Any) -> Any:  # db.tx.run_in's statements
+        return await _to_completion(super().run_sync(*args, **kwargs))
+
 
 class Database:
     """Transactions on the app's engine. Use `write()`, or `run(work)` (db/tx.py), for anything

@@ -33,14 +33,18 @@ import sqlite3
 import threading
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util.concurrency import await_
 
 from ..adapters import sqlalchemy
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Tx(Protocol):
@@ -183,3 +187,34 @@ class AsyncpgTx:
             return
         compiled = _compiled_for(statement, rows[0], self.dialect)
         await_(self.connection.executemany(compiled.sql, [compiled.parameters(r) for r in rows]))
+
+
+class EngineTx:
+    """`Tx` on a SQLAlchemy connection, through the engine as any statement: what `run_in`
+    hands a work, so that a store function written once over `Tx` also runs in a `read()` or
+    `write()` transaction (no twin of it over `AsyncConnection`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Sequence[Any]:
+        return self.connection.execute(cast(Executable, statement), parameters).all()
+
+    def run(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> None:
+        self.connection.execute(cast(Executable, statement), parameters)
+
+    def run_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self.connection.execute(cast(Executable, statement), rows)
+
+
+async def run_in(
+    connection: AsyncConnection,
+    work: Callable[Concatenate[Tx, P], T],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """`work(tx, *args, **kwargs)` in the transaction of `connection` (a `Database.read()` or
+    `write()`): the statements through the engine (`EngineTx`), in its greenlet."""
+    return await connection.run_sync(lambda sync: work(EngineTx(sync), *args, **kwargs))

@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from quartchat.conversations import search, store
 from quartchat.db import Database
 from quartchat.db.tables import users
+from quartchat.db.tx import run_in
 
 from .conftest import body
 
@@ -34,9 +35,11 @@ async def write(app: Quart, owner_id: int, contents: list[str]) -> list[str]:
         made = await store.create(connection, owner_id, title="Notes", settings={})
         parent = None
         for content in contents:
-            message = await store.add(
-                connection, owner_id, made.id, role="user", content=content, parent_id=parent
-            )
+            message = await run_in(
+                connection, store.add, owner_id, made.id, role="user", content=content,
+                parent_id=parent,
+            )  # fmt: skip
+            assert message is not None
             ids.append(parent := message.id)
             # A UUIDv7 orders by the millisecond: PostgreSQL's "newest first" is by id.
             await asyncio.sleep(0.002)

@@ -21,6 +21,7 @@ from quartchat.conversations import rows, search, store
 from quartchat.db import Database, create_engine, database_url, tables
 from quartchat.db import migrate as migrate_module
 from quartchat.db.migrate import DatabaseTooNew, alembic_config, head, migrate
+from quartchat.db.tx import run_in
 
 
 async def alembic(url: URL, action: Callable[..., None], *args: str) -> None:
@@ -108,9 +109,12 @@ async def test_messages_written_before_the_search_migration_are_found_after_it(
                     updated_at=at,
                 )
             )
-            old = await store.add(
-                connection, owner_id, made, role="user", content="an aardvark", parent_id=None
-            )
+            # Through insert_in, which reads nothing: `add` reads the conversation's columns of
+            # later revisions.
+            (old,) = await run_in(
+                connection, store.insert_in,
+                [rows.new_message(made, role="user", content="an aardvark", parent_id=None)],
+            )  # fmt: skip
         assert await migrate(database) == "0003"
         async with db.read() as connection:
             found = await search.search(connection, owner_id, "aardvark")

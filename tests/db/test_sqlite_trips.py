@@ -21,6 +21,7 @@ from quartchat.auth import users
 from quartchat.conversations import store, turns
 from quartchat.db import POOL_SIZE, Database
 from quartchat.db.tables import users as user_rows
+from quartchat.db.tx import run_in
 
 from ..conftest import sqlite_copy
 
@@ -141,7 +142,7 @@ async def test_sending_a_message_is_one_transaction_of_the_writer(
         assert (trips, db.writer.transactions) == ([], before + 1)
         assert [m.content for m in turn.chat.messages] == ["hello there"]
         async with db.read() as connection:
-            after = await store.get(connection, owner_id, made.id)
+            after = await run_in(connection, store.get, owner_id, made.id)
         assert after is not None
         assert (after.leaf_id, after.title) == (turn.reply.id, "hello there")
     finally:

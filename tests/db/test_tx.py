@@ -20,7 +20,7 @@ from quartchat.conversations import rows, store
 from quartchat.db import Database
 from quartchat.db import tx as tx_module
 from quartchat.db.tables import conversations
-from quartchat.db.tx import SQLiteTx, Tx
+from quartchat.db.tx import SQLiteTx, Tx, run_in
 
 
 @pytest.fixture
@@ -41,14 +41,15 @@ async def test_the_work_s_writes_are_committed_and_its_result_returned(db: Datab
         made = await store.create(connection, owner_id, title="t", settings={"model": "m"})
 
     def work(tx: Tx) -> str:
-        reply = store.add_in(tx, owner_id, made.id, role="user", content="hi", parent_id=None)
+        reply = store.add(tx, owner_id, made.id, role="user", content="hi", parent_id=None)
+        assert reply is not None
         tx.run(store._TOUCH, touch_values(owner_id, made.id, reply.id))
         return reply.id
 
     reply_id = await db.run(work)
     async with db.read() as connection:
-        after = await store.get(connection, owner_id, made.id)
-        tree = await store.messages_of(connection, owner_id, made.id)
+        after = await run_in(connection, store.get, owner_id, made.id)
+        tree = await run_in(connection, store.messages_of, owner_id, made.id)
     assert after is not None and after.leaf_id == reply_id
     assert [m.id for m in tree] == [reply_id]
 
@@ -70,18 +71,18 @@ async def test_rows_read_in_the_work_are_typed_as_the_engine_reads_them(db: Data
         made = await store.create(
             connection, owner_id, title="t", settings={"model": "m", "temperature": 0.5}
         )
-        await store.add(
-            connection, owner_id, made.id, role="assistant", content="x", parent_id=None,
+        await run_in(
+            connection, store.add, owner_id, made.id, role="assistant", content="x", parent_id=None,
             usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
             error={"code": "E", "message": "m"},
         )  # fmt: skip
         by_engine = (
-            await store.get(connection, owner_id, made.id),
-            await store.messages_of(connection, owner_id, made.id),
+            await run_in(connection, store.get, owner_id, made.id),
+            await run_in(connection, store.messages_of, owner_id, made.id),
         )
 
     def read(tx: Tx) -> tuple[rows.Conversation | None, list[rows.Message]]:
-        return store.get_in(tx, owner_id, made.id), store.messages_in(tx, owner_id, made.id)
+        return store.get(tx, owner_id, made.id), store.messages_of(tx, owner_id, made.id)
 
     in_work = await db.run(read)
     assert in_work == by_engine
@@ -100,9 +101,11 @@ async def test_a_row_written_in_the_work_is_stored_as_the_engine_stores_it(
     owner_id = await a_user(db)
     async with db.write() as connection:
         made = await store.create(connection, owner_id, title="t", settings={})
-        await store.add(connection, owner_id, made.id, role="user", content="a", parent_id=None)
+        await run_in(
+            connection, store.add, owner_id, made.id, role="user", content="a", parent_id=None
+        )
     await db.run(
-        partial(store.add_in, owner_id=owner_id, conversation_id=made.id, role="user",
+        partial(store.add, owner_id=owner_id, conversation_id=made.id, role="user",
                 content="b", parent_id=None)
     )  # fmt: skip
     async with db.read() as connection:
@@ -134,7 +137,7 @@ async def test_messages_written_in_the_work_are_the_messages_read_back(db: Datab
     )  # fmt: skip
     written = await db.run(partial(store.insert_in, rows=[question, reply]))
     async with db.read() as connection:
-        read = await store.messages_of(connection, owner_id, made.id)
+        read = await run_in(connection, store.messages_of, owner_id, made.id)
     assert written == read
     assert [m.content for m in written] == ["q", "r"]
     assert written[1].created_at.tzinfo is not None and written[1].usage is not None
@@ -146,13 +149,13 @@ async def test_work_that_raises_leaves_nothing_written_and_the_lock_free(db: Dat
         made = await store.create(connection, owner_id, title="t", settings={})
 
     def work(tx: Tx) -> None:
-        store.add_in(tx, owner_id, made.id, role="user", content="lost", parent_id=None)
+        store.add(tx, owner_id, made.id, role="user", content="lost", parent_id=None)
         raise LookupError("changed my mind")
 
     with pytest.raises(LookupError):
         await db.run(work)
     async with db.write() as connection:  # a writer gets the lock at once
-        assert await store.messages_of(connection, owner_id, made.id) == []
+        assert await run_in(connection, store.messages_of, owner_id, made.id) == []
 
 
 async def test_a_cancelled_caller_waits_for_the_transaction_and_it_is_kept(db: Database) -> None:
@@ -164,13 +167,13 @@ async def test_a_cancelled_caller_waits_for_the_transaction_and_it_is_kept(db: D
     started, release = threading.Event(), threading.Event()
 
     def work(tx: Tx) -> None:
-        store.add_in(tx, owner_id, made.id, role="user", content="first", parent_id=None)
+        store.add(tx, owner_id, made.id, role="user", content="first", parent_id=None)
         started.set()
         if db.sqlite:  # in the database's thread: hold the work here until the caller is gone
             release.wait(10)
         else:  # on the loop's thread: hold it in the server, a statement the cancellation meets
             tx.rows(select(func.pg_sleep(0.3)), {})
-        store.add_in(tx, owner_id, made.id, role="user", content="second", parent_id=None)
+        store.add(tx, owner_id, made.id, role="user", content="second", parent_id=None)
 
     task = asyncio.ensure_future(db.run(work))
     assert await asyncio.to_thread(started.wait, 10)
@@ -181,7 +184,7 @@ async def test_a_cancelled_caller_waits_for_the_transaction_and_it_is_kept(db: D
     with pytest.raises(asyncio.CancelledError):
         await task
     async with db.read() as connection:
-        tree = await store.messages_of(connection, owner_id, made.id)
+        tree = await run_in(connection, store.messages_of, owner_id, made.id)
     assert sorted(m.content for m in tree) == ["first", "second"]
     async with db.write() as connection:  # and the lock is free
         await store.create(connection, owner_id, title="next", settings={})
@@ -239,13 +242,14 @@ async def test_a_busy_database_is_waited_for_not_failed(db: Database, database: 
     try:
         other.execute("BEGIN IMMEDIATE")
         task = asyncio.ensure_future(
-            db.run(partial(store.add_in, owner_id=owner_id, conversation_id=made.id,
+            db.run(partial(store.add, owner_id=owner_id, conversation_id=made.id,
                            role="user", content="waited", parent_id=None))
         )  # fmt: skip
         await asyncio.sleep(0.3)
         assert not task.done()
         other.execute("COMMIT")
-        assert (await task).content == "waited"
+        added = await task
+        assert added is not None and added.content == "waited"
     finally:
         other.close()
 

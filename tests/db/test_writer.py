@@ -8,7 +8,6 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy.engine import URL
 from quartchat.auth import users
 from quartchat.conversations import rows, store, turns
 from quartchat.db import SQLITE_PRAGMAS, Database, writer
-from quartchat.db.tx import SQLiteTx, Tx
+from quartchat.db.tx import SQLiteTx, Tx, run_in
 from quartchat.errors import APIError
 
 from ..conftest import sqlite_copy
@@ -45,7 +44,7 @@ async def a_conversation(db: Database) -> tuple[int, str]:
 
 async def contents(db: Database, owner_id: int, conversation_id: str) -> list[str]:
     async with db.read() as connection:
-        tree = await store.messages_of(connection, owner_id, conversation_id)
+        tree = await run_in(connection, store.messages_of, owner_id, conversation_id)
     return sorted(m.content for m in tree)
 
 
@@ -68,11 +67,15 @@ class Blocker:
         return task
 
 
-def adding(owner_id: int, conversation_id: str, content: str) -> partial[rows.Message]:
-    return partial(
-        store.add_in, owner_id=owner_id, conversation_id=conversation_id, role="user",
-        content=content, parent_id=None,
-    )  # fmt: skip
+def adding(owner_id: int, conversation_id: str, content: str) -> Callable[[Tx], rows.Message]:
+    def work(tx: Tx) -> rows.Message:
+        message = store.add(
+            tx, owner_id, conversation_id, role="user", content=content, parent_id=None
+        )
+        assert message is not None  # the owner's conversation
+        return message
+
+    return work
 
 
 async def queued(db: Database, works: list[Callable[[Tx], Any]]) -> list[asyncio.Task[Any]]:
