@@ -145,8 +145,14 @@ async def test_a_refused_turn_among_a_batch_leaves_the_others_one_transaction(
     db: Database,
 ) -> None:
     # A 404 is ordinary: it must not roll back (and, on PostgreSQL, rerun one by one) the other
-    # users' works it was batched with.
-    owner_id, conversation_id = await a_conversation(db)
+    # users' works it was batched with. One conversation per send: a conversation runs one reply
+    # at a time.
+    owner_id, first = await a_conversation(db)
+    async with db.write() as connection:
+        ids = [first] + [
+            (await store.create(connection, owner_id, title="t", settings={})).id
+            for _ in range(writer.BATCH - 1)
+        ]
     blocker = Blocker()
     held = await blocker.hold(db)
     before = db.writer.transactions
@@ -154,7 +160,7 @@ async def test_a_refused_turn_among_a_batch_leaves_the_others_one_transaction(
         turns.send(
             db,
             owner_id,
-            "no-such-conversation" if i == 30 else conversation_id,
+            "no-such-conversation" if i == 30 else ids[i],
             content=f"m{i}",
             client_id=f"c{i}",
             parent_id=None,
@@ -170,8 +176,9 @@ async def test_a_refused_turn_among_a_batch_leaves_the_others_one_transaction(
     assert isinstance(refused, APIError) and refused.status_code == 404
     assert all(isinstance(turn, turns.Turn) for turn in outcomes)
     assert db.writer.transactions == before + 1
-    expected = sorted([f"m{i}" for i in range(writer.BATCH) if i != 30] + [""] * 63)
-    assert await contents(db, owner_id, conversation_id) == expected
+    for i, conversation_id in enumerate(ids):
+        written = [] if i == 30 else ["", f"m{i}"]
+        assert await contents(db, owner_id, conversation_id) == written
 
 
 async def test_when_the_lock_cannot_be_had_every_work_fails_and_the_writer_goes_on(
