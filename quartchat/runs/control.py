@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Protocol
 
 from ..conversations import store
 from ..conversations.rows import Message
@@ -50,6 +50,13 @@ def interrupted() -> APIError:
         "REPLY_INTERRUPTED",
         "The server running this reply stopped before it was complete; what it had said is kept.",
     )
+
+
+class ReplyObserver(relay.Observer, Protocol):
+    """The relay's observer of a run (conversations/turns.py ReplyWriter), which also records
+    a reply that ended before its stream began."""
+
+    async def failed(self, error: APIError) -> None: ...
 
 
 class Run:
@@ -92,7 +99,7 @@ class Runs:
         self,
         reply_id: str,
         open_stream: Callable[[], Awaitable[UpstreamStream]],
-        observer: Any,
+        observer: ReplyObserver,
         request_id: str,
         *,
         holder: Holder | None,
@@ -121,7 +128,7 @@ class Runs:
         run: Run,
         began: asyncio.Future[None],
         open_stream: Callable[[], Awaitable[UpstreamStream]],
-        observer: Any,
+        observer: ReplyObserver,
         request_id: str,
         holder: Holder | None,
         slot: Slot,
