@@ -81,3 +81,29 @@ async def test_a_conversation_reply_past_the_limit_is_saved_as_it_is_with_the_er
     assert (reply["status"], reply["error"]["code"]) == ("error", "REPLY_TOO_LONG")
     assert reply["content"].startswith("word word")
     assert fake.chat_requests()[-1].json["max_tokens"] == 1000
+
+
+async def test_a_run_nobody_reads_is_ended_at_the_limit_too(
+    app: Quart, ann: tuple[Client, int], fake: FakeUpstream
+) -> None:
+    client, _ = ann
+    made = await (await client.post("/api/conversations", json={})).get_json()
+    fake.reply_with(endless())
+    async with client.request(
+        f"/api/conversations/{made['id']}/messages",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    ) as connection:
+        await connection.send(b'{"content": "go", "client_id": "c"}')
+        await connection.send_complete()
+        await asyncio.wait_for(connection.receive(), DEADLINE)
+        await connection.disconnect()  # nobody reads the run from here on
+    assert await asyncio.to_thread(fake.wait_for_disconnect, 10) is not None
+    async with asyncio.timeout(DEADLINE):
+        while True:  # the final write runs as the run ends
+            found = await (await client.get(f"/api/conversations/{made['id']}")).get_json()
+            reply = next(m for m in found["messages"] if m["role"] == "assistant")
+            if reply["status"] != "streaming":
+                break
+            await asyncio.sleep(0.02)
+    assert (reply["status"], reply["error"]["code"]) == ("error", "REPLY_TOO_LONG")
