@@ -1,5 +1,7 @@
 // The server's API as the page uses it: the model list, and a chat reply streamed as
-// server-sent events read from a fetch body (EventSource cannot POST, nor be aborted per request).
+// server-sent events read from a fetch body (EventSource cannot POST, nor be aborted per request,
+// nor tell a dropped connection from a refusal). Each event of a reply carries an id, which the
+// caller keeps and echoes to resume (followReply); ids are never computed here.
 
 const seconds = (n) => (n === 1 ? "1 second" : n < 120 ? `${n} seconds` : `${Math.round(n / 60)} minutes`);
 
@@ -10,7 +12,7 @@ const seconds = (n) => (n === 1 ? "1 second" : n < 120 ? `${n} seconds` : `${Mat
  * how long to wait (the same words in both stores, and after a reload).
  */
 export class ChatError extends Error {
-  constructor(message, { kind, code = null, status = null, requestId = null, retryAfter = null }) {
+  constructor(message, { kind, code = null, status = null, requestId = null, retryAfter = null, details = null }) {
     super(retryAfter ? `${message.replace(/([^.!?])$/, "$1.")} Wait ${seconds(retryAfter)} before retrying.` : message);
     this.name = "ChatError";
     this.kind = kind;
@@ -18,6 +20,7 @@ export class ChatError extends Error {
     this.status = status;
     this.requestId = requestId;
     this.retryAfter = retryAfter;
+    this.details = details; // the error's `details`, e.g. a TURN_CONFLICT's running reply
     this.retryAt = retryAfter ? Date.now() + retryAfter * 1000 : null;
   }
 }
@@ -35,8 +38,9 @@ export class SSEParser {
   #buffer = "";
   #event = "";
   #data = [];
+  #id = null; // the last event id, as the standard keeps it: an event without one inherits it
 
-  /** Feed decoded text; returns the events it completed, as {event, data} with data a string. */
+  /** Feed decoded text; returns the events it completed, as {event, data, id} with data a string. */
   push(text) {
     const events = [];
     this.#buffer += text;
@@ -54,7 +58,7 @@ export class SSEParser {
 
   #line(line, events) {
     if (line === "") {
-      if (this.#data.length) events.push({ event: this.#event || "message", data: this.#data.join("\n") });
+      if (this.#data.length) events.push({ event: this.#event || "message", data: this.#data.join("\n"), id: this.#id });
       this.#event = "";
       this.#data = [];
       return;
@@ -66,6 +70,7 @@ export class SSEParser {
     if (value.startsWith(" ")) value = value.slice(1);
     if (field === "event") this.#event = value;
     else if (field === "data") this.#data.push(value);
+    else if (field === "id" && !value.includes("\0")) this.#id = value;
   }
 }
 
@@ -83,6 +88,7 @@ export async function errorFromResponse(response) {
     status: response.status,
     requestId: error.request_id ?? response.headers.get("X-Request-ID"),
     retryAfter: secondsToWait(response.headers.get("Retry-After")),
+    details: Array.isArray(error.details) ? error.details : null,
   });
 }
 
@@ -107,21 +113,11 @@ export function streamChat(body, { signal, onDelta }) {
  * The same for any route that answers with our reply events (a conversation's turn on the
  * server). `onResponse(response)` is called once the server accepted the request (a 2xx status,
  * or an error status that names the turn's reply), before the first event (or the rejection):
- * its headers name what the turn made.
+ * its headers name what the turn made. `onId(id)` hears each event's id right after the event
+ * was handled (so the text and the id the caller keeps always match).
  */
-export async function streamReply(url, body, { signal, onDelta, onResponse = null }) {
-  let response;
-  try {
-    response = await fetch(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-      body: JSON.stringify(body),
-      signal,
-    });
-  } catch (error) {
-    if (signal?.aborted) throw error;
-    throw new ChatError("Could not reach the server. Check the connection and retry.", { kind: "network" });
-  }
+export async function streamReply(url, body, { signal, onDelta, onResponse = null, onId = null }) {
+  const response = await request(url, { method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" }, body: JSON.stringify(body), signal });
   if (!response.ok) {
     const error = await errorFromResponse(response);
     // A turn on the server that failed once begun (the upstream refused it) answers an error
@@ -131,7 +127,33 @@ export async function streamReply(url, body, { signal, onDelta, onResponse = nul
     throw error;
   }
   onResponse?.(response);
+  return readReply(response, { signal, onDelta, onId });
+}
 
+/**
+ * Follow a reply's events from after `after` (an id heard before, or null for the start): the
+ * rest of the reply, live, to its end. Resolves and rejects as streamReply; a reply that had
+ * ended before `after` answers nothing more, which resolves with null.
+ */
+export async function followReply(url, { after = null, signal, onDelta, onId = null }) {
+  const headers = { Accept: "text/event-stream" };
+  if (after) headers["Last-Event-ID"] = after;
+  const response = await request(url, { headers, signal });
+  if (!response.ok) throw await errorFromResponse(response);
+  return readReply(response, { signal, onDelta, onId, empty: after?.endsWith(".end") });
+}
+
+async function request(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    if (init.signal?.aborted) throw error;
+    throw new ChatError("Could not reach the server. Check the connection and retry.", { kind: "network" });
+  }
+}
+
+/** Read a reply's events to its end: the `done` envelope, or a ChatError (an `error` event, or a dropped connection). */
+async function readReply(response, { signal, onDelta, onId, empty = false }) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   const parser = new SSEParser();
   try {
@@ -144,12 +166,15 @@ export async function streamReply(url, body, { signal, onDelta, onResponse = nul
         throw new ChatError("The connection dropped before the reply finished.", { kind: "network" });
       }
       if (chunk.done) break;
-      for (const { event, data } of parser.push(chunk.value)) {
+      for (const { event, data, id } of parser.push(chunk.value)) {
         if (event === "chunk") {
           onDelta(JSON.parse(data).delta);
+          if (id !== null) onId?.(id);
         } else if (event === "done") {
+          if (id !== null) onId?.(id);
           return JSON.parse(data);
         } else if (event === "error") {
+          if (id !== null) onId?.(id);
           const error = JSON.parse(data).error ?? {};
           throw new ChatError(error.message || "The reply failed.", {
             kind: "stream",
@@ -162,5 +187,6 @@ export async function streamReply(url, body, { signal, onDelta, onResponse = nul
   } finally {
     reader.cancel().catch(() => {});
   }
+  if (empty) return null;
   throw new ChatError("The connection closed before the reply finished.", { kind: "network" });
 }

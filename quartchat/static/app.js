@@ -1,8 +1,8 @@
-// The chat page's wiring: conversations (store.js, saved through sync.js), the message list
-// (view.js), the sidebar, settings, import and export, and the streaming client (api.js).
-// State lives here; the other modules render it.
+// The chat page's wiring: conversations (store.js, saved through sync.js; the store also runs
+// the turns, wherever they run), the message list (view.js), the sidebar, settings, import and
+// export. State lives here; the other modules render it.
 
-import { ChatError, fetchModels, streamChat } from "./api.js";
+import { fetchModels } from "./api.js";
 import { announce, copyText, flashCopied, h, iconButton } from "./dom.js";
 import { Follower } from "./scroll.js";
 import { SettingsPanel, emptySettings, requestOptions } from "./settings.js";
@@ -34,7 +34,7 @@ function newConversation() {
 }
 
 const store = await openStore(newConversation, document.body.dataset.owner ?? null);
-const streams = new Map(); // conversation id -> {conversation, reply, controller, ended}: replies in flight
+const streams = new Map(); // conversation -> its run (store.js): the reply in flight, read here
 const watched = new Set(); // replies being written in another tab, waited for
 let current = newConversation();
 let tree = new Tree([]); // the open conversation's messages
@@ -62,7 +62,7 @@ const settings = new SettingsPanel($("settings"), {
   },
 });
 const saver = new Saver(store, {
-  mine: () => new Set([...streams.values()].map((s) => s.reply.id)),
+  mine: () => new Set([...streams.values()].map((run) => run.reply?.id)),
   onMerged: merged,
   onSaved: () => hideBanner("save"),
   onFull: (conversation) =>
@@ -81,7 +81,7 @@ const transfer = new TransferDialog($("transfer"), { store, current: () => curre
 /** This tab's live copy of a conversation, if it holds one: the open one, or one streaming here. */
 function held(id) {
   if (current.id === id) return current;
-  return streams.get(id)?.conversation ?? null;
+  return [...streams.keys()].find((conversation) => conversation.id === id) ?? null;
 }
 
 /** The live object for a conversation: held here, or read from the store. */
@@ -96,14 +96,22 @@ async function load(id) {
 }
 
 /**
- * A reply saved as "streaming" that this tab is not writing is either still being written in
- * another tab, or was cut off when its tab closed. Which one is shown (`presence`, never saved).
+ * A reply saved as "streaming" that this tab is not reading is followed live where the store can
+ * (on the server: asked for in another tab or device, or by this tab before a reload). Else it
+ * is either still being written in another tab, or was cut off when its tab closed. Which one
+ * is shown (`presence`, never saved).
  */
 async function present(conversation) {
   const mine = saver.mine();
   const streaming = conversation.messages.filter((m) => m.status === "streaming" && !mine.has(m.id));
   for (const message of conversation.messages) if (message.status !== "streaming") delete message.presence;
   if (!streaming.length) return;
+  const run = !streams.has(conversation) && store.follow(conversation, streaming.at(-1), hooksFor(conversation));
+  if (run) {
+    delete streaming.pop().presence;
+    track(conversation, run);
+    if (!streaming.length) return;
+  }
   const live = await store.beingWritten(streaming.map((m) => m.id));
   for (const message of streaming) {
     message.presence = live.has(message.id) ? "elsewhere" : "gone";
@@ -326,7 +334,7 @@ async function remove(id) {
   const conversation = await load(id);
   if (!conversation) return;
   conversation.deleted = true;
-  streams.get(id)?.controller.abort();
+  streams.get(conversation)?.detach();
   await store.remove(id);
   if (current.id === id) {
     history.replaceState(null, "", location.pathname);
@@ -348,7 +356,7 @@ async function remove(id) {
 function goneElsewhere(conversation) {
   if (conversation.deleted) return;
   conversation.deleted = true;
-  streams.get(conversation.id)?.controller.abort();
+  streams.get(conversation)?.detach();
   if (conversation === current) {
     history.replaceState(null, "", location.pathname);
     show(newConversation());
@@ -381,7 +389,7 @@ async function loadDraft(conversation) {
 // ---- replies --------------------------------------------------------------------------------
 
 function updateComposer() {
-  const busy = streams.has(current.id);
+  const busy = streams.has(current);
   sendButton.hidden = busy;
   stopButton.hidden = !busy;
 }
@@ -394,212 +402,98 @@ function context(conversation, leafId) {
   return messages;
 }
 
-async function send(text, conversation = current) {
-  if (!conversation.messages.length) {
-    conversation.title = titleFrom(text);
-    history.replaceState(null, "", `#${conversation.id}`);
-    showTitle();
-  }
-  const message = { id: newId(), parentId: conversation.leafId, role: "user", content: text, createdAt: Date.now() };
-  conversation.messages.push(message);
-  conversation.leafId = message.id;
-  if (conversation === current) {
-    showPath();
-    follower.reset();
-    sidebar.setCurrent(conversation.id);
-  }
-  // Saved before the reply is asked for: if another tab said something meanwhile, the question
-  // goes after it, and the reply is asked with that context.
-  await saver.append(conversation, message, { follow: true });
-  if (!conversation.deleted) generate(conversation, message.id);
-}
-
-async function generate(conversation, parentId) {
-  const body = { messages: context(conversation, parentId), ...requestOptions(conversation.settings) };
-  const reply = {
-    id: newId(),
-    parentId,
-    role: "assistant",
-    content: "",
-    status: "streaming",
-    createdAt: Date.now(),
-    model: settings.modelName(conversation.settings),
-  };
-  conversation.messages.push(reply);
-  conversation.leafId = reply.id;
-  const controller = new AbortController();
-  let finished;
-  let loggedOut = false; // the session ended elsewhere: log in again, then come back here
-  const ended = new Promise((resolve) => (finished = resolve));
-  streams.set(conversation.id, { conversation, reply, controller, ended });
-  if (conversation === current) {
-    showPath();
-    follower.reset();
-    updateComposer();
-    showTitle();
-  }
-  // Other tabs tell a reply being written from one cut off by whether this is held.
-  const release = await store.writing(reply.id);
-  saver.append(conversation, reply); // the question and the title are kept even if the reply never comes
-  announce("quartchat is replying.");
-  try {
-    const done = await streamChat(body, {
-      signal: controller.signal,
-      onDelta(delta) {
-        reply.content += delta;
-        if (conversation === current) view.update(reply);
-        saver.updateSoon(conversation, reply);
-      },
-    });
-    replyDone(reply, done);
-  } catch (error) {
-    loggedOut = error.code === "UNAUTHENTICATED";
-    replyFailed(reply, error);
-  } finally {
-    streams.delete(conversation.id);
-    if (conversation === current) {
-      view.updateNow(reply);
+/**
+ * The one turn pipeline. `turn` is {kind: "send", content} (from the composer: its text stays
+ * there until the store has the turn), {kind: "edit", messageId, content} or {kind:
+ * "regenerate", messageId}. Where it runs (this tab, or the server) is the store's business.
+ */
+function ask(conversation, turn) {
+  const draft = turn.kind === "send" ? draftKey(conversation) : undefined;
+  if (draft !== undefined) store.setDraft(draft, turn.content); // kept until the store has it
+  if (!conversation.messages.length) conversation.title = titleFrom(turn.content);
+  let accepted = false;
+  const run = store.turn(
+    conversation,
+    { ...turn, model: settings.modelName(conversation.settings) },
+    hooksFor(conversation, () => {
+      if (!accepted) {
+        accepted = true;
+        if (draft !== undefined) {
+          store.setDraft(draft, "");
+          if (conversation === current && input.value.trim() === turn.content) {
+            input.value = "";
+            autosize();
+            clearTimeout(draftTimer);
+            typed = false;
+          }
+        }
+        if (conversation === current && addressed() !== conversation.id) history.replaceState(null, "", `#${conversation.id}`);
+        announce("quartchat is replying.");
+      }
+      if (conversation !== current) return;
+      showPath();
+      showTitle();
+      follower.reset();
+      sidebar.setCurrent(conversation.id);
       updateComposer();
-      announceReply(reply);
+      if (turn.kind === "edit") {
+        const leaf = tree.byId.get(conversation.leafId);
+        view.focusAction(leaf.role === "user" ? leaf.id : leaf.parentId, "edit");
+      }
+    }),
+  );
+  track(conversation, run);
+  run.ended.catch((error) => {
+    if (error.name === "AbortError") return; // stopped before it was sent
+    if (error.code === "UNAUTHENTICATED") return logInAgain();
+    if (error.code === "TURN_CONFLICT") {
+      // A reply is running in this conversation (asked for elsewhere): it is shown, live.
+      toast(BUSY);
+      if (conversation.revision > 0) saver.reload(conversation);
+      return;
     }
-    await saver.updateMessage(conversation, reply);
-    release();
-    finished();
-    if (loggedOut) logInAgain();
-  }
+    showBanner("save", `Could not send: ${error.message}`); // the text stays in the box
+  });
 }
 
-function replyDone(reply, done) {
-  reply.content = done.message?.content ?? reply.content;
-  reply.status = "done";
-  reply.model = done.model ?? reply.model;
-  reply.usage = done.usage ?? null;
-  reply.finishReason = done.finish_reason ?? null;
+/** What the store tells the page of a run in `conversation`, drawn when it is the one open. */
+function hooksFor(conversation, onAdded = () => {}) {
+  const reply = () => streams.get(conversation)?.reply;
+  return {
+    saver,
+    request: (parentId) => ({ messages: context(conversation, parentId), ...requestOptions(conversation.settings) }),
+    onAdded,
+    onDelta() {
+      if (conversation === current && reply()) view.update(reply());
+    },
+    onConnection() {
+      if (conversation === current && reply()) view.updateNow(reply());
+    },
+  };
 }
 
-function replyFailed(reply, error) {
-  if (error.name === "AbortError") {
-    reply.status = "stopped";
-  } else if (leaving) {
-    // The page is closing (or reloading), and its fetch died with it: not a dropped connection.
-    // Left "streaming", the next page finds nobody writing it and says it was cut off when the
-    // page was closed (present()).
-  } else {
-    reply.status = "error";
-    const lost = error instanceof ChatError && error.kind === "network" && reply.content;
-    const message = lost ? `${error.message} The text above is what arrived.` : error.message || "The reply failed.";
-    reply.error = { message, code: error.code ?? null, requestId: error.requestId ?? null };
-    if (error.retryAt) reply.error.retryAt = error.retryAt; // a 429's Retry-After: Retry stays off till then
-  }
+/** A run is the reply in flight in its conversation until it ends (or is detached). */
+function track(conversation, run) {
+  streams.set(conversation, run);
+  if (conversation === current) updateComposer();
+  const ended = async () => {
+    if (streams.get(conversation) === run) streams.delete(conversation);
+    const { reply } = run;
+    if (conversation === current) {
+      if (reply) view.updateNow(reply);
+      if (reply && reply.status !== "streaming") announceReply(reply);
+      updateComposer();
+    }
+    if (reply?.error?.code === "UNAUTHENTICATED") return logInAgain();
+    // The store has the whole turn (on the server, with a newer revision): take it in.
+    if (reply && !conversation.deleted) await saver.reload(conversation);
+  };
+  run.ended.then(ended, ended);
 }
 
 /** The session ended elsewhere: log in again, then come back here. */
 function logInAgain() {
   location.assign(`/login?next=${encodeURIComponent(location.pathname + location.hash).replaceAll("%2F", "/")}`);
-}
-
-/**
- * A turn on the server (the server store): the server saves the question, and the reply as it
- * streams. `turn` is {kind: "send", content} (from the composer: its text stays there until the
- * server has it), {kind: "edit", messageId, content} or {kind: "regenerate", messageId}. A turn
- * that cannot reach the server is retried by the store (the page says so) until it does, or
- * until Stop.
- */
-async function askServer(conversation, turn) {
-  const model = settings.modelName(conversation.settings);
-  const reply = { id: newId(), parentId: null, role: "assistant", content: "", status: "streaming", createdAt: Date.now(), model };
-  const controller = new AbortController();
-  let finished;
-  const ended = new Promise((resolve) => (finished = resolve));
-  const stream = { conversation, reply, controller, ended };
-  const draft = turn.kind === "send" ? draftKey(conversation) : undefined;
-  if (draft !== undefined) store.setDraft(draft, turn.content); // kept until the server has it
-  streams.set(conversation.id, stream);
-  if (conversation === current) updateComposer();
-  let accepted = false;
-  let loggedOut = false;
-  try {
-    if (conversation.revision === 0) {
-      const made = await store.create({ ...conversation, title: titleFrom(turn.content) });
-      streams.delete(conversation.id);
-      Object.assign(conversation, { id: made.id, revision: made.revision, updatedAt: made.updatedAt, title: titleFrom(turn.content) });
-      streams.set(conversation.id, stream);
-      if (conversation === current) {
-        history.replaceState(null, "", `#${conversation.id}`);
-        showTitle();
-      }
-    }
-    // A question answers the version shown; an edit or a new reply sits beside its message.
-    const beside = conversation.messages.find((m) => m.id === turn.messageId);
-    const parentId = turn.kind === "send" ? conversation.leafId : (beside?.parentId ?? null);
-    const done = await store.ask(
-      conversation.id,
-      { ...turn, clientId: reply.id, parentId },
-      {
-        signal: controller.signal,
-        onAccepted({ messageId, replyId }) {
-          accepted = true;
-          let questionId = parentId;
-          if (turn.kind !== "regenerate") {
-            questionId = messageId;
-            adopt(conversation, { id: messageId, parentId, role: "user", content: turn.content, createdAt: Date.now() });
-          }
-          reply.id = replyId;
-          reply.parentId = questionId;
-          stream.reply = adopt(conversation, reply);
-          Object.assign(stream.reply, { status: "streaming", content: "" });
-          delete stream.reply.presence;
-          conversation.leafId = replyId;
-          if (draft !== undefined) {
-            store.setDraft(draft, "");
-            if (conversation === current && input.value.trim() === turn.content) {
-              input.value = "";
-              autosize();
-              typed = false;
-            }
-          }
-          if (conversation === current) {
-            showPath();
-            follower.reset();
-            sidebar.setCurrent(conversation.id);
-          }
-          announce("quartchat is replying.");
-        },
-        onDelta(delta) {
-          stream.reply.content += delta;
-          if (conversation === current) view.update(stream.reply);
-        },
-      },
-    );
-    replyDone(stream.reply, done);
-  } catch (error) {
-    loggedOut = error.code === "UNAUTHENTICATED";
-    if (accepted) replyFailed(stream.reply, error);
-    else if (error.name !== "AbortError") showBanner("save", `Could not send: ${error.message}`); // the text stays in the box
-  } finally {
-    streams.delete(conversation.id);
-    if (conversation === current) {
-      if (accepted) {
-        view.updateNow(stream.reply);
-        announceReply(stream.reply);
-      }
-      updateComposer();
-    }
-    finished();
-    if (loggedOut) logInAgain();
-  }
-  // The server has the whole turn (and a newer revision): take it in.
-  if (accepted && !conversation.deleted) await saver.reload(conversation);
-}
-
-/** Put `message` into the conversation, or update the copy already there (a poll was quicker). */
-function adopt(conversation, message) {
-  const existing = conversation.messages.find((m) => m.id === message.id);
-  if (!existing) {
-    conversation.messages.push(message);
-    return message;
-  }
-  return existing;
 }
 
 function announceReply(reply) {
@@ -611,7 +505,7 @@ function announceReply(reply) {
 }
 
 function stop() {
-  streams.get(current.id)?.controller.abort();
+  streams.get(current)?.stop();
 }
 
 /** Show another version of a message: its sibling `step` away, and the newest path under it. */
@@ -634,28 +528,19 @@ async function messageAction(action, messageId, { button, text }) {
   if (!message) return;
   if (action === "copy") return flashCopied(button, await copyText(message.content));
   if (action !== "edit" && writtenElsewhere(conversation)) return toast(ELSEWHERE);
-  if (action !== "edit" && streams.has(conversation.id)) {
+  if (action !== "edit" && streams.has(conversation)) {
     // Resending while a reply streams: stop that reply first, as a person would.
-    const stream = streams.get(conversation.id);
-    stream.controller.abort();
-    await stream.ended;
+    const run = streams.get(conversation);
+    run.stop();
+    await run.ended.catch(() => {});
   }
   if (action === "edit") view.startEdit(messageId, message.content);
   else if (action === "prev-version" || action === "next-version") switchVersion(conversation, message, action === "prev-version" ? -1 : 1);
-  else if (action === "save-edit" && store.remote) askServer(conversation, { kind: "edit", messageId, content: text });
-  else if (action === "save-edit") {
-    // The edited question is a new version beside the old one, with a reply of its own.
-    const edited = { id: newId(), parentId: message.parentId, role: "user", content: text, createdAt: Date.now() };
-    conversation.messages.push(edited);
-    conversation.leafId = edited.id;
-    showPath();
-    view.focusAction(edited.id, "edit");
-    await saver.append(conversation, edited);
-    if (!conversation.deleted) generate(conversation, edited.id);
-  } else if ((action === "regenerate" || action === "retry") && messageId === conversation.leafId && message.role === "assistant") {
+  // The edited question is a new version beside the old one, with a reply of its own.
+  else if (action === "save-edit") ask(conversation, { kind: "edit", messageId, content: text });
+  else if ((action === "regenerate" || action === "retry") && messageId === conversation.leafId && message.role === "assistant") {
     // A new reply beside this one; the old one stays, a version away.
-    if (store.remote) askServer(conversation, { kind: "regenerate", messageId });
-    else generate(conversation, message.parentId);
+    ask(conversation, { kind: "regenerate", messageId });
     input.focus();
   }
 }
@@ -784,15 +669,9 @@ composer.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = input.value.trim();
   if (!text) return;
-  if (streams.has(current.id)) return toast(BUSY); // never silently: the text stays in the box
+  if (streams.has(current)) return toast(BUSY); // never silently: the text stays in the box
   if (writtenElsewhere(current)) return toast(ELSEWHERE); // the text stays in the box
-  if (store.remote) return askServer(current, { kind: "send", content: text }); // clears the box once the server has it
-  input.value = "";
-  autosize();
-  clearTimeout(draftTimer);
-  typed = false;
-  store.setDraft(draftKey(current), "");
-  send(text);
+  ask(current, { kind: "send", content: text }); // clears the box once the store has the turn
 });
 
 input.addEventListener("input", () => {
@@ -848,7 +727,7 @@ document.addEventListener("keydown", (event) => {
     // or the messages (or with nothing focused) does it stop the reply.
     const at = document.activeElement;
     const chatFocused = !at || at === document.body || composer.contains(at) || $("scroller").contains(at);
-    if (streams.has(current.id) && chatFocused) stop();
+    if (streams.has(current) && chatFocused) stop();
     else closeSidebar();
   } else if (event.key === "?" && !mod && !typing(event.target) && !document.querySelector("dialog[open]")) {
     event.preventDefault();
@@ -868,15 +747,10 @@ $("skip").addEventListener("click", (event) => {
 
 window.addEventListener("hashchange", openFromAddress);
 window.addEventListener("popstate", openFromAddress);
-// Replies in flight are saved every second; save the latest text when the page goes away.
-let leaving = false; // the page is being closed or reloaded: its replies in flight end with it
 window.addEventListener("pagehide", () => {
-  leaving = true;
   saveDraft();
   saveSettings();
-  for (const { conversation, reply } of streams.values()) saver.saveNow(conversation, reply);
 });
-window.addEventListener("pageshow", () => (leaving = false)); // back from the back/forward cache
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "hidden") saveDraft();
 });

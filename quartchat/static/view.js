@@ -296,7 +296,8 @@ export class MessageList {
 
   #meta(message) {
     const parts = [];
-    if (message.status === "streaming") parts.push(h("span", { className: "status generating" }, "Generating…"));
+    // A reply whose connection dropped is resumed by the store: said quietly meanwhile.
+    if (message.status === "streaming") parts.push(h("span", { className: "status generating" }, message.reconnecting ? "Reconnecting…" : "Generating…"));
     if (message.status === "elsewhere") parts.push(h("span", { className: "status generating" }, "Being written in another tab…"));
     if (message.status === "stopped") parts.push(h("span", { className: "status stopped" }, "Stopped"));
     if (message.finishReason === "length") parts.push(h("span", { className: "status" }, "Cut off at the token limit"));

@@ -33,7 +33,7 @@ PRELOAD = re.compile(
 ACCOUNTS_ONLY = re.compile(r"\{% if account %\}(.*?)\{% endif %\}", re.S)
 # Logged in, the page also runs the server store (which store.js imports dynamically, so that
 # without accounts it is never fetched) and logout.js (a module script of its own).
-LOGGED_IN_ENTRIES = ("server-store.js", "logout.js")
+LOGGED_IN_ENTRIES = ("store/server.js", "logout.js")
 # Fetched as themselves, not as imports: a preload would add nothing. The start-up check's worker
 # has a module map of its own, which no preload of the page fills.
 NOT_IMPORTED = {"theme.js", ENTRY, "logout.js", "check-worker.js"}
@@ -77,7 +77,7 @@ def test_the_import_graph_is_read_from_the_sources() -> None:
     graph = import_graph(ENTRY)
     assert {"view.js", "markdown.js", "vendor/marked/marked.esm.js", "schema.js"} <= graph
     assert "vendor/katex/katex.min.js" not in graph  # imported dynamically
-    assert "server-store.js" not in graph  # imported dynamically, with accounts only
+    assert "store/server.js" not in graph  # imported dynamically, with accounts only
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -139,5 +139,5 @@ def test_a_load_asks_for_no_module_the_page_did_not_preload(
     chat.reload()
     expect(chat.input).to_be_visible()
     if mode == "accounts":  # the store of a logged-in user was loaded, so it was asked for
-        assert "server-store.js" in requested
+        assert "store/server.js" in requested
     assert set(requested) - NOT_IMPORTED <= set(preloaded(mode))

@@ -1,28 +1,38 @@
-// The conversation store of a logged-in user: the server's /api/conversations behind store.js's
-// interface (see its header), chosen by openStore when there is an owner.
+// The conversation store of a logged-in user: the server's /api/conversations behind the
+// interface store.js describes, chosen by openStore when there is an owner.
 //
 // What differs from the browser's store:
-// - The server writes messages itself. Asking is one call, `ask()`, which saves the question,
-//   saves the reply as it streams and streams it back; appendMessage and updateMessage are not
-//   for this store. A reply the server is writing has status `streaming`; one whose writer went
-//   away (the page closed, the connection dropped, the process died) is `interrupted`, which the
-//   page shows as an error ("This reply was interrupted.") with its text so far.
+// - The server writes messages itself, and a reply is a run on the server: it goes on when the
+//   page closes or the connection drops, until it ends or someone presses Stop (in any tab, on
+//   any device). turn() asks for one (the server saves the question, and the reply as it
+//   streams), follow() reads one already running, from where this tab had it; a run's stop()
+//   asks the server to stop it. appendMessage and updateMessage are not for this store.
+// - Every event of a reply has an id. The last one heard is kept with the text it goes with, and
+//   a dropped connection resumes from it (after 0.5 s doubling to 10 s, with jitter; at once when
+//   the browser is back online or the page back in view): no piece is lost or shown twice. When
+//   the page goes away or out of view (a reload, a phone putting it in the background) the id and
+//   the text are kept in this tab's sessionStorage, so the next page goes on from there; without
+//   them it reads the reply from its start, which replaces the text it loaded.
 // - Ids are the server's. A new conversation gets its id from `create()` (the page's own id goes
 //   along as `client_id`, so a retried create makes one conversation).
 // - Changes made elsewhere (another device, another tab) come from polling the change feed every
-//   few seconds, at once when the page comes back into view, and while a reply is being written
-//   elsewhere, from polling that conversation.
+//   few seconds, and at once when the page comes back into view; the page then follows a reply
+//   another tab or device started (follow()).
 // - A write that cannot reach the server (offline, or a gateway error) is not given up: it is
 //   retried every few seconds and at once when the browser is back online, and `onPending`
 //   listeners hear how many writes are waiting, so the page can say so. Writes of one
 //   conversation are queued by the caller (sync.js), so they still land in order.
 // - Drafts and unreadable entries stay in this browser (the local store underneath).
 
-import { ChatError, errorFromResponse, streamReply } from "./api.js";
-import { readConversation } from "./schema.js";
-import { ConflictError, NotFoundError } from "./store.js";
+import { ChatError, errorFromResponse, followReply, streamReply } from "../api.js";
+import { readConversation } from "../schema.js";
+import { ConflictError, NotFoundError, newId, replyDone, replyFailed } from "./common.js";
 
 const POLL_MS = 3000;
+const BACKOFF_MS = 500; // the first wait before resuming a dropped reply, doubled each time ...
+const BACKOFF_MAX_MS = 10_000; // ... up to this
+const STALE_MS = 20_000; // a reply's connection silent this long (pings come every 15 s) is dead
+const KEPT = "quartchat.run."; // sessionStorage: a reply's last event id and its text, by reply id
 const RETRY_MS = 3000;
 const PAGE = 50;
 const TRANSIENT = new Set([502, 503, 504]); // a proxy or a restarting service: worth trying again
@@ -87,7 +97,6 @@ function conversationFrom(raw, waits = {}) {
 
 export class ServerStore {
   persistent = true;
-  remote = true; // asking goes through ask(); messages are the server's to write
 
   #local;
   #listeners = new Set();
@@ -98,12 +107,20 @@ export class ServerStore {
   #polling = false;
   #pollTimer = 0;
   #inPoll = null;
-  #statuses = new Map(); // message id -> {conversationId, status, content} as last read
+  #runs = new Set(); // the replies this tab is reading
 
   /** `local`: this browser's store, for drafts and what could not be read. */
   constructor(local) {
     this.#local = local;
     window.addEventListener("online", () => this.#retryNow());
+    // A phone's page in the background may hold a connection that is long dead: back in view, a
+    // reply that has heard nothing for a while connects again (from its last id).
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "hidden") return this.#keepRuns();
+      this.#retryNow();
+      for (const run of this.#runs) if (performance.now() - run.heard > STALE_MS) run.attempt?.abort();
+    });
+    window.addEventListener("pagehide", () => this.#keepRuns());
   }
 
   // ---- rate limits: how long to wait before retrying, kept in this browser --------------------
@@ -207,7 +224,7 @@ export class ServerStore {
     };
   }
 
-  #pause(signal) {
+  #pause(signal, ms = RETRY_MS) {
     return new Promise((resolve, reject) => {
       const done = () => {
         clearTimeout(timer);
@@ -219,7 +236,7 @@ export class ServerStore {
         done();
         reject(signal.reason ?? new DOMException("Aborted", "AbortError"));
       };
-      const timer = setTimeout(done, RETRY_MS);
+      const timer = setTimeout(done, ms);
       this.#wake.add(done);
       if (signal?.aborted) aborted();
       else signal?.addEventListener("abort", aborted);
@@ -275,7 +292,6 @@ export class ServerStore {
       if (error instanceof NotFoundError) return null;
       throw error;
     }
-    for (const m of raw.messages) this.#statuses.set(m.id, { conversationId: raw.id, status: m.status, content: m.content });
     return conversationFrom(raw, this.#waits());
   }
 
@@ -287,7 +303,7 @@ export class ServerStore {
 
   /**
    * A new conversation on the server, with `conversation`'s title and settings (its messages are
-   * sent by ask()). Answers {id, revision, updatedAt}: the id is the server's.
+   * sent by turn()). Answers {id, revision, updatedAt}: the id is the server's.
    */
   async create(conversation) {
     const made = await this.#request(
@@ -316,7 +332,7 @@ export class ServerStore {
   }
 
   appendMessage() {
-    return Promise.reject(new TypeError("On the server, messages are sent with ask()"));
+    return Promise.reject(new TypeError("On the server, messages are sent with turn()"));
   }
 
   updateMessage() {
@@ -341,49 +357,127 @@ export class ServerStore {
     return { created: result.imported, skipped: result.skipped, full: false };
   }
 
+  // ---- turns: a reply is a run on the server ---------------------------------------------------
+
   /**
-   * One turn, saved and answered by the server: `turn` is {kind: "send", content, clientId,
-   * parentId}, {kind: "edit", messageId, content, clientId} or {kind: "regenerate", messageId,
-   * clientId}. Until the server has accepted it, a turn that cannot reach the server is retried
-   * (with the same clientId, so it is made once); `onAccepted({messageId, replyId})` then names
-   * its messages, `onDelta(text)` brings the reply, and it resolves with the `done` envelope
-   * (rejects as api.js streamChat does).
+   * One turn, saved and answered by the server (store.js describes `turn`, the hooks and the run
+   * answered). Until the server has accepted it, a turn that cannot reach the server is retried
+   * (with the same client id, so it is made once); a refusal then (say TURN_CONFLICT: the
+   * conversation has a reply still running) rejects `ended`.
    */
-  async ask(conversationId, turn, { signal, onAccepted, onDelta }) {
-    const base = `/api/conversations/${encodeURIComponent(conversationId)}/messages`;
+  turn(conversation, turn, hooks) {
+    const run = this.#newRun(conversation, null, hooks);
+    run.ended = this.#ask(run, turn).finally(() => this.#runs.delete(run));
+    return run;
+  }
+
+  /**
+   * Read a reply that is still running (asked for in another tab or device, or by this tab before
+   * a reload), live, to its end: from where this tab had it, or from its start.
+   */
+  follow(conversation, reply, hooks) {
+    const run = this.#newRun(conversation, reply, hooks);
+    const kept = this.#kept(reply.id);
+    if (kept) {
+      reply.content = kept.text;
+      run.lastId = kept.id;
+    } else {
+      run.fresh = true; // the text loaded is a checkpoint: the events from the start replace it
+    }
+    run.ended = this.#read(run).finally(() => this.#runs.delete(run));
+    return run;
+  }
+
+  #newRun(conversation, reply, hooks) {
+    const controller = new AbortController();
+    const run = {
+      conversation,
+      reply,
+      hooks,
+      controller,
+      lastId: null, // the id of the last event heard: where to resume
+      fresh: false, // reading from the start over a checkpoint's text ...
+      replay: "", // ... what the events have said so far, shown once it reaches the checkpoint
+      heard: performance.now(),
+      attempt: null, // the current connection's controller
+      stop: () => this.#stop(run),
+      detach: () => controller.abort(),
+    };
+    this.#runs.add(run);
+    return run;
+  }
+
+  /** A controller for one connection of `run`: aborted with the run, or alone to reconnect. */
+  #attempt(run) {
+    const attempt = new AbortController();
+    const signal = run.controller.signal;
+    if (signal.aborted) attempt.abort();
+    else signal.addEventListener("abort", () => attempt.abort(), { once: true });
+    run.attempt = attempt;
+    return attempt;
+  }
+
+  async #ask(run, turn) {
+    const { conversation, hooks } = run;
+    const signal = run.controller.signal;
+    if (conversation.revision === 0) {
+      const made = await this.create(conversation);
+      Object.assign(conversation, { id: made.id, revision: made.revision, updatedAt: made.updatedAt });
+    }
+    // A question answers the version shown; an edit or a new reply sits beside its message.
+    const beside = conversation.messages.find((m) => m.id === turn.messageId);
+    const parentId = turn.kind === "send" ? conversation.leafId : (beside?.parentId ?? null);
+    const base = `/api/conversations/${encodeURIComponent(conversation.id)}/messages`;
+    const clientId = newId();
     let url = base;
-    let body = { content: turn.content, client_id: turn.clientId };
-    if (turn.kind === "send" && turn.parentId) body.parent_id = turn.parentId;
+    let body = { content: turn.content, client_id: clientId };
+    if (turn.kind === "send" && parentId) body.parent_id = parentId;
     if (turn.kind === "edit") url = `${base}/${encodeURIComponent(turn.messageId)}/edit`;
     if (turn.kind === "regenerate") {
       url = `${base}/${encodeURIComponent(turn.messageId)}/regenerate`;
-      body = { client_id: turn.clientId };
+      body = { client_id: clientId };
     }
+    const accepted = (response) => {
+      const messageId = response.headers.get("Quartchat-Message-Id");
+      const replyId = response.headers.get("Quartchat-Reply-Id");
+      let questionId = parentId;
+      if (turn.kind !== "regenerate") {
+        questionId = messageId;
+        adopt(conversation, { id: messageId, parentId, role: "user", content: turn.content, createdAt: Date.now() });
+      }
+      const reply = { id: replyId, parentId: questionId, role: "assistant", content: "", status: "streaming", createdAt: Date.now(), model: turn.model ?? null };
+      run.reply = adopt(conversation, reply);
+      Object.assign(run.reply, { status: "streaming", content: "" }); // this response brings it from its start
+      conversation.leafId = replyId;
+      hooks.onAdded();
+    };
     const waiting = this.#waitingMark();
-    let accepted = false;
-    let replyId = null;
     try {
       for (;;) {
+        const attempt = this.#attempt(run);
         try {
-          return await streamReply(url, body, {
-            signal,
-            onDelta,
+          const done = await streamReply(url, body, {
+            signal: attempt.signal,
             onResponse: (response) => {
-              accepted = true;
               waiting.off();
-              replyId = response.headers.get("Quartchat-Reply-Id");
-              onAccepted({ messageId: response.headers.get("Quartchat-Message-Id"), replyId });
+              accepted(response);
             },
+            onDelta: (delta) => this.#delta(run, delta),
+            onId: (id) => this.#heard(run, id),
           });
+          replyDone(run.reply, done);
+          return;
         } catch (error) {
-          if (accepted && error.retryAt) this.#keepWait(replyId, error);
-          // Once accepted, a failure is the reply's (the server keeps what it had). Before, a
-          // turn that did not reach the service (no connection, or a gateway's error page rather
-          // than the service's own error) is tried again.
-          const unsent = !accepted && error instanceof ChatError && (error.kind === "network" || (TRANSIENT.has(error.status) && !error.code));
+          if (run.reply) return await this.#broke(run, error, () => this.#read(run));
+          if (signal.aborted) throw error;
+          // Before it was accepted, a turn that did not reach the service (no connection, or a
+          // gateway's error page rather than the service's own error) is tried again.
+          const unsent = error instanceof ChatError && (error.kind === "network" || (TRANSIENT.has(error.status) && !error.code));
           if (!unsent) throw error;
           waiting.on();
           await this.#pause(signal);
+        } finally {
+          run.attempt = null;
         }
       }
     } finally {
@@ -391,29 +485,141 @@ export class ServerStore {
     }
   }
 
-  // ---- replies being written -----------------------------------------------------------------
-
-  /** The server writes replies; there is nothing for a tab to hold. */
-  async writing() {
-    return () => {};
-  }
-
-  /** Those the server said (at the last read) it is still writing. */
-  async beingWritten(messageIds) {
-    return new Set(messageIds.filter((id) => this.#statuses.get(id)?.status === "streaming"));
-  }
-
-  /** Resolves once the server has finished writing it; meanwhile its text is followed. */
-  async whenWritten(messageId) {
+  /** Read the run's events after the last one heard, again after each dropped connection. */
+  async #read(run) {
+    const { conversation, reply } = run;
+    const signal = run.controller.signal;
+    const url = `/api/conversations/${encodeURIComponent(conversation.id)}/messages/${encodeURIComponent(reply.id)}/events`;
+    let wait = BACKOFF_MS;
     for (;;) {
-      const known = this.#statuses.get(messageId);
-      if (!known || known.status !== "streaming") return;
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-      const before = known.content;
-      const fresh = await this.get(known.conversationId).catch(() => undefined);
-      if (fresh === null) return;
-      if (this.#statuses.get(messageId)?.content !== before) this.#emit({ id: known.conversationId, origin: "elsewhere", content: true });
+      if (signal.aborted) return;
+      const attempt = this.#attempt(run);
+      try {
+        const done = await followReply(url, {
+          after: run.lastId,
+          signal: attempt.signal,
+          onDelta: (delta) => this.#delta(run, delta),
+          onId: (id) => {
+            this.#heard(run, id);
+            wait = BACKOFF_MS;
+          },
+        });
+        this.#replayed(run);
+        if (done) replyDone(reply, done);
+        return; // (null: it had ended before; the reload after the run takes its final state in)
+      } catch (error) {
+        if (await this.#broke(run, error, null)) return;
+        // A dropped connection: again after a while (sooner once back online or in view).
+        try {
+          await this.#pause(signal, wait / 2 + (Math.random() * wait) / 2);
+        } catch {
+          return;
+        }
+        wait = Math.min(wait * 2, BACKOFF_MAX_MS);
+      } finally {
+        run.attempt = null;
+      }
     }
+  }
+
+  /**
+   * A run's connection ended without its end. Detached, or a refusal: nothing more to read
+   * (answers true). Dropped (no connection, a gateway error, or cut for being silent too long):
+   * said to be reconnecting, then `resume()` when given, else answers false (the caller retries).
+   */
+  async #broke(run, error, resume) {
+    const { reply } = run;
+    if (run.controller.signal.aborted) return true;
+    const dropped = error.name === "AbortError" || (error instanceof ChatError && (error.kind === "network" || (TRANSIENT.has(error.status) && !error.code)));
+    if (!dropped) {
+      this.#replayed(run);
+      if (error.status === 404) return true; // gone: the reload after the run says so
+      if (error.retryAt) this.#keepWait(reply.id, error);
+      replyFailed(reply, error);
+      return true;
+    }
+    if (!reply.reconnecting) {
+      reply.reconnecting = true;
+      run.hooks.onConnection?.();
+    }
+    if (resume) await resume();
+    return false;
+  }
+
+  #delta(run, delta) {
+    const { reply } = run;
+    if (run.fresh) {
+      // From the start over a checkpoint: shown once it has caught up with what is on screen.
+      run.replay += delta;
+      if (run.replay.length < reply.content.length) return;
+      run.fresh = false;
+      reply.content = run.replay;
+      run.replay = "";
+    } else {
+      reply.content += delta;
+    }
+    run.hooks.onDelta();
+  }
+
+  /** The events ended: a replay from the start that never caught up is the text all the same. */
+  #replayed(run) {
+    if (!run.fresh || run.lastId === null) return;
+    run.fresh = false;
+    run.reply.content = run.replay;
+    run.hooks.onDelta();
+  }
+
+  #heard(run, id) {
+    run.lastId = id;
+    run.heard = performance.now();
+    if (run.reply.reconnecting) {
+      delete run.reply.reconnecting;
+      run.hooks.onConnection?.();
+    }
+  }
+
+  /** Ask the server to stop the run (wherever it runs); every reader then hears REPLY_STOPPED. */
+  async #stop(run) {
+    if (!run.reply) return run.controller.abort(); // not accepted yet: nothing runs on the server
+    const url = `/api/conversations/${encodeURIComponent(run.conversation.id)}/messages/${encodeURIComponent(run.reply.id)}/stop`;
+    await this.#request("POST", url, {}, { persist: true, signal: run.controller.signal }).catch(() => {});
+  }
+
+  /** The page goes away or out of view: each reply's last id and its text, for the next page of this tab. */
+  #keepRuns() {
+    for (const run of this.#runs) {
+      if (!run.reply || run.lastId === null) continue;
+      const text = run.fresh ? run.replay : run.reply.content;
+      try {
+        sessionStorage.setItem(KEPT + run.reply.id, JSON.stringify({ id: run.lastId, text }));
+      } catch {
+        // Full or blocked: the next page reads the reply from its start.
+      }
+    }
+  }
+
+  /** What this tab kept of a reply before a reload ({id, text}), taken (read once). */
+  #kept(replyId) {
+    try {
+      const kept = JSON.parse(sessionStorage.getItem(KEPT + replyId) || "null");
+      sessionStorage.removeItem(KEPT + replyId);
+      if (typeof kept?.id === "string" && typeof kept.text === "string") return kept;
+    } catch {
+      // Unreadable, or no sessionStorage: from the start.
+    }
+    return null;
+  }
+
+  // ---- replies being written elsewhere ---------------------------------------------------------
+
+  /** The server writes them all; one the page does not follow (it follows one a conversation) is being written. */
+  async beingWritten(messageIds) {
+    return new Set(messageIds);
+  }
+
+  /** Never settles: the change feed brings the conversation again once that reply has ended. */
+  whenWritten() {
+    return new Promise(() => {});
   }
 
   // ---- this browser only ---------------------------------------------------------------------
@@ -472,6 +678,14 @@ export class ServerStore {
       for (const listener of this.#listeners) listener(change);
     });
   }
+}
+
+/** Put `message` into the conversation, or answer the copy already there (a poll was quicker). */
+function adopt(conversation, message) {
+  const existing = conversation.messages.find((m) => m.id === message.id);
+  if (existing) return existing;
+  conversation.messages.push(message);
+  return message;
 }
 
 /**
