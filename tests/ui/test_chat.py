@@ -207,3 +207,23 @@ def test_auto_scroll_follows_until_the_user_scrolls_up_then_jump_to_latest(
     expect(chat.last_reply()).to_contain_text("Line 45")
     assert at_bottom(chat.page)  # following again
     chat.stop_button.click()
+
+
+def test_the_page_s_event_parser_gives_each_event_the_id_to_resume_from(chat: ChatPage) -> None:
+    # The server's store keeps the last id heard and echoes it to resume a reply (runs): an event
+    # without an id line inherits the last one (as EventSource does), and a ping has none.
+    events = chat.page.evaluate(
+        """async () => {
+          const { SSEParser } = await import('/static/api.js');
+          const parser = new SSEParser();
+          return [
+            ...parser.push('id: 5\\nevent: chunk\\ndata: {"delta": "Hello"}\\n\\n: ping\\n\\nev'),
+            ...parser.push('ent: chunk\\ndata: {}\\n\\nid: 5.end\\nevent: done\\ndata: {}\\n\\n'),
+          ];
+        }"""
+    )
+    assert [(e["event"], e["id"]) for e in events] == [
+        ("chunk", "5"),
+        ("chunk", "5"),
+        ("done", "5.end"),
+    ]
