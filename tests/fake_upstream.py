@@ -295,7 +295,7 @@ class FakeUpstream:
                 if i and reply.delay:
                     await asyncio.wait({hangup}, timeout=reply.delay)
                 if i and reply.step:
-                    await asyncio.to_thread(reply.step.acquire, timeout=30)
+                    await _released(reply.step, hangup)
                 if hangup.done():
                     return self._hung_up()
                 if i == len(reply.chunks) - 1:
@@ -326,6 +326,15 @@ class FakeUpstream:
             self._hangups.notify_all()
         self._disconnected.set()
         return False
+
+
+async def _released(step: threading.Semaphore, hangup: asyncio.Future[bytes]) -> None:
+    """Wait for one release of `step` (30 s at most), or until the client hangs up: a client that
+    closes its stream while the reply is held is seen at once (a stop's test looks for that)."""
+    deadline = time.monotonic() + 30
+    while not hangup.done() and time.monotonic() < deadline:
+        if await asyncio.to_thread(step.acquire, timeout=0.05):
+            return
 
 
 def main(

@@ -1,11 +1,13 @@
 """The chat page with conversations on the server (a logged-in user): another browser of the same
-person sees them without a reload, replies cut off by a closed page are kept as interrupted, a
-stale write is refused and taken back in, offline sends wait and go, the browser's own
-conversations are imported once, and another person's conversation is "not found"."""
+person sees them without a reload, a reply goes on when its page is closed or reloaded (the
+reloaded page follows it live, in place), a stale write is refused and taken back in, offline
+sends wait and go, the browser's own conversations are imported once, and another person's
+conversation is "not found"."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,8 @@ from .people import AdminAPI, Person, log_in, open_page
 pytestmark = needs_chromium
 
 SYNC_WITHIN_MS = 10_000  # the change feed is polled every 3 s
+# Words no two of which are alike, so a piece shown twice or lost shows in the text.
+WORDS = ["Alpha", " bravo", " charlie", " delta", " echo", " foxtrot", " golf", " hotel", " india"]
 
 
 @pytest.fixture
@@ -31,9 +35,36 @@ def person(page: Page, admin_api: AdminAPI) -> Person:
     return person
 
 
-def hanging(*words: str) -> Reply:
-    """A reply that says `words` and then nothing more, without ending."""
-    return Reply(chunks=completion_chunks(list(words))[: 1 + len(words)], hang=True)
+class Paced:
+    """The fake upstream's next reply, said one word each time the test lets it (`say`): the
+    test looks at the page between two words instead of guessing with a delay."""
+
+    def __init__(self, fake: FakeUpstream, words: list[str] = WORDS) -> None:
+        self.words = words
+        self.said = 0
+        self.step = threading.Semaphore(0)
+        fake.reply_with(Reply(chunks=completion_chunks(words), step=self.step))
+
+    @property
+    def shown(self) -> str:
+        """What has been said so far."""
+        return "".join(self.words[: self.said])
+
+    @property
+    def full(self) -> str:
+        return "".join(self.words)
+
+    def say(self, count: int) -> str:
+        """Let `count` more words out; answers what has been said then."""
+        self.step.release(count)
+        self.said += count
+        return self.shown
+
+    def finish(self) -> str:
+        """Let the rest out (the words, the finish, the usage and `[DONE]`); answers the text."""
+        self.step.release(len(self.words) - self.said + 3)
+        self.said = len(self.words)
+        return self.full
 
 
 def conversation_id(page: Page) -> str:
@@ -53,6 +84,12 @@ def until(condition: Callable[[], bool], page: Page, seconds: float = 10) -> Non
             return
         page.wait_for_timeout(100)
     raise AssertionError("the condition did not come true in time")
+
+
+def leaf_on_server(context: BrowserContext, cid: str) -> dict[str, Any]:
+    """The message the conversation's leaf is, as the server has it."""
+    saved = on_server(context, f"/api/conversations/{cid}")
+    return dict(next(m for m in saved["messages"] if m["id"] == saved["leaf_id"]))
 
 
 def titles_on_server(context: BrowserContext) -> list[str]:
@@ -90,37 +127,53 @@ def test_an_open_conversation_takes_in_a_turn_made_on_another_device(
     )
 
 
-def test_closing_the_page_mid_reply_keeps_the_partial_reply_as_interrupted(
+def test_closing_the_page_mid_reply_lets_the_server_finish_it(
     page: Page, person: Person, fake: FakeUpstream
 ) -> None:
-    fake.reply_with(hanging("Partial", " answer"))
+    reply = Paced(fake)
+    hangups = len(fake.disconnects)
     chat = ChatPage(open_page(page, "/"))
     chat.send("a long answer please")
-    expect(chat.content(chat.last_reply())).to_have_text("Partial answer")
-    address = f"/#{conversation_id(page)}"
+    expect(chat.content(chat.last_reply())).to_have_text(reply.say(2))
+    cid = conversation_id(page)
     context = page.context
     page.close()
-    assert fake.wait_for_disconnect(timeout=5) is not None
+    reply.finish()  # said after the page is gone
     problems: list[str] = []
     again = watch(context.new_page(), problems)
-    chat = ChatPage(open_page(again, address))
-    expect(chat.content(chat.last_reply())).to_have_text("Partial answer")
-    expect(chat.last_reply()).to_contain_text("This reply was interrupted.")
+    chat = ChatPage(open_page(again, f"/#{cid}"))
+    expect(chat.content(chat.last_reply())).to_have_text(reply.full)
+    chat.wait_until_idle()
+    expect(chat.last_reply()).not_to_contain_text("interrupted")
+    saved = leaf_on_server(context, cid)
+    assert (saved["content"], saved["status"]) == (reply.full, "complete")
+    assert len(fake.disconnects) == hangups  # the upstream was never hung up on
     assert problems == []
 
 
-def test_reloading_mid_reply_shows_what_the_server_kept(
+def test_reloading_mid_reply_goes_on_with_it_live_in_place(
     page: Page, person: Person, fake: FakeUpstream
 ) -> None:
-    fake.reply_with(hanging("Half", " of it"))
+    reply = Paced(fake)
+    asked = len(fake.chat_requests())
     chat = ChatPage(open_page(page, "/"))
     chat.send("tell me everything")
-    expect(chat.content(chat.last_reply())).to_have_text("Half of it")
+    content = chat.content(chat.last_reply())
+    expect(content).to_have_text(reply.say(2))
     chat.reload()
-    expect(chat.content(chat.last_reply())).to_have_text("Half of it")
-    expect(chat.last_reply()).to_contain_text("This reply was interrupted.")
-    expect(chat.content(chat.user_messages.last)).to_have_text("tell me everything")
-    expect(chat.send_button).to_be_visible()
+    expect(content).to_have_text(reply.shown)  # what this tab had, at once, where it was
+    expect(chat.last_reply()).to_contain_text("Generating…")
+    expect(chat.stop_button).to_be_visible()
+    expect(content).to_have_text(reply.say(1))  # live, word by word
+    expect(content).to_have_text(reply.say(2))
+    expect(content).to_have_text(reply.finish())
+    chat.wait_until_idle()
+    expect(chat.replies).to_have_count(1)
+    expect(chat.content(chat.user_messages)).to_have_text(["tell me everything"])
+    assert content.inner_text() == reply.full  # once: nothing said twice
+    saved = leaf_on_server(page.context, conversation_id(page))
+    assert (saved["content"], saved["status"]) == (reply.full, "complete")
+    assert len(fake.chat_requests()) == asked + 1  # followed, never asked again
 
 
 def test_a_write_against_an_old_revision_is_refused_and_the_page_takes_in_the_newer_one(
@@ -277,11 +330,7 @@ def test_regenerating_and_switching_versions_are_kept_by_the_server(
     expect(chat.content(chat.last_reply())).to_have_text("First try")
     cid = conversation_id(page)
 
-    def leaf_on_server() -> str:
-        saved = on_server(page.context, f"/api/conversations/{cid}")
-        return str(next(m["content"] for m in saved["messages"] if m["id"] == saved["leaf_id"]))
-
-    until(lambda: leaf_on_server() == "First try", page)
+    until(lambda: leaf_on_server(page.context, cid)["content"] == "First try", page)
     chat.reload()  # the version shown is the server's
     expect(chat.content(chat.last_reply())).to_have_text("First try")
     chat.send("and then?")
