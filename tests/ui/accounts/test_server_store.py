@@ -86,9 +86,10 @@ def until(condition: Callable[[], bool], page: Page, seconds: float = 10) -> Non
     raise AssertionError("the condition did not come true in time")
 
 
-def leaf_on_server(context: BrowserContext, cid: str) -> dict[str, Any]:
-    """The message the conversation's leaf is, as the server has it."""
-    saved = on_server(context, f"/api/conversations/{cid}")
+def leaf_on_server(context: BrowserContext, cid: str, base: str = "") -> dict[str, Any]:
+    """The message the conversation's leaf is, as the server (at `base`, else the browser's
+    own) has it."""
+    saved = on_server(context, f"{base}/api/conversations/{cid}")
     return dict(next(m for m in saved["messages"] if m["id"] == saved["leaf_id"]))
 
 
