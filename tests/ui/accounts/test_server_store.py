@@ -128,7 +128,7 @@ def test_an_open_conversation_takes_in_a_turn_made_on_another_device(
     )
 
 
-def test_closing_the_page_mid_reply_lets_the_server_finish_it(
+def test_closing_the_page_mid_reply_lets_it_go_on_and_a_new_tab_follows_it_live(
     page: Page, person: Person, fake: FakeUpstream
 ) -> None:
     reply = Paced(fake)
@@ -139,13 +139,18 @@ def test_closing_the_page_mid_reply_lets_the_server_finish_it(
     cid = conversation_id(page)
     context = page.context
     page.close()
-    reply.finish()  # said after the page is gone
     problems: list[str] = []
-    again = watch(context.new_page(), problems)
+    again = watch(context.new_page(), problems)  # a new tab: it kept nothing of the reply
+    # Once the server has saved what was said, the tab loads that, then replays the reply from
+    # its start: the replay takes the saved text's place, it is not added to it.
+    until(lambda: leaf_on_server(context, cid)["content"] == reply.shown, again)
     chat = ChatPage(open_page(again, f"/#{cid}"))
-    expect(chat.content(chat.last_reply())).to_have_text(reply.full)
+    content = chat.content(chat.last_reply())
+    expect(chat.last_reply()).to_contain_text("Generating…")
+    expect(content).to_have_text(reply.say(1))  # still going, live, read from its start
+    expect(content).to_have_text(reply.finish())
     chat.wait_until_idle()
-    expect(chat.last_reply()).not_to_contain_text("interrupted")
+    assert content.inner_text() == reply.full
     saved = leaf_on_server(context, cid)
     assert (saved["content"], saved["status"]) == (reply.full, "complete")
     assert len(fake.disconnects) == hangups  # the upstream was never hung up on
