@@ -367,7 +367,7 @@ export class ServerStore {
    */
   turn(conversation, turn, hooks) {
     const run = this.#newRun(conversation, null, hooks);
-    run.ended = this.#ask(run, turn).finally(() => this.#runs.delete(run));
+    run.ended = this.#ask(run, turn).finally(() => this.#over(run));
     return run;
   }
 
@@ -384,7 +384,7 @@ export class ServerStore {
     } else {
       run.fresh = true; // the text loaded is a checkpoint: the events from the start replace it
     }
-    run.ended = this.#read(run).finally(() => this.#runs.delete(run));
+    run.ended = this.#read(run).finally(() => this.#over(run));
     return run;
   }
 
@@ -595,6 +595,20 @@ export class ServerStore {
       } catch {
         // Full or blocked: the next page reads the reply from its start.
       }
+    }
+  }
+
+  /**
+   * A run no longer read here. What was kept of it when the page went out of view is dropped:
+   * nothing reads it again, and a tab open for days would otherwise fill its sessionStorage.
+   */
+  #over(run) {
+    this.#runs.delete(run);
+    if (!run.reply) return;
+    try {
+      sessionStorage.removeItem(KEPT + run.reply.id);
+    } catch {
+      // No sessionStorage: nothing was kept.
     }
   }
 

@@ -147,3 +147,26 @@ def test_stop_in_another_browser_stops_the_reply_in_both_and_closes_the_upstream
         expect(side.last_reply().locator(".error-box")).to_have_count(0)  # not an error
     saved = leaf_on_server(there.page.context, conversation_id(page))
     assert (saved["content"], saved["status"]) == (reply.shown, "stopped")
+
+
+KEPT = "Object.keys(sessionStorage).filter((key) => key.startsWith('quartchat.run.'))"
+# A phone putting the page in the background, and bringing it back.
+HIDE = """() => { Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+                 document.dispatchEvent(new Event('visibilitychange')); }"""
+SHOW = """() => { delete document.visibilityState;
+                 document.dispatchEvent(new Event('visibilitychange')); }"""
+
+
+def test_what_a_tab_keeps_of_a_reply_for_the_next_page_goes_once_the_reply_ends(
+    page: Page, person: Person, fake: FakeUpstream
+) -> None:
+    reply = Paced(fake)
+    chat = ChatPage(open_page(page, "/"))
+    chat.send("a long one")
+    expect(chat.content(chat.last_reply())).to_have_text(reply.say(2))
+    page.evaluate(HIDE)
+    assert len(page.evaluate(KEPT)) == 1  # kept in case the page does not come back
+    page.evaluate(SHOW)
+    expect(chat.content(chat.last_reply())).to_have_text(reply.finish())
+    chat.wait_until_idle()
+    assert page.evaluate(KEPT) == []  # a tab open for days would otherwise fill its storage
