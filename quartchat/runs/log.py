@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import NamedTuple, Protocol
 
+import orjson
+
 from ..errors import APIError
 from ..streaming.completion import Chunk, Completion
 from ..streaming.encoders import ChatEvents
@@ -49,6 +51,37 @@ def end_id(offset: int) -> bytes:
     return b"id: %d.end\n" % offset
 
 
+def rest_of(event: bytes, offset: int, length: int) -> bytes:
+    """The last `length` characters of a chunk event, as a chunk event ending at `offset` (for a
+    reader resuming inside a chunk: an id we never give, but `?after=` takes any number)."""
+    data = event[event.index(b"data: ") + 6 :].strip()
+    delta: str = orjson.loads(data)["delta"]
+    return chunk_event(offset, delta[len(delta) - length :])
+
+
+def interrupted() -> APIError:
+    return APIError(
+        503,
+        "REPLY_INTERRUPTED",
+        "The server running this reply stopped before it was complete; what it had said is kept.",
+    )
+
+
+def interrupted_end(offset: int) -> bytes:
+    """The end event of a reply whose process is gone, after `offset` characters."""
+    return end_id(offset) + ChatEvents().error(interrupted(), "-")
+
+
+class LogUnavailable(Exception):
+    """A shared log cannot give this reader the rest of a run (Redis is away, the run is not
+    mirrored there, or entries are missing): the reader goes on from the database, after
+    `offset` characters."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
 class StampedEvents:
     """Our events (`ChatEvents`) with an id on each: one per run, since it counts the reply's
     characters. `ended` says whether the terminal event has been made."""
@@ -84,7 +117,12 @@ class RunLog(Protocol):
 
     The run calls `open` once, then `append` once per event (the last one with `last=True`) and
     `ping` when it has been quiet for a ping period; neither blocks. Readers `follow`.
+
+    `shared`: whether the log also holds other processes' runs (Redis). Following one of those
+    may raise `LogUnavailable`; a log that is not shared only follows the runs it `holds`.
     """
+
+    shared: bool
 
     def open(self, run_id: str) -> None: ...
 
@@ -93,7 +131,8 @@ class RunLog(Protocol):
     def ping(self, run_id: str) -> None: ...
 
     def holds(self, run_id: str) -> bool:
-        """Whether the log has this run (running, or ended within the retention time)."""
+        """Whether the log has this run of this process (running, or ended within the retention
+        time)."""
 
     def follow(self, run_id: str, after: int) -> AsyncIterator[bytes]:
         """The events after `after` characters, then the live ones as they come (pings too),

@@ -16,10 +16,8 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
-import orjson
-
 from ..streaming.sse import PING
-from .log import chunk_event
+from .log import rest_of
 
 # The terminal event ends where the last chunk ended; counted half a character later, so that
 # resuming after that chunk's id bisects to it.
@@ -51,6 +49,8 @@ class _Log:
 
 class MemoryLog:
     """`RunLog` in this process (runs/log.py)."""
+
+    shared = False
 
     def __init__(self, retention_seconds: float, max_bytes: int) -> None:
         self.retention_seconds = retention_seconds
@@ -98,7 +98,7 @@ class MemoryLog:
         start = log.ends[i - 1] if i else 0
         if i < len(log.ends) and start < after < log.ends[i]:
             # An id inside a chunk (none we give): the rest of that chunk, re-encoded.
-            yield _rest_of(log.events[i], int(log.ends[i]), int(log.ends[i] - after))
+            yield rest_of(log.events[i], int(log.ends[i]), int(log.ends[i] - after))
             i += 1
         pings = log.pings
         while True:
@@ -124,10 +124,3 @@ class MemoryLog:
         while self._size > self.max_bytes and self._ended:
             run_id, log = next(iter(self._ended.items()))
             self._drop(run_id, log)
-
-
-def _rest_of(event: bytes, offset: int, length: int) -> bytes:
-    """The last `length` characters of a chunk event, as a chunk event ending at `offset`."""
-    data = event[event.index(b"data: ") + 6 :].strip()
-    delta: str = orjson.loads(data)["delta"]
-    return chunk_event(offset, delta[len(delta) - length :])
