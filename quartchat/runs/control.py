@@ -7,10 +7,12 @@ The request that started the run is only its first reader: its leaving ends noth
 with its reply (done, error, MAX_REPLY_SECONDS, revoked credential), with a stop, or at shutdown
 when the grace period is over -- the same `LiveStreams` watch as any stream.
 
-Readers: `read()` answers from the log while it holds the run; otherwise from the database,
-following the saved text while the reply is `streaming` (another process runs it) and giving the
-rest and the end once it is not. A stop reaches a run in this process at once; a run elsewhere
-sees its reply's status turn `stopped` in the database within `poll_seconds`.
+Readers: `read()` answers from the log while it holds the run; a run of another process from
+the shared log when there is one (Redis), else -- or when Redis cannot -- from the database,
+following the saved text while the reply is `streaming` and giving the rest and the end once it
+is not. A stop reaches a run in this process at once; a run elsewhere through Redis (`RedisStops`,
+at once) and through the database, its reply's status turned `stopped`, which the process running
+it looks for every `poll_seconds` (the way without Redis, and the fallback when it is away).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ..conversations import store
 from ..conversations.rows import Message
@@ -33,7 +38,15 @@ from ..streaming.sse import PING, encode
 from ..streaming.watch import Holder, LiveStreams, shutting_down
 from ..upstream.client import UpstreamStream
 from ..usage.limits import Slot
-from .log import Resume, RunLog, StampedEvents, chunk_event, end_id
+from .log import (
+    LogUnavailable,
+    Resume,
+    RunLog,
+    StampedEvents,
+    chunk_event,
+    end_id,
+    interrupted,
+)
 
 log = logging.getLogger("quartchat.runs")
 
@@ -44,12 +57,45 @@ def stopped() -> APIError:
     return APIError(409, "REPLY_STOPPED", "This reply was stopped.")
 
 
-def interrupted() -> APIError:
-    return APIError(
-        503,
-        "REPLY_INTERRUPTED",
-        "The server running this reply stopped before it was complete; what it had said is kept.",
-    )
+STOP_CHANNEL = "quartchat:stop"
+WAIT_SECONDS = 2.0
+"""The longest a stop waits on Redis before leaving it to the database."""
+RESUBSCRIBE_SECONDS = 1.0
+
+
+class RedisStops:
+    """Stops between processes through Redis: `PUBLISH quartchat:stop <reply id>`; every process
+    with runs is subscribed and stops the ones it holds. A message published while a process is
+    not subscribed (Redis away, reconnecting) is lost: the database carries every stop too."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self.subscribed = asyncio.Event()
+        """Set while this process listens (tests wait on it)."""
+
+    async def publish(self, reply_id: str) -> None:
+        try:
+            async with asyncio.timeout(WAIT_SECONDS):
+                await self._redis.publish(STOP_CHANNEL, reply_id)
+        except (RedisError, TimeoutError, OSError) as exc:
+            log.warning("could not publish a stop: %s", type(exc).__name__)
+
+    async def listen(self, on_stop: Callable[[str], None]) -> None:
+        """Call `on_stop` with each reply id published, for ever (resubscribing after a loss)."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(STOP_CHANNEL)
+                self.subscribed.set()
+                async for message in pubsub.listen():
+                    on_stop(message["data"].decode())
+            except (RedisError, OSError) as exc:
+                log.warning("stops from other processes: %s; resubscribing", type(exc).__name__)
+            finally:
+                self.subscribed.clear()
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(RESUBSCRIBE_SECONDS)
 
 
 class ReplyObserver(relay.Observer, Protocol):
@@ -79,18 +125,25 @@ class Runs:
         streams: LiveStreams,
         events: RunLog,
         *,
+        stops: RedisStops | None = None,
         poll_seconds: float = 1.0,
         stale_seconds: float = 9.0,
+        checkpoint_seconds: float = 3.0,
     ) -> None:
         self.db = db
         self.streams = streams
         self.log = events
+        self.redis_stops = stops
         self.poll_seconds = poll_seconds
+        self.checkpoint_seconds = checkpoint_seconds
+        """How often a run saves its reply's text (conversations/turns.py ReplyWriter): what
+        readers in other processes see of it when there is no Redis."""
         # A `streaming` reply whose saved text has not been touched for this long belongs to a
         # process that is gone (its checkpoints or heartbeats come every few seconds).
         self.stale_seconds = stale_seconds
         self._runs: dict[str, Run] = {}
         self._stops: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -120,6 +173,8 @@ class Runs:
         )
         if self._stops is None:
             self._stops = loop.create_task(self._watch_stops())
+        if self._listener is None and self.redis_stops is not None:
+            self._listener = loop.create_task(self.redis_stops.listen(self._stop_here))
         await asyncio.shield(began)  # a caller that leaves leaves the run running
 
     async def _run(
@@ -187,6 +242,8 @@ class Runs:
         its end to be saved; elsewhere, through its status in the database."""
         run = self._runs.get(reply_id)
         if run is None:
+            if self.redis_stops is not None:
+                await self.redis_stops.publish(reply_id)
             await self.db.run(lambda tx: store.stop(tx, owner_id, reply_id))
             return
         run.stopping = True
@@ -212,10 +269,17 @@ class Runs:
                 log.warning("could not look for stopped replies: %s", type(exc).__name__)
                 continue
             for reply_id in marked:
-                run = self._runs.get(reply_id)
-                if run is not None and run.task is not None and not run.stopping:
-                    run.stopping = True
-                    self.streams.end_task(run.task, stopped())
+                self._stop_here(reply_id)
+
+    def _stop_here(self, reply_id: str) -> None:
+        """Stop run `reply_id` if this process has it (another process was asked to)."""
+        run = self._runs.get(reply_id)
+        if run is not None and run.task is not None and not run.stopping:
+            run.stopping = True
+            if run.began:
+                self.streams.end_task(run.task, stopped())
+            else:
+                run.task.cancel()
 
     def read(self, owner_id: int, reply: Message, after: Resume) -> AsyncIterator[bytes]:
         """Reply `reply`'s events after `after` (the owner's: the caller checked), then the live
@@ -224,7 +288,28 @@ class Runs:
             return _nothing()
         if self.log.holds(reply.id):
             return self.log.follow(reply.id, after.offset)
+        if self.log.shared:
+            return self._follow_shared(owner_id, reply, after.offset)
         return self._follow_saved(owner_id, reply, after.offset)
+
+    async def _follow_shared(
+        self, owner_id: int, reply: Message, after: int
+    ) -> AsyncIterator[bytes]:
+        """Another process's run from the shared log; from the database past what it could
+        give, when it cannot give all (Redis away, the run not mirrored)."""
+        try:
+            async for event in self.log.follow(reply.id, after):
+                yield event
+            return
+        except LogUnavailable as unavailable:
+            after = unavailable.offset
+        async with self.db.read() as connection:  # as it is now: the reader may have been long
+            found = await store.message(connection, owner_id, reply.conversation_id, reply.id)
+        if found is None:  # deleted meanwhile
+            yield end_id(after) + _error_event(interrupted(), "-")
+            return
+        async for event in self._follow_saved(owner_id, found, after):
+            yield event
 
     async def _follow_saved(
         self, owner_id: int, reply: Message, after: int
@@ -262,8 +347,9 @@ class Runs:
     async def close(self, grace_seconds: float) -> None:
         """At shutdown: wait for the runs to end (the drain ends them when its grace is over),
         then cancel what is left (their text is saved as `interrupted`)."""
-        if self._stops is not None:
-            self._stops.cancel()
+        for task in (self._stops, self._listener):
+            if task is not None:
+                task.cancel()
         tasks = {run.task for run in self._runs.values() if run.task is not None}
         if tasks:
             _, left = await asyncio.wait(tasks, timeout=grace_seconds)
