@@ -197,7 +197,18 @@ def _serve(settings: Settings) -> None:
     if settings.app_workers == 1:
         asyncio.run(serve(settings, config))
         return
+    warn_without_redis(settings)
     sys.exit(_serve_workers(settings, config))
+
+
+def warn_without_redis(settings: Settings) -> None:
+    """Say once, before the workers start, what several workers without Redis means for replies
+    kept on the server (docs/deploy.md, "Several processes or hosts: Redis")."""
+    if settings.accounts and settings.redis is None and settings.app_workers > 1:
+        logging.getLogger("quartchat").warning(
+            "replies are followed across workers through the database; "
+            "set REDIS_URL to make it live"
+        )
 
 
 def _announce_setup(settings: Settings, token: str) -> None:

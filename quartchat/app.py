@@ -32,8 +32,9 @@ from .db.migrate import migrate
 from .errors import register_error_handlers
 from .guards import HostCheck, check_cross_site, check_host, require_json
 from .openapi import init_openapi
-from .runs.control import Runs
+from .runs.control import RedisStops, Runs
 from .runs.memory import MemoryLog
+from .runs.redis import RedisLog
 from .streaming.watch import LiveStreams
 from .upstream.client import UpstreamClient
 from .upstream.models import ModelPolicy
@@ -177,10 +178,22 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
         header_pattern=settings.auth_trusted_header_pattern,
     )
     devices = Devices(settings.cookie_secure, networks)
+    redis: Redis | None = app.extensions["redis"]
+    local = MemoryLog(settings.run_log_retention_seconds, settings.run_log_max_bytes)
+    events: MemoryLog | RedisLog = local
+    if redis is not None:
+        blocking = _redis(settings)  # readers' blocking XREADs: connections of their own
+        assert blocking is not None
+        events = RedisLog(redis, blocking, local, ping_seconds=settings.sse_ping_seconds)
     runs = Runs(
         db,
         app.extensions["streams"],
-        MemoryLog(settings.run_log_retention_seconds, settings.run_log_max_bytes),
+        events,
+        stops=RedisStops(redis) if redis is not None else None,
+        # Without Redis, readers in other workers follow the saved text: save it more often.
+        checkpoint_seconds=(
+            1.0 if settings.app_workers > 1 and redis is None else turns.CHECKPOINT_SECONDS
+        ),
     )
     app.extensions.update(db=db, accounts=accounts, networks=networks, devices=devices, runs=runs)
 
@@ -199,6 +212,8 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
         chores.cancel()
         credentials.cancel()
         await runs.close(settings.shutdown_grace_seconds + 1)  # their text is saved first
+        if isinstance(events, RedisLog):
+            await events.aclose()  # the last runs' ends, to readers elsewhere
         await db.close()
 
     app.register_blueprint(auth.blueprint)

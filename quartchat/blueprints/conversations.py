@@ -411,7 +411,9 @@ async def stream_turn(turn: turns.Turn, slot: Slot) -> Response:
     streams: LiveStreams = current_app.extensions["streams"]
     streams.refuse_if_draining()
     upstream: UpstreamClient = current_app.extensions["upstream"]
-    writer = turns.ReplyWriter(db(), owner(), turn.reply.id, g.access)
+    writer = turns.ReplyWriter(
+        db(), owner(), turn.reply.id, g.access, checkpoint_seconds=runs().checkpoint_seconds
+    )
     try:
         # The conversation's model is known once the turn has begun: checked now, before the
         # upstream sees it (a refusal is recorded on the reply, as an upstream's is).

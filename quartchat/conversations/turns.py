@@ -2,7 +2,8 @@
 
 Writes per turn, not per chunk: one transaction when a message is sent (the user's message, the
 reply's placeholder with status `streaming`, the conversation moved to the top), a checkpoint of
-the reply's text every `CHECKPOINT_SECONDS` while it streams, one transaction when it ends (text,
+the reply's text every `CHECKPOINT_SECONDS` while it streams (every second when several processes
+serve without Redis: readers in the others follow these), one transaction when it ends (text,
 status, usage). The server writes the reply itself, so a reply the upstream finished is kept
 whatever the browser does; a client that leaves stops the upstream (as for any stream) and what
 was generated is kept as `interrupted`. A process that dies leaves `streaming` rows, which stop
@@ -280,9 +281,10 @@ def _replay(loaded: _Loaded, earlier: Message) -> Turn | Refused:
     return Turn(question, reply, chat_request(loaded.conversation, []), replayed=True)
 
 
-async def checkpoint_due() -> None:
-    """Return when the next checkpoint of a streaming reply is due (tests drive it)."""
-    await asyncio.sleep(CHECKPOINT_SECONDS)
+async def checkpoint_due(seconds: float) -> None:
+    """Return when the next checkpoint of a streaming reply is due, `seconds` after the last
+    (tests drive it)."""
+    await asyncio.sleep(seconds)
 
 
 def status_of(error: APIError | None) -> str:
@@ -296,11 +298,20 @@ class ReplyWriter:
     """The relay's observer for a reply kept on the server: checkpoints while it streams, the
     final write when it ends (and the access log line, which it passes everything on to)."""
 
-    def __init__(self, db: Database, owner_id: int, reply_id: str, access: AccessRecord) -> None:
+    def __init__(
+        self,
+        db: Database,
+        owner_id: int,
+        reply_id: str,
+        access: AccessRecord,
+        *,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    ) -> None:
         self.db = db
         self.owner_id = owner_id
         self.reply_id = reply_id
         self.access = access
+        self.checkpoint_seconds = checkpoint_seconds
         self._checkpoints: asyncio.Task[None] | None = None
 
     def opened(self, upstream_status: int, completion: Completion) -> None:
@@ -346,7 +357,7 @@ class ReplyWriter:
     async def _checkpoint(self, completion: Completion) -> None:
         saved = 0
         while True:
-            await checkpoint_due()
+            await checkpoint_due(self.checkpoint_seconds)
             # The text when it grew; a sign of life anyway (a model thinking is not a dead reply).
             parts = len(completion.parts)
             ids: dict[str, Any] = {"owner_id": self.owner_id, "message_id": self.reply_id}

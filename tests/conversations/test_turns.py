@@ -208,7 +208,11 @@ async def test_a_long_reply_is_checkpointed_while_it_streams_not_written_per_chu
     # The checkpoint clock is driven by the test (`ticks`), the upstream's pieces too (`step`):
     # no count of writes depends on how fast this machine is.
     ticks: asyncio.Queue[None] = asyncio.Queue()
-    monkeypatch.setattr(turns, "checkpoint_due", ticks.get)
+
+    async def tick(seconds: float) -> None:
+        await ticks.get()
+
+    monkeypatch.setattr(turns, "checkpoint_due", tick)
     writes: list[str] = []
     written = threading.Event()  # set in the writer's thread, on SQLite
     real = store.checkpoint
