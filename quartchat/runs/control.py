@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
@@ -61,6 +63,7 @@ STOP_CHANNEL = "quartchat:stop"
 WAIT_SECONDS = 2.0
 """The longest a stop waits on Redis before leaving it to the database."""
 RESUBSCRIBE_SECONDS = 1.0
+WARN_EVERY_SECONDS = 60.0
 
 
 class RedisStops:
@@ -70,8 +73,7 @@ class RedisStops:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self.subscribed = asyncio.Event()
-        """Set while this process listens (tests wait on it)."""
+        self._warned_at = -math.inf
 
     async def publish(self, reply_id: str) -> None:
         try:
@@ -86,13 +88,18 @@ class RedisStops:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(STOP_CHANNEL)
-                self.subscribed.set()
                 async for message in pubsub.listen():
                     on_stop(message["data"].decode())
             except (RedisError, OSError) as exc:
-                log.warning("stops from other processes: %s; resubscribing", type(exc).__name__)
+                at = time.monotonic()
+                if at - self._warned_at >= WARN_EVERY_SECONDS:  # not every retry while it is away
+                    self._warned_at = at
+                    log.warning(
+                        "stops from other processes wait for Redis (%s): through the database "
+                        "meanwhile",
+                        type(exc).__name__,
+                    )
             finally:
-                self.subscribed.clear()
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
             await asyncio.sleep(RESUBSCRIBE_SECONDS)

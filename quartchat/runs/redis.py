@@ -43,8 +43,9 @@ from .memory import MemoryLog
 
 log = logging.getLogger("quartchat.runs")
 
-HOLDER_SECONDS = 5.0
-"""How long a holder key lives unless refreshed: the bound on noticing that a process died."""
+HOLDER_SECONDS = 3.5
+"""How long a holder key lives unless refreshed (every BEAT_SECONDS): a reader learns that a
+process died within HOLDER_SECONDS + BLOCK_SECONDS of its last heartbeat, under 5 s."""
 BEAT_SECONDS = 1.0
 BLOCK_SECONDS = 1.0
 """How long a reader's XREAD BLOCK waits before it looks at the holder again."""
