@@ -16,6 +16,8 @@ from quartchat.runs.memory import MemoryLog
 from quartchat.runs.redis import RedisLog
 
 from ..conftest import make_settings
+from ..fake_upstream import FakeUpstream
+from ..service import Service
 
 REDIS = "redis://:pw@127.0.0.1:1/0"  # never connected to: the factory connects nothing
 
@@ -60,3 +62,10 @@ def test_several_workers_without_redis_say_so_once_at_start(
     assert [r.getMessage() for r in caplog.records] == [
         "replies are followed across workers through the database; set REDIS_URL to make it live"
     ]
+
+
+@pytest.mark.e2e
+def test_two_workers_without_redis_warn_once_not_once_each(fake: FakeUpstream) -> None:
+    with Service(fake.url, AUTH_MODE="accounts", APP_WORKERS="2") as service:
+        pass
+    assert service.log().count("set REDIS_URL to make it live") == 1
