@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     # Data: an SQLite file in DATA_DIR unless DATABASE_URL names a PostgreSQL server.
     data_dir: Path = Path("data")
     database_url: SecretStr | None = None  # may hold a password
-    # Shared state between processes and hosts (stream counts, login throttles; later run logs):
+    # Shared state between processes and hosts (stream counts, login throttles, run logs, stops):
     # `redis://[:PASSWORD@]host:6379/0` or `rediss://…`. Unset: each process on its own.
     redis_url: SecretStr | None = None  # may hold a password
 
