@@ -13,8 +13,8 @@ there cost what they cost without Redis) and mirrors them to Redis for the other
   away for a moment): readers follow the database instead. Gone without an end: the process died.
 
 Writes cost no round trip per event: `append` only buffers, and one flusher sends everything
-buffered since it last ran (every run's events, and the holders' heartbeat when due) as one
-pipeline, so a wake-up of the event loop that relayed chunks of a hundred replies is one round
+buffered since it last ran (every run's events, and the holders' heartbeat when due) in one
+script call, so a wake-up of the event loop that relayed chunks of a hundred replies is one round
 trip. Readers elsewhere replay with XRANGE and wait with XREAD BLOCK on their own connections
 (a blocked read holds its connection; the commands' pool must not run out because of them).
 
@@ -34,6 +34,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -60,6 +61,33 @@ WARN_EVERY_SECONDS = 60.0
 
 LIVE = b"live"
 DATABASE = b"db"
+
+
+# A flush: every write of a wake-up (and the heartbeat when due) in one script call, so one
+# round trip and one reply to parse, however many events (a pipeline has a reply per command,
+# and parsing them cost the writer more than the events themselves). KEYS: a stream and its
+# holder per write; ARGV: MAXLEN, the retention, the holder's and a running stream's lifetimes
+# (ms), then four per write: what, the entry id or holder value, the event, where its text starts.
+_MIRROR = """
+local maxlen, retention, holder_ms, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+for i = 1, #KEYS / 2 do
+  local stream, holder = KEYS[2 * i - 1], KEYS[2 * i]
+  local what, value, event, start = ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3], ARGV[4 * i + 4]
+  if what == 'event' or what == 'end' then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, value, 'e', event, 's', start)
+    if what == 'end' then
+      redis.call('PEXPIRE', stream, retention)
+      redis.call('DEL', holder)
+    end
+  elseif what == 'hold' then
+    redis.call('SET', holder, value, 'PX', holder_ms)
+    redis.call('PEXPIRE', stream, keep)
+  else
+    redis.call('SET', holder, 'db', 'PX', retention)
+  end
+end
+return 1
+"""
 
 
 def stream_key(run_id: str) -> str:
@@ -110,7 +138,7 @@ class RedisLog:
         self.local = local
         self.ping_seconds = ping_seconds
         self.flushes = 0
-        """Pipelines sent (each one round trip; tests count them)."""
+        """Flushes sent (each one round trip)."""
         self._redis = redis
         self._blocking = blocking
         self._max_entries = max_entries
@@ -126,6 +154,7 @@ class RedisLog:
         self._pending: list[_Write] = []
         self._dirty = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._mirror = redis.register_script(_MIRROR)
         self._down_until = -math.inf
         self._warned_at = -math.inf
 
@@ -192,7 +221,7 @@ class RedisLog:
                 log.exception("could not mirror run events to Redis")
 
     async def _flush(self, beat: bool) -> None:
-        """One pipeline: the buffered writes, and (`beat`) the holders' heartbeat."""
+        """One round trip: the buffered writes, and (`beat`) the holders' heartbeat."""
         self._dirty.clear()
         batch, self._pending = self._pending, []
         if time.monotonic() < self._down_until:
@@ -201,40 +230,35 @@ class RedisLog:
         held = list(self._held.items()) if beat else []
         if not batch and not held:
             return
-        pipe = self._redis.pipeline(transaction=False)
+        keys: list[str] = []
+        args: list[bytes | str | int] = [
+            self._max_entries, self._retention_ms, self._holder_ms, self._keep_ms,
+        ]  # fmt: skip
         for run_id, mirror, start, offset, event, last in batch:
-            stream, holder = stream_key(run_id), holder_key(run_id)
+            keys += (stream_key(run_id), holder_key(run_id))
             if event is None:
-                pipe.set(holder, DATABASE if mirror.broken else LIVE, px=self._holder_ms)
-                continue
-            if mirror.broken:  # its end: readers that see `db` go to the database
-                pipe.set(holder, DATABASE, px=self._retention_ms)
-                continue
-            pipe.xadd(
-                stream,
-                {"e": event, "s": start},
-                id=f"{offset}-{1 if last else 0}",
-                maxlen=self._max_entries,
-                approximate=True,
-            )
-            if last:
-                pipe.pexpire(stream, self._retention_ms)
-                pipe.delete(holder)
+                args += (b"hold", DATABASE if mirror.broken else LIVE, b"", 0)
+            elif mirror.broken:  # its end: readers that see `db` go to the database
+                args += (b"gone", b"", b"", 0)
+            else:
+                args += (b"end" if last else b"event", b"%d-%d" % (offset, last), event, start)
         for run_id, mirror in held:
-            pipe.set(holder_key(run_id), DATABASE if mirror.broken else LIVE, px=self._holder_ms)
-            pipe.pexpire(stream_key(run_id), self._keep_ms)
+            keys += (stream_key(run_id), holder_key(run_id))
+            args += (b"hold", DATABASE if mirror.broken else LIVE, b"", 0)
         self.flushes += 1
         try:
             async with asyncio.timeout(WAIT_SECONDS):
-                results = await pipe.execute(raise_on_error=False)
+                await self._mirror(keys=keys, args=args)
+        except RedisError as exc:
+            # Some of the writes may be in Redis, not all: those runs mirror nothing more.
+            self._broken(batch)
+            if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+                self._down_until = time.monotonic() + RECHECK_SECONDS
+            raise  # else a refused write (a bug): logged, and the next flush goes on
         except BaseException:
             self._down_until = time.monotonic() + RECHECK_SECONDS
             self._broken(batch)
             raise
-        failed = next((r for r in results if isinstance(r, Exception)), None)
-        if failed is not None:  # e.g. an id Redis refused: never skip text silently
-            self._broken(batch)
-            self._unreachable(failed)
 
     def _broken(self, batch: list[_Write]) -> None:
         for run_id, mirror, *_ in batch:
