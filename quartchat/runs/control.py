@@ -134,7 +134,6 @@ class Runs:
         *,
         stops: RedisStops | None = None,
         poll_seconds: float = 1.0,
-        stale_seconds: float = 9.0,
         checkpoint_seconds: float = 3.0,
     ) -> None:
         self.db = db
@@ -145,9 +144,9 @@ class Runs:
         self.checkpoint_seconds = checkpoint_seconds
         """How often a run saves its reply's text (conversations/turns.py ReplyWriter): what
         readers in other processes see of it when there is no Redis."""
-        # A `streaming` reply whose saved text has not been touched for this long belongs to a
-        # process that is gone (its checkpoints or heartbeats come every few seconds).
-        self.stale_seconds = stale_seconds
+        # A `streaming` reply whose saved text has not been touched for three checkpoints
+        # belongs to a process that is gone (a slow write may delay one, not three).
+        self.stale_seconds = 3 * checkpoint_seconds
         self._runs: dict[str, Run] = {}
         self._stops: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -313,7 +312,7 @@ class Runs:
         async with self.db.read() as connection:  # as it is now: the reader may have been long
             found = await store.message(connection, owner_id, reply.conversation_id, reply.id)
         if found is None:  # deleted meanwhile
-            yield end_id(after) + _error_event(interrupted(), "-")
+            yield end_id(after) + CHAT_EVENTS.error(interrupted(), "-")
             return
         async for event in self._follow_saved(owner_id, found, after):
             yield event
@@ -328,7 +327,7 @@ class Runs:
         message: Message | None = reply
         while True:
             if message is None:  # deleted meanwhile
-                yield end_id(sent) + _error_event(interrupted(), "-")
+                yield end_id(sent) + CHAT_EVENTS.error(interrupted(), "-")
                 return
             text = message.content
             if len(text) > sent:
@@ -339,10 +338,10 @@ class Runs:
                 yield end_id(len(text)) + saved_end(message)
                 return
             if (now() - message.updated_at).total_seconds() > self.stale_seconds:
-                yield end_id(sent) + _error_event(interrupted(), "-")
+                yield end_id(sent) + CHAT_EVENTS.error(interrupted(), "-")
                 return
             if self.streams.stopped:
-                yield end_id(sent) + _error_event(shutting_down(), "-")
+                yield end_id(sent) + CHAT_EVENTS.error(shutting_down(), "-")
                 return
             await asyncio.sleep(self.poll_seconds / 2)
             if loop.time() - quiet >= self.streams.ping_seconds:
@@ -371,10 +370,6 @@ async def _nothing() -> AsyncIterator[bytes]:
     yield  # an async generator that ends at once
 
 
-def _error_event(error: APIError, request_id: str) -> bytes:
-    return CHAT_EVENTS.error(error, request_id)
-
-
 def saved_end(reply: Message) -> bytes:
     """The end event of a reply that has ended, from what was saved."""
     if reply.status == "complete":
@@ -384,7 +379,7 @@ def saved_end(reply: Message) -> bytes:
         completion.usage = reply.usage
         return CHAT_EVENTS.done(completion)
     if reply.status == "stopped":
-        return _error_event(stopped(), "-")
+        return CHAT_EVENTS.error(stopped(), "-")
     if reply.status == "error" and reply.error:
         return encode("error", {"error": {**reply.error, "request_id": "-"}})
-    return _error_event(interrupted(), "-")
+    return CHAT_EVENTS.error(interrupted(), "-")
