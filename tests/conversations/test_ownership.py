@@ -35,6 +35,9 @@ ROUTES = [
         "/api/conversations/{id}/messages/{question}/edit",
         {"content": "hi", "client_id": "x"},
     ),
+    ("GET", "/api/conversations/{id}/messages/{reply}/events", None),
+    ("GET", "/api/conversations/{id}/messages/{reply}/events?after=0", None),
+    ("POST", "/api/conversations/{id}/messages/{reply}/stop", {}),
     ("GET", "/api/conversations/{id}/export", None),
     ("GET", "/api/conversations/{id}/export?format=markdown", None),
 ]
