@@ -8,14 +8,17 @@ import random
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
+from sqlalchemy import update
 
 from quartchat.conversations import store
+from quartchat.db.tables import messages, now
 from quartchat.runs.control import Runs
 
 from ..conftest import assert_error, error_event, texts
@@ -142,8 +145,10 @@ async def test_replay_after_any_id_gives_exactly_the_rest_while_it_runs_and_afte
     step = threading.Semaphore(0)
     fake.reply_with(Reply(chunks=completion_chunks(WORDS), step=step))
     async with running_turn(ann, made["id"]) as turn:
-        step.release(21)
-        await turn.until(b"w19 ")
+        # A word at a time (the role chunk went first): an event each, however busy the machine.
+        for i in range(20):
+            step.release()
+            await turn.until(f"w{i} ".encode())
         first = stamped(turn.received)
         ids = [event_id for event_id, _, _ in first]
         # Readers that join mid-reply, from cut points the first reader was given.
@@ -320,3 +325,79 @@ async def test_a_reader_follows_a_reply_run_by_another_process_from_the_database
     assert text_of(events) == "Part one, two, end"
     assert [e for e, _, _ in events] == ["8", "13", "18", "18.end"]
     assert texts([(k, d) for _, k, d in events]) == "Part one, two, end"
+
+
+async def as_left_by_another_process(app: Quart, reply_id: str, content: str, **late: Any) -> None:
+    """Make a saved reply look like one another process is running (or ran, `late`)."""
+    db = app.extensions["db"]
+    await db.run(lambda tx: store.finish(tx, 1, reply_id, content="", status="streaming"))
+    await db.run(lambda tx: store.checkpoint(tx, 1, reply_id, content=content))
+    if late:
+        async with db.write() as connection:
+            await connection.execute(
+                update(messages).where(messages.c.id == reply_id).values(**late)
+            )
+
+
+async def test_a_stop_for_a_reply_run_elsewhere_is_written_for_its_process(
+    ann: Client, app: Quart
+) -> None:
+    made = await new_conversation(ann)
+    response, _ = await say(ann, made["id"], "hi", "c-1")
+    reply_id = response.headers["Quartchat-Reply-Id"]
+    await as_left_by_another_process(app, reply_id, "Part")
+    stop = await ann.post(f"/api/conversations/{made['id']}/messages/{reply_id}/stop", json={})
+    assert orjson.loads(await stop.get_data()) == {"ok": True, "status": "stopped"}
+    reply = await reply_of(ann, made["id"])
+    assert (reply["content"], reply["status"]) == ("Part", "stopped")
+
+
+async def test_a_reader_of_a_reply_whose_process_died_gets_the_text_and_interrupted(
+    ann: Client, app: Quart
+) -> None:
+    made = await new_conversation(ann)
+    response, _ = await say(ann, made["id"], "hi", "c-1")
+    reply_id = response.headers["Quartchat-Reply-Id"]
+    runs: Runs = app.extensions["runs"]
+    gone = now() - timedelta(seconds=runs.stale_seconds + 1)
+    await as_left_by_another_process(app, reply_id, "Part one", updated_at=gone)
+    _, raw = await asyncio.wait_for(read_events(ann, made["id"], reply_id), 10)
+    events = stamped(raw)
+    assert text_of(events) == "Part one"
+    assert events[-1][0] == "8.end" and events[-1][2]["error"]["code"] == "REPLY_INTERRUPTED"
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "code"),
+    [
+        ("stopped", None, "REPLY_STOPPED"),
+        ("interrupted", None, "REPLY_INTERRUPTED"),
+        ("error", {"code": "UPSTREAM_ERROR", "message": "It broke."}, "UPSTREAM_ERROR"),
+    ],
+)
+async def test_a_reply_that_ended_otherwise_is_read_with_its_end(
+    ann: Client, app: Quart, status: str, error: dict[str, str] | None, code: str
+) -> None:
+    made = await new_conversation(ann)
+    response, _ = await say(ann, made["id"], "hi", "c-1")
+    reply_id = response.headers["Quartchat-Reply-Id"]
+    await app.extensions["db"].run(
+        lambda tx: store.finish(tx, 1, reply_id, content="So far", status=status, error=error)
+    )
+    _, raw = await read_events(ann, made["id"], reply_id, query_string={"after": "2"})
+    events = stamped(raw)
+    assert text_of(events) == " far"
+    assert events[-1][0] == "6.end" and events[-1][2]["error"]["code"] == code
+
+
+async def test_a_complete_reply_read_later_ends_with_its_saved_envelope(ann: Client) -> None:
+    made = await new_conversation(ann, settings={"model": "fake-small"})
+    response, live = await say(ann, made["id"], "hi", "c-1")
+    reply_id = response.headers["Quartchat-Reply-Id"]
+    await settled(ann, made["id"])
+    _, raw = await read_events(ann, made["id"], reply_id, query_string={"after": "0"})
+    saved = stamped(raw)[-1][2]
+    done = live[-1][1]
+    assert {k: saved[k] for k in ("model", "message", "finish_reason", "usage")} == {
+        k: done[k] for k in ("model", "message", "finish_reason", "usage")
+    }
