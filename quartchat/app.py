@@ -34,7 +34,7 @@ from .guards import HostCheck, check_cross_site, check_host, require_json
 from .openapi import init_openapi
 from .runs.control import RedisStops, Runs
 from .runs.memory import MemoryLog
-from .runs.redis import RedisLog
+from .runs.redis import RedisLog, readers_client
 from .streaming.watch import LiveStreams
 from .upstream.client import UpstreamClient
 from .upstream.models import ModelPolicy
@@ -181,9 +181,10 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
     redis: Redis | None = app.extensions["redis"]
     local = MemoryLog(settings.run_log_retention_seconds, settings.run_log_max_bytes)
     events: MemoryLog | RedisLog = local
-    if redis is not None:
-        blocking = _redis(settings)  # readers' blocking XREADs: connections of their own
-        assert blocking is not None
+    if redis is not None and settings.redis is not None:
+        # Readers' blocking XREADs, on connections of their own: at most one per client
+        # connection, which the upstream's pool size bounds in practice.
+        blocking = readers_client(settings.redis, settings.upstream_max_connections)
         events = RedisLog(redis, blocking, local, ping_seconds=settings.sse_ping_seconds)
     runs = Runs(
         db,

@@ -286,12 +286,14 @@ class RedisLog:
         return self._follow_elsewhere(run_id, after)
 
     async def _follow_elsewhere(self, run_id: str, after: int) -> AsyncIterator[bytes]:
+        # Every command of a reader goes to the readers' client: a crowd of readers arriving at
+        # once must not take the pool that runs' writes and the stream slots use.
         stream, holder = stream_key(run_id), holder_key(run_id)
         loop = asyncio.get_running_loop()
         sent = after
         try:
             async with asyncio.timeout(WAIT_SECONDS):
-                async with self._redis.pipeline(transaction=False) as pipe:
+                async with self._blocking.pipeline(transaction=False) as pipe:
                     pipe.xrange(stream, f"({after}-0", "+")
                     pipe.get(holder)
                     entries, held = await pipe.execute()
@@ -310,14 +312,14 @@ class RedisLog:
                 if entries:
                     continue
                 async with asyncio.timeout(WAIT_SECONDS):
-                    held = await self._redis.get(holder)
+                    held = await self._blocking.get(holder)
                 if held == DATABASE:
                     raise LogUnavailable(sent)
                 if held is None:
                     # Its end may have come between the read and this look (the end and the
                     # holder's removal go together).
                     async with asyncio.timeout(WAIT_SECONDS):
-                        entries = await self._redis.xrange(stream, f"({last_id}", "+")
+                        entries = await self._blocking.xrange(stream, f"({last_id}", "+")
                     if not entries:
                         yield interrupted_end(sent)
                         return
@@ -337,6 +339,15 @@ class RedisLog:
             return []
         entries: list[tuple[bytes, dict[bytes, bytes]]] = found[0][1]  # [[key, entries]]
         return entries
+
+
+def readers_client(url: str, readers: int) -> Redis:
+    """The client of readers' blocking XREADs. Each waiting reader holds one of its connections,
+    so its pool has room for `readers` of them: redis-py's default of 100 turned the 101st
+    reader away (MaxConnectionsError), sending it to the database."""
+    return Redis.from_url(
+        url, socket_connect_timeout=2, socket_keepalive=True, max_connections=readers
+    )
 
 
 def _events(

@@ -17,7 +17,7 @@ from redis.asyncio.client import Pipeline
 
 from quartchat.runs.log import LogUnavailable, chunk_event, end_id
 from quartchat.runs.memory import MemoryLog
-from quartchat.runs.redis import RedisLog, holder_key, stream_key
+from quartchat.runs.redis import RedisLog, holder_key, readers_client, stream_key
 from quartchat.streaming.sse import PING
 
 from ..conftest import REDIS_PASSWORD
@@ -274,3 +274,27 @@ async def _ended_here(log: RedisLog, run_id: str) -> bool:
 
 async def _warned(caplog: pytest.LogCaptureFixture) -> bool:
     return "Redis unreachable" in caplog.text
+
+
+async def test_more_readers_elsewhere_than_redis_py_s_default_pool_all_follow_from_redis(
+    logs: Logs, redis_url: str
+) -> None:
+    writer = logs()
+    commands = Redis.from_url(redis_url)
+    blocking = readers_client(redis_url, 150)
+    reader = RedisLog(commands, blocking, MemoryLog(60, 1 << 20), ping_seconds=15)
+    try:
+        writer.open("crowd")
+        middle = write(writer, "crowd", WORDS[:3], last=False)
+        await mirrored(redis_url, "crowd", 3)
+        following = [asyncio.ensure_future(read_all(reader, "crowd", 0)) for _ in range(120)]
+        await asyncio.sleep(0.5)  # every reader replays, then waits in XREAD BLOCK
+        write(writer, "crowd", WORDS[3:], start=middle, last=True)
+        bodies = await asyncio.gather(*following, return_exceptions=True)
+        unavailable = [b for b in bodies if isinstance(b, LogUnavailable)]
+        assert unavailable == []  # none sent to the database for want of a connection
+        assert all(isinstance(b, bytes) and text_of(b) == TEXT for b in bodies)
+    finally:
+        await reader.aclose()
+        await commands.aclose()
+        await blocking.aclose()
