@@ -507,6 +507,8 @@ def judge_service_stream(status: int, body: bytes, expected: str) -> Verdict:
         return Verdict(f"HTTP {status}", 0, 0)
     events, chars, done = 0, 0, None
     for block in body.split(b"\n\n"):
+        if block.startswith(b"id: "):  # a turn's events lead with their SSE id (runs, issue 17)
+            block = block.partition(b"\n")[2]
         if block.startswith(b"event: chunk\n"):
             events += 1
             chars += len(json.loads(block.partition(b"\ndata: ")[2])["delta"])
