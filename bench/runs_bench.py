@@ -81,6 +81,13 @@ from sqlalchemy.engine import URL, make_url
 
 TARGET_READER_RATIO = 1.5  # x the baseline's history / stateless
 PHASES = ("stateless", "history", "reader", "elsewhere")
+# `--profile DIR`: each service runs under cProfile and leaves DIR/<name>.prof when it exits.
+PROFILE_PRELUDE = """
+import atexit, cProfile
+_profile = cProfile.Profile()
+_profile.enable()
+atexit.register(lambda: (_profile.disable(), _profile.dump_stats({path!r})))
+"""
 
 
 class HeadResponse(Response):
@@ -217,8 +224,11 @@ def start(
     env.update(ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=args.admin_password, **extra)
     if url.get_backend_name() == "postgresql":
         env["DATABASE_URL"] = url.render_as_string(hide_password=False)
-    child = spawn(name, service_argv(sys.executable, "", report=False), cpu if cpu >= 0 else None,
-                  env, args.logdir)  # fmt: skip
+    prelude = ""
+    if args.profile:
+        prelude = PROFILE_PRELUDE.format(path=str(Path(args.profile).resolve() / f"{name}.prof"))
+    child = spawn(name, service_argv(sys.executable, prelude, report=False),
+                  cpu if cpu >= 0 else None, env, args.logdir)  # fmt: skip
     service = Service(name, child, port, data_dir, True)
     wait_for_port(child, port, timeout=60)
     sign_in(service, args.admin_password)
@@ -349,6 +359,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--log-level", default="WARNING", help="the services' LOG_LEVEL")
     add("--outdir", default=str(ROOT / "artifacts" / "bench"), help="logs go here")
     add("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    add("--profile", default="", metavar="DIR",
+        help="run the services under cProfile (slower: for where the time goes, not figures)")  # fmt: skip
     args = p.parse_args(argv)
     args.timeout_factor, args.probes, args.probe_delay, args.probe_gap = 3.0, 0, 0.0, 0.0
     return args
