@@ -129,13 +129,23 @@ class ReaderBench(TurnBench):
         self.judge = judge
         self.cpu: dict[str, float] = {}
         self.reader_errors: dict[str, int] = {}
-        self.reader_chunks = 0
+        self.followers: list[Response] = []
+        self.few_events = 0
 
     async def stream_phase(self, target: Target, n: int) -> StreamPhase:
-        self.reader_errors, self.reader_chunks = {}, 0
+        self.followers = []
         before = [c.cpu_seconds() for c in self.services]
         phase = await super().stream_phase(target, n)
         self.cpu = {c.name: c.cpu_seconds() - b for c, b in zip(self.services, before, strict=True)}
+        # The clock has stopped: judge B's readers. One that got a few big chunks instead of
+        # about one event per upstream chunk followed the database's checkpoints, not Redis.
+        self.reader_errors, self.few_events = {}, 0
+        for follower in self.followers:
+            verdict = self.judge(follower.status, follower.body())
+            self.few_events += verdict.events < self.args.chunks / 4
+            if target.name == "reader" and (verdict.error or follower.cut):
+                kind = f"reader: {verdict.error or 'cut'}"
+                self.reader_errors[kind] = self.reader_errors.get(kind, 0) + 1
         return phase
 
     async def one_stream(
@@ -145,6 +155,7 @@ class ReaderBench(TurnBench):
             return await super().one_stream(target, phase, deadline)
         conversation_id, request = self.turns()
         sender, follower = HeadResponse(target.first_re), Response(target.first_re)
+        self.followers.append(follower)
         transports = []
         try:
             transport, _ = await self.loop.create_connection(lambda: sender, HOST, target.port)
@@ -159,6 +170,8 @@ class ReaderBench(TurnBench):
                     asyncio.shield(sender.done), max(0.1, deadline - time.monotonic())
                 )
                 return sender
+            if self.args.reader_delay:
+                await asyncio.sleep(self.args.reader_delay)
             transport, _ = await self.loop.create_connection(
                 lambda: follower, HOST, self.reader.port
             )
@@ -188,11 +201,6 @@ class ReaderBench(TurnBench):
         finally:
             for transport in transports:
                 transport.close()
-        verdict = self.judge(follower.status, follower.body())
-        self.reader_chunks += verdict.chunks
-        if verdict.error or follower.cut:
-            kind = f"reader: {verdict.error or 'cut'}"
-            self.reader_errors[kind] = self.reader_errors.get(kind, 0) + 1
         if sender.cut:
             phase.error("cut mid-stream")
             return None
@@ -284,12 +292,13 @@ async def measure(
             await asyncio.sleep(args.pause)
             s = (await bench.stream_phase(t, args.streams)).summary()
             s["us_per_chunk"] = {k: ratio(v, s["chunks"]) * 1e6 for k, v in bench.cpu.items()}
-            s["reader_errors"], s["reader_chunks"] = bench.reader_errors, bench.reader_chunks
+            s["reader_errors"], s["few_events"] = bench.reader_errors, bench.few_events
             one[t.name] = s
             us = s["us_per_chunk"]
             say(
                 f"  round {i + 1}, {t.name}: A {us['A']:.1f}, B {us['B']:.1f}, redis "
-                f"{us['redis']:.1f} us/chunk; errors {s['errors']}, reader's {bench.reader_errors}"
+                f"{us['redis']:.1f} us/chunk; errors {s['errors']}, reader's {bench.reader_errors}, "
+                f"B's readers with few events (from the database) {bench.few_events}"
             )
         base = one["stateless"]["us_per_chunk"]["A"]
         one["history_ratio"] = ratio(one["history"]["us_per_chunk"]["A"], base)
@@ -355,6 +364,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--service-cpu", type=int, default=0, help="core of service A (the writer)")
     add("--reader-cpu", type=int, default=-1, help="core of service B (-1: unpinned)")
     add("--harness-cpu", type=int, default=1, help="core of this script and the upstream")
+    add("--reader-delay", type=float, default=0.0,
+        help="seconds from the sender's response head to B's reader (0: at once)")  # fmt: skip
     add("--pause", type=float, default=1.0, help="seconds of quiet between phases")
     add("--log-level", default="WARNING", help="the services' LOG_LEVEL")
     add("--outdir", default=str(ROOT / "artifacts" / "bench"), help="logs go here")
@@ -385,8 +396,8 @@ async def run(args: argparse.Namespace, upstream: Child, data: Path) -> dict[str
 
 
 def stop_children_but(keep: Child) -> None:
-    """The services and redis-server (before the PostgreSQL cluster they use goes)."""
-    for child in [c for c in CHILDREN if c is not keep]:
+    """The services, then redis-server (before the PostgreSQL cluster they use goes)."""
+    for child in [c for c in reversed(CHILDREN) if c is not keep]:
         child.stop()
         CHILDREN.remove(child)
 
