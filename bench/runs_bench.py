@@ -232,9 +232,9 @@ def start(
     env.update(ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=args.admin_password, **extra)
     if url.get_backend_name() == "postgresql":
         env["DATABASE_URL"] = url.render_as_string(hide_password=False)
-    prelude = ""
+    prelude = args.service_prelude
     if args.profile:
-        prelude = PROFILE_PRELUDE.format(path=str(Path(args.profile).resolve() / f"{name}.prof"))
+        prelude += PROFILE_PRELUDE.format(path=str(Path(args.profile).resolve() / f"{name}.prof"))
     child = spawn(name, service_argv(sys.executable, prelude, report=False),
                   cpu if cpu >= 0 else None, env, args.logdir)  # fmt: skip
     service = Service(name, child, port, data_dir, True)
@@ -366,6 +366,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--harness-cpu", type=int, default=1, help="core of this script and the upstream")
     add("--reader-delay", type=float, default=0.0,
         help="seconds from the sender's response head to B's reader (0: at once)")  # fmt: skip
+    add("--service-prelude", default="", metavar="CODE",
+        help="a what-if: Python run in both services before quartchat starts")  # fmt: skip
     add("--pause", type=float, default=1.0, help="seconds of quiet between phases")
     add("--log-level", default="WARNING", help="the services' LOG_LEVEL")
     add("--outdir", default=str(ROOT / "artifacts" / "bench"), help="logs go here")
