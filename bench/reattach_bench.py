@@ -114,6 +114,7 @@ def measure(args: argparse.Namespace, service: Service, reader: Service, text: s
                         break
             took.append((time.perf_counter() - started) * 1000)
             events = raw.count(b"\nevent: chunk")
+    slowest = sorted(range(len(took)), key=took.__getitem__)[-3:][::-1]
     took.sort()
     p50, p99 = statistics.median(took), took[min(len(took) - 1, int(len(took) * 0.99))]
     where = "in-process"
@@ -124,6 +125,7 @@ def measure(args: argparse.Namespace, service: Service, reader: Service, text: s
     print(
         f"  request to last replayed event: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {took[-1]:.1f} ms"
     )
+    print("  slowest: " + ", ".join(f"reader {i + 1} of {args.readers}" for i in slowest))
     verdict = "OK" if p99 <= target else "MISS"
     print(f"  [{verdict}] target p99 <= {target} ms")
     return 0
