@@ -131,6 +131,7 @@ class ReaderBench(TurnBench):
         self.reader_errors: dict[str, int] = {}
         self.followers: list[Response] = []
         self.few_events = 0
+        self.events_range: tuple[int, ...] = ()
 
     async def stream_phase(self, target: Target, n: int) -> StreamPhase:
         self.followers = []
@@ -139,13 +140,18 @@ class ReaderBench(TurnBench):
         self.cpu = {c.name: c.cpu_seconds() - b for c, b in zip(self.services, before, strict=True)}
         # The clock has stopped: judge B's readers. One that got a few big chunks instead of
         # about one event per upstream chunk followed the database's checkpoints, not Redis.
-        self.reader_errors, self.few_events = {}, 0
+        self.reader_errors, self.few_events, events = {}, 0, []
+        self.reader_samples: dict[str, bytes] = {}
         for follower in self.followers:
             verdict = self.judge(follower.status, follower.body())
+            events.append(verdict.events)
             self.few_events += verdict.events < self.args.chunks / 4
             if target.name == "reader" and (verdict.error or follower.cut):
                 kind = f"reader: {verdict.error or 'cut'}"
                 self.reader_errors[kind] = self.reader_errors.get(kind, 0) + 1
+                self.reader_samples.setdefault(kind, follower.body()[-300:])
+        events.sort()
+        self.events_range = (events[0], events[len(events) // 2], events[-1]) if events else ()
         return phase
 
     async def one_stream(
@@ -284,7 +290,9 @@ async def measure(
     for t in targets:  # warm-up: code paths, pools, every conversation's first turn (its title)
         phase = await bench.stream_phase(t, args.streams)
         if phase.errors or bench.reader_errors:
-            raise SystemExit(f"warm-up of {t.name}: {phase.errors} {bench.reader_errors}")
+            raise SystemExit(
+                f"warm-up of {t.name}: {phase.errors} {bench.reader_errors} {bench.reader_samples}"
+            )
     rounds = []
     for i in range(args.repeat):
         one: dict[str, Any] = {}
@@ -293,12 +301,19 @@ async def measure(
             s = (await bench.stream_phase(t, args.streams)).summary()
             s["us_per_chunk"] = {k: ratio(v, s["chunks"]) * 1e6 for k, v in bench.cpu.items()}
             s["reader_errors"], s["few_events"] = bench.reader_errors, bench.few_events
+            for kind, sample in bench.reader_samples.items():
+                say(f"  {kind}, e.g. {sample!r}")
             one[t.name] = s
             us = s["us_per_chunk"]
             say(
                 f"  round {i + 1}, {t.name}: A {us['A']:.1f}, B {us['B']:.1f}, redis "
                 f"{us['redis']:.1f} us/chunk; errors {s['errors']}, reader's {bench.reader_errors}, "
                 f"B's readers with few events (from the database) {bench.few_events}"
+                + (
+                    " (events min / median / max {} / {} / {})".format(*bench.events_range)
+                    if bench.events_range
+                    else ""
+                )
             )
         base = one["stateless"]["us_per_chunk"]["A"]
         one["history_ratio"] = ratio(one["history"]["us_per_chunk"]["A"], base)
