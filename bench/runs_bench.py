@@ -139,7 +139,8 @@ class ReaderBench(TurnBench):
         phase = await super().stream_phase(target, n)
         self.cpu = {c.name: c.cpu_seconds() - b for c, b in zip(self.services, before, strict=True)}
         # The clock has stopped: judge B's readers. One that got a few big chunks instead of
-        # about one event per upstream chunk followed the database's checkpoints, not Redis.
+        # about one event per upstream chunk followed the database's checkpoints, not Redis
+        # (where A keeps pace: a saturated A merges chunks for every reader).
         self.reader_errors, self.few_events, events = {}, 0, []
         self.reader_samples: dict[str, bytes] = {}
         for follower in self.followers:
