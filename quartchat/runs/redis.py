@@ -304,6 +304,7 @@ class RedisLog:
             while True:
                 if entries:
                     out, sent, last_id, ended = _events(entries, sent)
+                    entries = []  # not kept while this reader waits (a replay may be large)
                     yield out
                     if ended:
                         return
