@@ -56,6 +56,17 @@ async def test_a_stream_past_max_reply_seconds_ends_with_reply_too_long_and_clos
     assert await asyncio.to_thread(fake.wait_for_disconnect, 10) is not None
 
 
+async def ended_reply(client: Client, conversation_id: str) -> dict[str, Any]:
+    """The conversation's reply once its run's final write is done."""
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            found = await (await client.get(f"/api/conversations/{conversation_id}")).get_json()
+            reply: dict[str, Any] = next(m for m in found["messages"] if m["role"] == "assistant")
+            if reply["status"] != "streaming":
+                return reply
+            await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"max_reply_seconds": 0.5, "max_tokens_limit": 1000}
@@ -71,13 +82,7 @@ async def test_a_conversation_reply_past_the_limit_is_saved_as_it_is_with_the_er
         f"/api/conversations/{made['id']}/messages", json={"content": "go", "client_id": "c"}
     )
     assert error_event(parse_events(await response.get_data()))["code"] == "REPLY_TOO_LONG"
-    async with asyncio.timeout(DEADLINE):
-        while True:  # the final write runs as the stream ends
-            found = await (await client.get(f"/api/conversations/{made['id']}")).get_json()
-            reply = next(m for m in found["messages"] if m["role"] == "assistant")
-            if reply["status"] != "streaming":
-                break
-            await asyncio.sleep(0.02)
+    reply = await ended_reply(client, made["id"])
     assert (reply["status"], reply["error"]["code"]) == ("error", "REPLY_TOO_LONG")
     assert reply["content"].startswith("word word")
     assert fake.chat_requests()[-1].json["max_tokens"] == 1000
@@ -99,11 +104,5 @@ async def test_a_run_nobody_reads_is_ended_at_the_limit_too(
         await asyncio.wait_for(connection.receive(), DEADLINE)
         await connection.disconnect()  # nobody reads the run from here on
     assert await asyncio.to_thread(fake.wait_for_disconnect, 10) is not None
-    async with asyncio.timeout(DEADLINE):
-        while True:  # the final write runs as the run ends
-            found = await (await client.get(f"/api/conversations/{made['id']}")).get_json()
-            reply = next(m for m in found["messages"] if m["role"] == "assistant")
-            if reply["status"] != "streaming":
-                break
-            await asyncio.sleep(0.02)
+    reply = await ended_reply(client, made["id"])
     assert (reply["status"], reply["error"]["code"]) == ("error", "REPLY_TOO_LONG")
