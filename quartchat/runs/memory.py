@@ -1,9 +1,9 @@
 """The event log of runs in this process's memory: no dependency, live to readers in this process.
 
 Each run's events are kept as the bytes sent (encoded once, whatever the number of readers), with
-where each ends, so a reader resuming after an id finds its place by bisection. Readers of a run
-share one future, resolved at each append or ping: a reader costs a task wake-up per event and
-nothing while it waits. A run's log stays `retention_seconds` after it ended (a reader that was
+where each ends, so a reader resuming after an id finds its place by bisection. Each waiting
+reader holds a future, all of a run's resolved at each append or ping: a reader costs a task
+wake-up per event and nothing while it waits. A run's log stays `retention_seconds` after it ended (a reader that was
 reconnecting still finds it there), then the database has the reply; ended logs go earlier,
 oldest first, when all logs together pass `max_bytes`. Logs of running replies are never dropped:
 they are bounded by the replies themselves (MAX_STREAMS_PER_USER and MAX_REPLY_SECONDS).
@@ -25,7 +25,7 @@ _TERMINAL = 0.5
 
 
 class _Log:
-    __slots__ = ("ended", "ends", "events", "pings", "size", "waiter")
+    __slots__ = ("ended", "ends", "events", "pings", "size", "waiters")
 
     def __init__(self) -> None:
         self.ends: list[float] = []
@@ -33,18 +33,19 @@ class _Log:
         self.size = 0
         self.pings = 0
         self.ended = False
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] = []
 
     def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            waiter.set_result(None)
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a reader that left has cancelled its own
+                waiter.set_result(None)
 
     async def changed(self) -> None:
-        if self.waiter is None:
-            self.waiter = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self.waiter)  # a reader that leaves must not cancel the others' wait
+        # A future per waiting reader: one that leaves cancels only its own.
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        await waiter
 
 
 class MemoryLog:
