@@ -48,6 +48,7 @@ from .log import (
     chunk_event,
     end_id,
     interrupted,
+    interrupted_end,
 )
 
 log = logging.getLogger("quartchat.runs")
@@ -252,15 +253,10 @@ class Runs:
                 await self.redis_stops.publish(reply_id)
             await self.db.run(lambda tx: store.stop(tx, owner_id, reply_id))
             return
-        run.stopping = True
-        task = run.task
-        assert task is not None
-        if not run.began:
-            task.cancel()  # still opening the upstream: nothing to save but the stop
-        else:
-            self.streams.end_task(task, stopped())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), timeout=5)
+        self._stop_here(reply_id)
+        if run.task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(run.task), timeout=5)
 
     async def _watch_stops(self) -> None:
         """Every `poll_seconds` while runs are here: stop those another process marked stopped."""
@@ -284,7 +280,7 @@ class Runs:
             run.stopping = True
             if run.began:
                 self.streams.end_task(run.task, stopped())
-            else:
+            else:  # still opening the upstream: nothing to save but the stop
                 run.task.cancel()
 
     def read(self, owner_id: int, reply: Message, after: Resume) -> AsyncIterator[bytes]:
@@ -312,7 +308,7 @@ class Runs:
         async with self.db.read() as connection:  # as it is now: the reader may have been long
             found = await store.message(connection, owner_id, reply.conversation_id, reply.id)
         if found is None:  # deleted meanwhile
-            yield end_id(after) + CHAT_EVENTS.error(interrupted(), "-")
+            yield interrupted_end(after)
             return
         async for event in self._follow_saved(owner_id, found, after):
             yield event
@@ -327,7 +323,7 @@ class Runs:
         message: Message | None = reply
         while True:
             if message is None:  # deleted meanwhile
-                yield end_id(sent) + CHAT_EVENTS.error(interrupted(), "-")
+                yield interrupted_end(sent)
                 return
             text = message.content
             if len(text) > sent:
@@ -338,7 +334,7 @@ class Runs:
                 yield end_id(len(text)) + saved_end(message)
                 return
             if (now() - message.updated_at).total_seconds() > self.stale_seconds:
-                yield end_id(sent) + CHAT_EVENTS.error(interrupted(), "-")
+                yield interrupted_end(sent)
                 return
             if self.streams.stopped:
                 yield end_id(sent) + CHAT_EVENTS.error(shutting_down(), "-")
