@@ -35,6 +35,7 @@ from .openapi import init_openapi
 from .runs.control import RedisStops, Runs
 from .runs.memory import MemoryLog
 from .runs.redis import RedisLog, readers_client
+from .runs.redis import client as redis_client
 from .streaming.watch import LiveStreams
 from .upstream.client import UpstreamClient
 from .upstream.models import ModelPolicy
@@ -229,9 +230,7 @@ def _redis(settings: Settings) -> Redis | None:
     url = settings.redis
     if url is None:
         return None
-    # Connecting is bounded; commands are bounded by their callers (a run log's readers block on
-    # purpose, so there is no socket timeout for all).
-    return Redis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
+    return redis_client(url)
 
 
 async def _housekeeping(db: Database) -> None:

@@ -342,13 +342,19 @@ class RedisLog:
         return entries
 
 
+def client(url: str, max_connections: int = 100) -> Redis:
+    """A Redis client: connecting is bounded, commands are bounded by their callers (readers
+    block on purpose, so there is no socket timeout for all). It connects on first use."""
+    return Redis.from_url(
+        url, socket_connect_timeout=2, socket_keepalive=True, max_connections=max_connections
+    )
+
+
 def readers_client(url: str, readers: int) -> Redis:
     """The client of readers' blocking XREADs. Each waiting reader holds one of its connections,
     so its pool has room for `readers` of them: redis-py's default of 100 turned the 101st
     reader away (MaxConnectionsError), sending it to the database."""
-    return Redis.from_url(
-        url, socket_connect_timeout=2, socket_keepalive=True, max_connections=readers
-    )
+    return client(url, readers)
 
 
 def _events(
