@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db import Database
 from ..db.tables import now, rate_limits
+from ..outages import Outage
 
 log = logging.getLogger("quartchat.limits")
 
@@ -79,7 +80,6 @@ REDIS_WAIT_SECONDS = 2.0
 """The longest a count waits on Redis before it is made in the database instead."""
 RECHECK_SECONDS = 5.0
 """After Redis failed, how long counts go to the database before Redis is asked again."""
-WARN_EVERY_SECONDS = 60.0
 
 # Each key in order: add, start the window if the key is new (it has no expiry yet), and stop at
 # the first key over the limit with the milliseconds its window has left; -1: admitted.
@@ -137,7 +137,9 @@ class RedisCounter:
         self._attempt = redis.register_script(_ATTEMPT)
         self._forgive = redis.register_script(_FORGIVE)
         self._redis_down_until = -math.inf
-        self._warned_at = -math.inf
+        self._outage = Outage(
+            log, "Redis unreachable (%s): rate limits are counted in the database meanwhile"
+        )
 
     async def attempt(
         self, keys: Sequence[str], limit: int, window: timedelta, amount: int = 1
@@ -173,14 +175,7 @@ class RedisCounter:
 
     def _unreachable(self, exc: Exception) -> None:
         self._redis_down_until = time.monotonic() + self._recheck
-        at = time.monotonic()
-        if at - self._warned_at >= WARN_EVERY_SECONDS:
-            self._warned_at = at
-            # The exception's name only: REDIS_URL may hold a password.
-            log.warning(
-                "Redis unreachable (%s): rate limits are counted in the database meanwhile",
-                type(exc).__name__,
-            )
+        self._outage.noticed(exc)
 
 
 def counter(db: Database, redis: Redis | None) -> Counter:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
@@ -33,6 +31,7 @@ from ..conversations.rows import Message
 from ..db import Database
 from ..db.tables import now
 from ..errors import APIError
+from ..outages import Outage
 from ..streaming import relay
 from ..streaming.completion import Completion
 from ..streaming.encoders import ChatEvents
@@ -64,7 +63,6 @@ STOP_CHANNEL = "quartchat:stop"
 WAIT_SECONDS = 2.0
 """The longest a stop waits on Redis before leaving it to the database."""
 RESUBSCRIBE_SECONDS = 1.0
-WARN_EVERY_SECONDS = 60.0
 
 
 class RedisStops:
@@ -74,7 +72,10 @@ class RedisStops:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._warned_at = -math.inf
+        self._outage = Outage(
+            log,
+            "stops from other processes wait for Redis (%s): through the database meanwhile",
+        )
 
     async def publish(self, reply_id: str) -> None:
         try:
@@ -92,14 +93,7 @@ class RedisStops:
                 async for message in pubsub.listen():
                     on_stop(message["data"].decode())
             except (RedisError, OSError) as exc:
-                at = time.monotonic()
-                if at - self._warned_at >= WARN_EVERY_SECONDS:  # not every retry while it is away
-                    self._warned_at = at
-                    log.warning(
-                        "stops from other processes wait for Redis (%s): through the database "
-                        "meanwhile",
-                        type(exc).__name__,
-                    )
+                self._outage.noticed(exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()

@@ -38,6 +38,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ..outages import Outage
 from ..streaming.sse import PING
 from .log import LogUnavailable, interrupted_end, rest_of
 from .memory import MemoryLog
@@ -57,7 +58,6 @@ WAIT_SECONDS = 2.0
 """The longest a command (not a blocking read) waits on Redis."""
 RECHECK_SECONDS = 5.0
 """After Redis failed, how long new events are not mirrored before trying again."""
-WARN_EVERY_SECONDS = 60.0
 
 LIVE = b"live"
 DATABASE = b"db"
@@ -156,7 +156,11 @@ class RedisLog:
         self._flusher: asyncio.Task[None] | None = None
         self._mirror = redis.register_script(_MIRROR)
         self._down_until = -math.inf
-        self._warned_at = -math.inf
+        self._outage = Outage(
+            log,
+            "Redis unreachable (%s): replies are followed across processes through the "
+            "database meanwhile",
+        )
 
     # -- the writer side: the process running the reply ----------------------------------------
 
@@ -267,14 +271,7 @@ class RedisLog:
                 log.info("reply %s: readers elsewhere follow the database", run_id)
 
     def _unreachable(self, exc: BaseException) -> None:
-        at = time.monotonic()
-        if at - self._warned_at >= WARN_EVERY_SECONDS:
-            self._warned_at = at
-            log.warning(
-                "Redis unreachable (%s): replies are followed across processes through the "
-                "database meanwhile",
-                type(exc).__name__,
-            )
+        self._outage.noticed(exc)
 
     # -- the readers ------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..errors import APIError
+from ..outages import Outage
 
 log = logging.getLogger("quartchat.limits")
 
@@ -124,7 +125,6 @@ REDIS_WAIT_SECONDS = 2.0
 RECHECK_SECONDS = 5.0
 """After Redis failed, how long admissions count in this process before asking Redis again (so a
 Redis that is away does not cost every request a timeout)."""
-WARN_EVERY_SECONDS = 60.0
 
 # One user's slots: a sorted set of slot ids scored by when each expires (Redis' own clock, so the
 # hosts' clocks do not matter). Expired ones are dropped, then the rest are counted and one added,
@@ -208,7 +208,9 @@ class RedisStreamSlots:
         self._refresh_script = redis.register_script(_REFRESH)
         self._local = LocalStreamSlots(limit)
         self._redis_down_until = -math.inf
-        self._warned_at = -math.inf
+        self._outage = Outage(
+            log, "Redis unreachable (%s): stream slots are counted per process meanwhile"
+        )
         self._heartbeat: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
 
@@ -285,15 +287,7 @@ class RedisStreamSlots:
             self.beats += 1
 
     def _unreachable(self, exc: Exception) -> None:
-        # The exception's name only: its message may name the server, and REDIS_URL may hold a
-        # password.
-        at = time.monotonic()
-        if at - self._warned_at >= WARN_EVERY_SECONDS:
-            self._warned_at = at
-            log.warning(
-                "Redis unreachable (%s): stream slots are counted per process meanwhile",
-                type(exc).__name__,
-            )
+        self._outage.noticed(exc)
 
 
 def stream_slots(limit: int | None, redis: Redis | None = None) -> StreamSlots:
