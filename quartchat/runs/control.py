@@ -146,9 +146,6 @@ class Runs:
         self._stops: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._runs)
-
     async def start(
         self,
         reply_id: str,

@@ -137,8 +137,6 @@ class RedisLog:
     ) -> None:
         self.local = local
         self.ping_seconds = ping_seconds
-        self.flushes = 0
-        """Flushes sent (each one round trip)."""
         self._redis = redis
         self._blocking = blocking
         self._max_entries = max_entries
@@ -249,7 +247,6 @@ class RedisLog:
         for run_id, mirror in held:
             keys += (stream_key(run_id), holder_key(run_id))
             args += (b"hold", DATABASE if mirror.broken else LIVE, b"", 0)
-        self.flushes += 1
         try:
             async with asyncio.timeout(WAIT_SECONDS):
                 await self._mirror(keys=keys, args=args)
