@@ -21,7 +21,7 @@ from quartchat.conversations import store
 from quartchat.db.tables import messages, now
 from quartchat.runs.control import Runs
 
-from ..conftest import assert_error, error_event, texts
+from ..conftest import assert_error, error_event
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
 from .conftest import conversation, new_conversation, say
 
@@ -105,6 +105,19 @@ async def running_turn(client: Client, conversation_id: str) -> AsyncIterator[St
             yield await start_turn(client, conversation_id, connection)
         finally:
             await connection.disconnect()
+
+
+@asynccontextmanager
+async def hanging_turn(
+    client: Client, fake: FakeUpstream, said: str = "so far"
+) -> AsyncIterator[tuple[str, Started]]:
+    """A new conversation and a turn whose reply says `said`, then waits for ever (its run goes
+    on until it is stopped): the conversation's id and the turn, once `said` arrived."""
+    made = await new_conversation(client)
+    fake.reply_with(Reply(chunks=completion_chunks([said])[:2], hang=True))
+    async with running_turn(client, made["id"]) as turn:
+        await turn.until(said.encode())
+        yield made["id"], turn
 
 
 async def test_every_event_has_an_id_that_says_where_in_the_reply_it_ends(ann: Client) -> None:
@@ -211,14 +224,11 @@ async def test_a_finished_reply_is_answered_from_the_database_at_any_cut(
 async def test_stop_closes_the_upstream_saves_the_text_as_stopped_and_ends_every_reader(
     ann: Client, fake: FakeUpstream
 ) -> None:
-    made = await new_conversation(ann)
-    fake.reply_with(Reply(chunks=completion_chunks(["so far"])[:2], hang=True))
-    async with running_turn(ann, made["id"]) as turn:
-        await turn.until(b"so far")
-        other = asyncio.ensure_future(read_events(ann, made["id"], turn.reply_id))
+    async with hanging_turn(ann, fake) as (conversation_id, turn):
+        other = asyncio.ensure_future(read_events(ann, conversation_id, turn.reply_id))
         await asyncio.sleep(0.05)
         response = await ann.post(
-            f"/api/conversations/{made['id']}/messages/{turn.reply_id}/stop", json={}
+            f"/api/conversations/{conversation_id}/messages/{turn.reply_id}/stop", json={}
         )
         assert response.status_code == 200
         assert orjson.loads(await response.get_data()) == {"ok": True, "status": "stopped"}
@@ -228,10 +238,10 @@ async def test_stop_closes_the_upstream_saves_the_text_as_stopped_and_ends_every
         events = stamped(raw)
         assert error_event([(k, d) for _, k, d in events])["code"] == "REPLY_STOPPED"
         assert text_of(events) == "so far"
-    reply = await reply_of(ann, made["id"])
+    reply = await reply_of(ann, conversation_id)
     assert (reply["content"], reply["status"], reply["error"]) == ("so far", "stopped", None)
     again = await ann.post(
-        f"/api/conversations/{made['id']}/messages/{turn.reply_id}/stop", json={}
+        f"/api/conversations/{conversation_id}/messages/{turn.reply_id}/stop", json={}
     )
     assert orjson.loads(await again.get_data())["status"] == "stopped"
 
@@ -239,36 +249,33 @@ async def test_stop_closes_the_upstream_saves_the_text_as_stopped_and_ends_every
 async def test_a_stop_written_by_another_process_ends_the_run_here(
     ann: Client, app: Quart, fake: FakeUpstream
 ) -> None:
-    made = await new_conversation(ann)
-    fake.reply_with(Reply(chunks=completion_chunks(["so far"])[:2], hang=True))
-    async with running_turn(ann, made["id"]) as turn:
-        await turn.until(b"so far")
+    async with hanging_turn(ann, fake) as (conversation_id, turn):
         # What the stop route does when the run is not in its process: the status, in the db.
         await app.extensions["db"].run(lambda tx: store.stop(tx, 1, turn.reply_id))
         await turn.until(b"event: error")
     assert await asyncio.to_thread(fake.wait_for_disconnect, 5) is not None
-    reply = await settled(ann, made["id"])
+    reply = await settled(ann, conversation_id)
     assert (reply["content"], reply["status"]) == ("so far", "stopped")
 
 
 async def test_one_reply_runs_at_a_time_per_conversation(ann: Client, fake: FakeUpstream) -> None:
-    made = await new_conversation(ann)
-    fake.reply_with(Reply(chunks=completion_chunks(["so far"])[:2], hang=True))
-    async with running_turn(ann, made["id"]) as turn:
-        await turn.until(b"so far")
+    async with hanging_turn(ann, fake) as (conversation_id, turn):
         response = await ann.post(
-            f"/api/conversations/{made['id']}/messages", json={"content": "b", "client_id": "c-2"}
+            f"/api/conversations/{conversation_id}/messages",
+            json={"content": "b", "client_id": "c-2"},
         )
         error = assert_error(response.status_code, await response.get_data(), 409, "TURN_CONFLICT")
         assert error["details"] == [{"reply_id": turn.reply_id}]
         # The same client id again is a retry: it attaches to the running reply.
         retry = asyncio.ensure_future(
             ann.post(
-                f"/api/conversations/{made['id']}/messages",
+                f"/api/conversations/{conversation_id}/messages",
                 json={"content": "go", "client_id": "c-1"},
             )
         )
-        await ann.post(f"/api/conversations/{made['id']}/messages/{turn.reply_id}/stop", json={})
+        await ann.post(
+            f"/api/conversations/{conversation_id}/messages/{turn.reply_id}/stop", json={}
+        )
         retried = await retry
         assert retried.headers["Quartchat-Reply-Id"] == turn.reply_id
         events = stamped(await retried.get_data(as_text=False))
@@ -278,12 +285,9 @@ async def test_one_reply_runs_at_a_time_per_conversation(ann: Client, fake: Fake
 async def test_another_users_reply_cannot_be_read_or_stopped(
     ann: Client, eve: Client, fake: FakeUpstream
 ) -> None:
-    made = await new_conversation(ann)
-    fake.reply_with(Reply(chunks=completion_chunks(["secret"])[:2], hang=True))
-    async with running_turn(ann, made["id"]) as turn:
-        await turn.until(b"secret")
-        path = f"/api/conversations/{made['id']}/messages/{turn.reply_id}"
-        status, raw = await read_events(eve, made["id"], turn.reply_id)
+    async with hanging_turn(ann, fake, "secret") as (conversation_id, turn):
+        path = f"/api/conversations/{conversation_id}/messages/{turn.reply_id}"
+        status, raw = await read_events(eve, conversation_id, turn.reply_id)
         assert_error(status, raw, 404, "NOT_FOUND")
         response = await eve.post(f"{path}/stop", json={})
         assert_error(response.status_code, await response.get_data(), 404, "NOT_FOUND")
@@ -302,31 +306,6 @@ async def test_a_resume_id_we_never_gave_is_a_clear_400(ann: Client) -> None:
     assert_error(status, raw, 404, "NOT_FOUND")  # a question has no events
 
 
-async def test_a_reader_follows_a_reply_run_by_another_process_from_the_database(
-    ann: Client, app: Quart
-) -> None:
-    made = await new_conversation(ann)
-    response, _ = await say(ann, made["id"], "hi", "c-1")
-    reply_id = response.headers["Quartchat-Reply-Id"]
-    db = app.extensions["db"]
-    # As another process leaves it: streaming, with a checkpoint, not in this process's log.
-    await db.run(lambda tx: store.finish(tx, 1, reply_id, content="", status="streaming"))
-    await db.run(lambda tx: store.checkpoint(tx, 1, reply_id, content="Part one"))
-    runs: Runs = app.extensions["runs"]
-    runs.poll_seconds = 0.1
-    reader = asyncio.ensure_future(read_events(ann, made["id"], reply_id))
-    await asyncio.sleep(0.3)
-    await db.run(lambda tx: store.checkpoint(tx, 1, reply_id, content="Part one, two"))
-    await asyncio.sleep(0.3)
-    await db.run(
-        lambda tx: store.finish(tx, 1, reply_id, content="Part one, two, end", status="complete")
-    )
-    events = stamped((await asyncio.wait_for(reader, 10))[1])
-    assert text_of(events) == "Part one, two, end"
-    assert [e for e, _, _ in events] == ["8", "13", "18", "18.end"]
-    assert texts([(k, d) for _, k, d in events]) == "Part one, two, end"
-
-
 async def as_left_by_another_process(app: Quart, reply_id: str, content: str, **late: Any) -> None:
     """Make a saved reply look like one another process is running (or ran, `late`)."""
     db = app.extensions["db"]
@@ -339,29 +318,52 @@ async def as_left_by_another_process(app: Quart, reply_id: str, content: str, **
             )
 
 
+async def answered(client: Client) -> tuple[str, str]:
+    """A new conversation with one turn, its reply complete: their ids."""
+    made = await new_conversation(client)
+    response, _ = await say(client, made["id"], "hi", "c-1")
+    return made["id"], response.headers["Quartchat-Reply-Id"]
+
+
+async def test_a_reader_follows_a_reply_run_by_another_process_from_the_database(
+    ann: Client, app: Quart
+) -> None:
+    conversation_id, reply_id = await answered(ann)
+    await as_left_by_another_process(app, reply_id, "Part one")  # not in this process's log
+    db = app.extensions["db"]
+    runs: Runs = app.extensions["runs"]
+    runs.poll_seconds = 0.1
+    reader = asyncio.ensure_future(read_events(ann, conversation_id, reply_id))
+    await asyncio.sleep(0.3)
+    await db.run(lambda tx: store.checkpoint(tx, 1, reply_id, content="Part one, two"))
+    await asyncio.sleep(0.3)
+    await db.run(
+        lambda tx: store.finish(tx, 1, reply_id, content="Part one, two, end", status="complete")
+    )
+    events = stamped((await asyncio.wait_for(reader, 10))[1])
+    assert text_of(events) == "Part one, two, end"
+    assert [e for e, _, _ in events] == ["8", "13", "18", "18.end"]
+
+
 async def test_a_stop_for_a_reply_run_elsewhere_is_written_for_its_process(
     ann: Client, app: Quart
 ) -> None:
-    made = await new_conversation(ann)
-    response, _ = await say(ann, made["id"], "hi", "c-1")
-    reply_id = response.headers["Quartchat-Reply-Id"]
+    conversation_id, reply_id = await answered(ann)
     await as_left_by_another_process(app, reply_id, "Part")
-    stop = await ann.post(f"/api/conversations/{made['id']}/messages/{reply_id}/stop", json={})
+    stop = await ann.post(f"/api/conversations/{conversation_id}/messages/{reply_id}/stop", json={})
     assert orjson.loads(await stop.get_data()) == {"ok": True, "status": "stopped"}
-    reply = await reply_of(ann, made["id"])
+    reply = await reply_of(ann, conversation_id)
     assert (reply["content"], reply["status"]) == ("Part", "stopped")
 
 
 async def test_a_reader_of_a_reply_whose_process_died_gets_the_text_and_interrupted(
     ann: Client, app: Quart
 ) -> None:
-    made = await new_conversation(ann)
-    response, _ = await say(ann, made["id"], "hi", "c-1")
-    reply_id = response.headers["Quartchat-Reply-Id"]
+    conversation_id, reply_id = await answered(ann)
     runs: Runs = app.extensions["runs"]
     gone = now() - timedelta(seconds=runs.stale_seconds + 1)
     await as_left_by_another_process(app, reply_id, "Part one", updated_at=gone)
-    _, raw = await asyncio.wait_for(read_events(ann, made["id"], reply_id), 10)
+    _, raw = await asyncio.wait_for(read_events(ann, conversation_id, reply_id), 10)
     events = stamped(raw)
     assert text_of(events) == "Part one"
     assert events[-1][0] == "8.end" and events[-1][2]["error"]["code"] == "REPLY_INTERRUPTED"
@@ -378,13 +380,11 @@ async def test_a_reader_of_a_reply_whose_process_died_gets_the_text_and_interrup
 async def test_a_reply_that_ended_otherwise_is_read_with_its_end(
     ann: Client, app: Quart, status: str, error: dict[str, str] | None, code: str
 ) -> None:
-    made = await new_conversation(ann)
-    response, _ = await say(ann, made["id"], "hi", "c-1")
-    reply_id = response.headers["Quartchat-Reply-Id"]
+    conversation_id, reply_id = await answered(ann)
     await app.extensions["db"].run(
         lambda tx: store.finish(tx, 1, reply_id, content="So far", status=status, error=error)
     )
-    _, raw = await read_events(ann, made["id"], reply_id, query_string={"after": "2"})
+    _, raw = await read_events(ann, conversation_id, reply_id, query_string={"after": "2"})
     events = stamped(raw)
     assert text_of(events) == " far"
     assert events[-1][0] == "6.end" and events[-1][2]["error"]["code"] == code
