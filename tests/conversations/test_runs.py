@@ -17,7 +17,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy import update
 
-from quartchat.conversations import store
+from quartchat.conversations import store, turns
 from quartchat.db.tables import messages, now
 from quartchat.runs.control import Runs
 
@@ -401,3 +401,26 @@ async def test_a_complete_reply_read_later_ends_with_its_saved_envelope(ann: Cli
     assert {k: saved[k] for k in ("model", "message", "finish_reason", "usage")} == {
         k: done[k] for k in ("model", "message", "finish_reason", "usage")
     }
+
+
+async def test_a_run_checkpoints_at_the_interval_its_runs_were_given(
+    ann: Client, app: Quart, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app picks the interval (1 s with several workers and no Redis: tests/runs/
+    # test_wiring.py); this is the rest of the way, to the reply's writer.
+    asked: list[float] = []
+
+    async def due(seconds: float) -> None:
+        asked.append(seconds)
+        await asyncio.Event().wait()  # no checkpoint: the run ends first
+
+    monkeypatch.setattr(turns, "checkpoint_due", due)
+    runs: Runs = app.extensions["runs"]
+    runs.checkpoint_seconds = 1.0
+    async with hanging_turn(ann, fake) as (conversation_id, turn):
+        async with asyncio.timeout(10):
+            while not asked:  # noqa: ASYNC110 - the checkpoint task's first step
+                await asyncio.sleep(0.01)
+        path = f"/api/conversations/{conversation_id}/messages/{turn.reply_id}/stop"
+        await ann.post(path, json={})
+    assert asked == [1.0]

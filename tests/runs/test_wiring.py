@@ -44,7 +44,7 @@ def test_runs_log_to_redis_and_stop_through_it_when_there_is_one(tmp_path: Path)
     ("workers", "redis", "seconds"),
     [(1, None, 3.0), (2, None, 1.0), (2, REDIS, 3.0)],
 )
-def test_replies_are_checkpointed_every_second_when_workers_share_no_redis(
+def test_the_checkpoint_interval_is_a_second_when_workers_share_no_redis(
     tmp_path: Path, workers: int, redis: str | None, seconds: float
 ) -> None:
     runs = runs_of(settings(tmp_path, app_workers=workers, redis_url=redis))
