@@ -36,6 +36,11 @@ const KEPT = "quartchat.run."; // sessionStorage: a reply's last event id and it
 const RETRY_MS = 3000;
 const PAGE = 50;
 const TRANSIENT = new Set([502, 503, 504]); // a proxy or a restarting service: worth trying again
+
+/** An error of the way to the service, not of the service: no connection, or a gateway's error page. */
+function unreached(error) {
+  return error instanceof ChatError && (error.kind === "network" || (TRANSIENT.has(error.status) && !error.code));
+}
 const EPOCH = "1970-01-01T00:00:00+00:00";
 
 const time = (iso) => Date.parse(iso);
@@ -472,8 +477,7 @@ export class ServerStore {
           if (signal.aborted) throw error;
           // Before it was accepted, a turn that did not reach the service (no connection, or a
           // gateway's error page rather than the service's own error) is tried again.
-          const unsent = error instanceof ChatError && (error.kind === "network" || (TRANSIENT.has(error.status) && !error.code));
-          if (!unsent) throw error;
+          if (!unreached(error)) throw error;
           waiting.on();
           await this.#pause(signal);
         } finally {
@@ -530,7 +534,7 @@ export class ServerStore {
   async #broke(run, error, resume) {
     const { reply } = run;
     if (run.controller.signal.aborted) return true;
-    const dropped = error.name === "AbortError" || (error instanceof ChatError && (error.kind === "network" || (TRANSIENT.has(error.status) && !error.code)));
+    const dropped = error.name === "AbortError" || unreached(error);
     if (!dropped) {
       this.#replayed(run);
       if (error.status === 404) return true; // gone: the reload after the run says so
