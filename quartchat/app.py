@@ -39,6 +39,7 @@ from .runs.redis import client as redis_client
 from .streaming.watch import LiveStreams
 from .upstream.client import UpstreamClient
 from .upstream.models import ModelPolicy
+from .upstream.registry import Registry
 from .usage.limits import RedisStreamSlots, stream_slots
 from .usage.revocation import watch_credentials
 
@@ -124,6 +125,7 @@ def create_app(
         upstream = UpstreamClient(settings, transport)
         app.extensions["upstream"] = upstream
         app.extensions["models"] = ModelPolicy(settings, upstream)
+        app.extensions["upstreams"] = Registry(upstream)
         check = transport is None if check_upstream is None else check_upstream
         # In the background, bounded by the request timeout: a slow or absent upstream neither
         # delays nor stops the start.

@@ -77,6 +77,19 @@ class Settings(BaseSettings):
     run_log_retention_seconds: float = Field(60.0, ge=0)
     run_log_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
 
+    # The gateway (docs/gateway.md). Upstreams besides the one above: a TOML file naming them.
+    upstreams_file: Path | None = None
+    # The usage ledger: one row per request (no text), written in batches, rolled up per day.
+    usage_ledger: bool = True
+    usage_flush_seconds: float = Field(1.0, gt=0)
+    usage_retention_days: int = Field(90, ge=1)
+    # Every user's limits unless an administrator sets others (unset: no limit).
+    default_requests_per_minute: int | None = Field(None, ge=1)
+    default_tokens_per_day: int | None = Field(None, ge=1)
+    default_cost_per_month: float | None = Field(None, gt=0)  # US dollars
+    # GET /metrics answers loopback clients, and others that send this token as a bearer.
+    metrics_token: SecretStr | None = None
+
     @field_validator(
         "openai_api_key",
         "database_url",
@@ -86,6 +99,8 @@ class Settings(BaseSettings):
         "admin_email",
         "auth_trusted_header",
         "auth_trusted_header_pattern",
+        "metrics_token",
+        "upstreams_file",
         mode="before",
     )
     @classmethod
@@ -95,7 +110,14 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("max_streams_per_user", "max_tokens_limit", mode="before")
+    @field_validator(
+        "max_streams_per_user",
+        "max_tokens_limit",
+        "default_requests_per_minute",
+        "default_tokens_per_day",
+        "default_cost_per_month",
+        mode="before",
+    )
     @classmethod
     def _blank_number_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

@@ -1,14 +1,142 @@
 """What every route that reaches the upstream asks first: may this user start one more request,
-with this model? (The limits themselves live in usage/limits.py and upstream/models.py.)"""
+with this model, and where does it go? (The limits themselves live in usage/limits.py,
+usage/budgets.py and upstream/models.py; routing in upstream/registry.py.)
+
+`admit()` is the one door: it checks the model, routes it, asks each gate (rate limits, budgets)
+and takes a slot of the user's concurrent requests. What it admits is metered (usage/meter.py):
+the view hands `Admitted.meter(...)` to the relay as its observer, and every sink (ledger,
+metrics, budgets) hears once how the request went -- refused here, failed before its stream, or
+ended.
+"""
 
 from __future__ import annotations
 
-from quart import current_app
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from quart import current_app, g
 
 from ..auth.principal import current_principal
+from ..errors import APIError
+from ..streaming.relay import Observer
 from ..streaming.watch import Holder, LiveStreams
 from ..upstream.models import ModelPolicy
-from ..usage.limits import SHARED, Slot, StreamSlots
+from ..upstream.registry import Registry, Route
+from ..usage.limits import NO_SLOT, SHARED, Slot, StreamSlots
+from ..usage.meter import Meter, Request, Sink
+
+
+class Gate(Protocol):
+    """A limit checked at admission (usage/budgets.py): raises APIError 429 to refuse; may note
+    on the request what it reserved, to settle when the request's record comes."""
+
+    async def admit(self, request: Request) -> None: ...
+
+    def withdraw(self, request: Request) -> None:
+        """An admitted request that never went upstream (a retried send that replays its
+        reply): give back what it reserved."""
+
+
+class Admitted:
+    """An admitted request: where it goes, its slot, and its meter."""
+
+    __slots__ = ("_meter", "request", "route", "slot")
+
+    def __init__(self, request: Request, slot: Slot) -> None:
+        self.request = request
+        self.slot = slot
+        self.route: Route | None = None
+        self._meter: Meter | None = None
+
+    async def choose(self, model: str | None) -> Route:
+        """Check that the user may use `model` (None: the default) and route it; raises 400
+        `MODEL_NOT_ALLOWED` (the request is metered as refused)."""
+        try:
+            await check_model(model)
+            route = await registry().route(model)
+        except APIError as error:
+            await self.failed(error)
+            raise
+        self.route = route
+        self.request.upstream = route.upstream
+        self.request.model = route.public
+        self.request.price = registry().price(route.public)
+        return route
+
+    def meter(self, then: Observer | None) -> Meter:
+        """The relay's observer for this request, passing everything on to `then`."""
+        if self._meter is None:
+            self._meter = Meter(self.request, _sinks(), then)
+        else:
+            self._meter.then = then
+        return self._meter
+
+    async def failed(self, error: APIError) -> None:
+        """The request ends before its stream began: metered once, its slot given back."""
+        self.slot.release()
+        await self.meter(self._meter.then if self._meter else None).failed(error)
+
+    def withdraw(self) -> None:
+        """Nothing went upstream after all (a retried send replays its reply instead)."""
+        self.slot.release()
+        for gate in _gates():
+            gate.withdraw(self.request)
+
+    @asynccontextmanager
+    async def opening(self) -> AsyncIterator[None]:
+        """Around opening the upstream: a refusal or failure there is metered."""
+        try:
+            yield
+        except APIError as error:
+            await self.failed(error)
+            raise
+
+
+async def admit(
+    route: str, model: str | None = None, *, choose: bool = True, prompt_chars: int = 0
+) -> Admitted:
+    """Admit a request of `route` (page, api, v1.chat, v1.embeddings) for `model`, or raise the
+    refusal (400 MODEL_NOT_ALLOWED, 429 RATE_LIMITED / TOO_MANY_STREAMS), metered.
+
+    `choose=False`: the model is not known yet (a page turn's comes from its conversation, read
+    once the turn has begun); call `Admitted.choose` then. Rate limits and the slot come first,
+    so that a refused turn writes nothing.
+    """
+    principal = current_principal()
+    request = Request(
+        route,
+        g.request_id,
+        principal.user_id if principal is not None else None,
+        int(principal.credential) if principal is not None and principal.via == "token" else None,
+        prompt_chars=prompt_chars,
+    )
+    admitted = Admitted(request, NO_SLOT)
+    if choose:
+        await admitted.choose(model)
+    try:
+        for gate in _gates():
+            await gate.admit(request)
+        admitted.slot = await slot()
+    except APIError as error:
+        await admitted.failed(error)
+        raise
+    return admitted
+
+
+def registry() -> Registry:
+    upstreams: Registry = current_app.extensions["upstreams"]
+    return upstreams
+
+
+def _sinks() -> tuple[Sink, ...]:
+    sinks: tuple[Sink, ...] = current_app.extensions.get("sinks", ())
+    return sinks
+
+
+def _gates() -> tuple[Gate, ...]:
+    gates: tuple[Gate, ...] = current_app.extensions.get("gates", ())
+    return gates
 
 
 def holder() -> Holder | None:

@@ -12,9 +12,9 @@ from ..errors import APIError
 from ..openapi import EventStream, document_errors
 from ..schemas import ChatRequest, ChatResponse, ModelsResponse
 from ..streaming import relay
+from ..streaming.completion import Completion
 from ..streaming.encoders import ChatEvents
 from ..streaming.watch import LiveStreams, reply_too_long
-from ..upstream.client import UpstreamClient
 from ..upstream.models import ModelPolicy
 from . import admission
 from .common import event_stream
@@ -28,11 +28,6 @@ CHAT_EVENTS = ChatEvents()
 def _settings() -> Settings:
     settings: Settings = current_app.config["QUARTCHAT"]
     return settings
-
-
-def _upstream() -> UpstreamClient:
-    upstream: UpstreamClient = current_app.extensions["upstream"]
-    return upstream
 
 
 def _streams() -> LiveStreams:
@@ -53,9 +48,15 @@ async def _chat_request() -> ChatRequest:
             "No upstream API key: set OPENAI_API_KEY, or point OPENAI_API_BASE at a server "
             "that needs none (Ollama, llama.cpp, vLLM).",
         )
-    chat_request = await parse(ChatRequest, "chat request")
-    await admission.check_model(chat_request.model)
-    return chat_request
+    return await parse(ChatRequest, "chat request")
+
+
+async def _admit(chat_request: ChatRequest) -> admission.Admitted:
+    return await admission.admit(
+        "api",
+        chat_request.model,
+        prompt_chars=sum(len(message.content) for message in chat_request.messages),
+    )
 
 
 @blueprint.get("/models")
@@ -86,15 +87,22 @@ async def chat() -> Response:
     Returns the reply in one JSON envelope with finish_reason and token usage.
     """
     chat_request = await _chat_request()
-    slot = await admission.slot()
+    admitted = await _admit(chat_request)
+    assert admitted.route is not None
     longest = _settings().max_reply_seconds
     try:
-        async with asyncio.timeout(longest):
-            status, reply = await _upstream().complete(chat_request)
-    except TimeoutError:
-        raise reply_too_long(longest) from None
+        async with admitted.opening():
+            try:
+                async with asyncio.timeout(longest):
+                    status, reply = await admitted.route.client.complete(chat_request)
+            except TimeoutError:
+                raise reply_too_long(longest) from None
     finally:
-        slot.release()
+        admitted.slot.release()
+    completion = Completion(reply.model)
+    completion.parts.append(reply.message.content)
+    completion.usage = reply.usage.model_dump() if reply.usage else None
+    admitted.meter(None).record("ok", 200, completion)
     g.access.upstream_status = status
     g.access.usage = reply.usage.model_dump() if reply.usage else None
     return _json(reply.model_dump())
@@ -111,14 +119,17 @@ async def chat_stream() -> Response:
     the stream began; failures before it are plain HTTP errors.
     """
     chat_request = await _chat_request()
-    body = await relay.start(
-        partial(_upstream().open_stream, chat_request),
-        CHAT_EVENTS,
-        _streams(),
-        g.access,
-        g.request_id,
-        holder=admission.holder(),
-        slot=await admission.slot(),
-    )
+    admitted = await _admit(chat_request)
+    assert admitted.route is not None
+    async with admitted.opening():
+        body = await relay.start(
+            partial(admitted.route.client.open_stream, chat_request),
+            CHAT_EVENTS,
+            _streams(),
+            admitted.meter(g.access),
+            g.request_id,
+            holder=admission.holder(),
+            slot=admitted.slot,
+        )
     g.access.streaming = True
     return event_stream(body)

@@ -30,8 +30,6 @@ from ..runs.control import Runs
 from ..runs.log import Resume, resume_point
 from ..schemas import MAX_TOKENS, ChatUsage
 from ..streaming.watch import LiveStreams
-from ..upstream.client import UpstreamClient
-from ..usage.limits import Slot
 from . import admission
 from .common import event_stream
 from .validation import INTEGRAL, MAX_ROW_ID, Empty, instant, parse, path_converters
@@ -391,44 +389,41 @@ class TurnStream(EventStream):
 
 
 async def run_turn(begin: Callable[[], Awaitable[turns.Turn]]) -> Response:
-    """The turn `begin` starts, streamed: admitted first (the user's concurrent requests), so
-    that a refused turn writes nothing."""
-    slot = await admission.slot()
+    """The turn `begin` starts, streamed: admitted first (limits, the user's concurrent
+    requests), so that a refused turn writes nothing."""
+    admitted = await admission.admit("page", choose=False)
     try:
-        return await stream_turn(await begin(), slot)
+        return await stream_turn(await begin(), admitted)
     except BaseException:
-        slot.release()
+        admitted.slot.release()
         raise
 
 
-async def stream_turn(turn: turns.Turn, slot: Slot) -> Response:
+async def stream_turn(turn: turns.Turn, admitted: admission.Admitted) -> Response:
     """The reply of `turn` as server-sent events: its run's, which goes on (and is saved) if this
     response goes away."""
     if turn.replayed:  # a retried send: its reply, running or not
-        slot.release()
+        admitted.withdraw()
         body = runs().read(owner(), turn.reply, Resume(0, False))
         return event_stream(body, turn_headers(turn))
     streams: LiveStreams = current_app.extensions["streams"]
     streams.refuse_if_draining()
-    upstream: UpstreamClient = current_app.extensions["upstream"]
     writer = turns.ReplyWriter(
         db(), owner(), turn.reply.id, g.access, checkpoint_seconds=runs().checkpoint_seconds
     )
+    meter = admitted.meter(writer)
     try:
         # The conversation's model is known once the turn has begun: checked now, before the
         # upstream sees it (a refusal is recorded on the reply, as an upstream's is).
-        try:
-            await admission.check_model(turn.chat.model)
-        except APIError as error:
-            await writer.failed(error)
-            raise
+        route = await admitted.choose(turn.chat.model)
+        admitted.request.prompt_chars = sum(len(m.content) for m in turn.chat.messages)
         await runs().start(
             turn.reply.id,
-            partial(upstream.open_stream, turn.chat),
-            writer,
+            partial(route.client.open_stream, turn.chat),
+            meter,
             g.request_id,
             holder=admission.holder(),
-            slot=slot,
+            slot=admitted.slot,
         )
     except APIError as error:
         # The turn is saved, its reply as failed: the error names both messages, so the page

@@ -13,14 +13,17 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -191,4 +194,66 @@ messages = Table(
     Column("updated_at", Timestamp, nullable=False),  # a streaming reply's last checkpoint
     Index("ix_messages_conversation", "conversation_id", "created_at"),
     UniqueConstraint("conversation_id", "client_id"),
+)
+
+# The usage ledger (usage/ledger.py). Rows name models, upstreams, routes and outcomes by a small
+# number interned here, not by their strings: a raw row is about 40 bytes of data, where a
+# gateway that stores strings and request bodies per row spends kilobytes.
+usage_names = Table(
+    "usage_names",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False, unique=True),
+)
+
+# One row per metered request, kept USAGE_RETENTION_DAYS. No text of prompts or replies. No
+# primary key and no index on SQLite (its rowid is free; nothing looks rows up one by one), a
+# BRIN index on PostgreSQL (a few pages for millions of rows, time-ordered by insertion): the
+# row is all there is to pay for. `user_id` and `token_id` are not foreign keys: the ledger
+# outlives what it counts.
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("at", BigInteger, nullable=False),  # Unix time in milliseconds, when it began
+    Column("user_id", Integer),  # none without accounts
+    Column("token_id", Integer),  # the API token that asked, if any
+    Column("route_id", SmallInteger, nullable=False),  # usage_names: page, api, v1.chat, ...
+    Column("upstream_id", SmallInteger, nullable=False),
+    Column("model_id", SmallInteger, nullable=False),
+    Column("outcome_id", SmallInteger, nullable=False),  # "ok", an error code, "disconnected"
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("ttft_ms", Integer),  # none when nothing was streamed
+    Column("duration_ms", Integer, nullable=False),
+    Column("estimated", Boolean, nullable=False),  # tokens counted by us, not the upstream
+)
+Index("ix_usage_events_at", usage_events.c.at, postgresql_using="brin")
+
+# Per user x model x day, kept for good: what the usage pages and the budgets read.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", Date, primary_key=True),  # UTC
+    Column("user_id", Integer, primary_key=True, autoincrement=False),  # 0: no accounts
+    Column("model_id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("estimated", Integer, nullable=False),  # requests whose tokens are our estimate
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),  # millionths of a US dollar
+)
+
+# What administrators set (usage/budgets.py, upstream/models.py): the models a role or a user may
+# use, and their limits. `subject` is `role:user`, `role:admin` or `user:<id>`; a user's row
+# overrides their role's, which overrides the settings' defaults; a null column sets nothing.
+policies = Table(
+    "policies",
+    metadata,
+    Column("subject", String(64), primary_key=True),
+    Column("models", JSON),  # a list of model names; null: every model
+    Column("requests_per_minute", Integer),
+    Column("tokens_per_day", BigInteger),
+    Column("cost_per_month_micros", BigInteger),
+    Column("updated_at", Timestamp, nullable=False),
 )
