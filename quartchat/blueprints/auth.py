@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from quart import Blueprint, Response, current_app, request
 from quart_auth import logout_user
-from quart_schema import document_request, document_response
+from quart_schema import document_response
 
 from ..auth.accounts import Accounts
 from ..auth.devices import Devices
@@ -24,7 +24,7 @@ from ..auth.tokens import DEFAULT_DAYS, MAX_DAYS
 from ..auth.users import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from ..openapi import Described, Ok, document_errors, link
 from .admission import end_streams
-from .validation import INTEGRAL, Empty, parse, path_converters
+from .validation import INTEGRAL, Empty, path_converters, takes
 
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
 blueprint.record_once(path_converters)
@@ -77,17 +77,16 @@ class LoginRequest(Strict):
 
 @blueprint.post("/login")
 @public
-@document_request(LoginRequest)
+@takes(LoginRequest, "login")
 @document_response(Ok)
 @document_errors(400, 401, 403, 413, 415, 429)
-async def login() -> Response:
+async def login(body: LoginRequest) -> Response:
     """Log in with email and password.
 
     Starts a new session (a new cookie, whatever the browser had). Ten attempts a minute for one
     account or one address answer 429 with Retry-After; a browser that logged in to the account
     before has ten of its own.
     """
-    body = await parse(LoginRequest, "login")
     ip, user_agent = client()
     token, device = await accounts().login(
         body.email, body.password, ip, user_agent, devices().current()
@@ -99,15 +98,14 @@ async def login() -> Response:
 
 
 @blueprint.post("/logout")
-@document_request(Empty)
+@takes(Empty)
 @document_response(Ok)
 @document_errors(400, 401, 403, 413, 415)
-async def logout() -> Response:
+async def logout(body: Empty) -> Response:
     """Log out this browser.
 
     Ends the session on the server, so its cookie is worth nothing from now on.
     """
-    await parse(Empty)
     await accounts().logout(principal())
     if principal().via == "session":
         end_streams(principal().user_id, "session", principal().credential)
@@ -127,16 +125,15 @@ class TokensRevoked(BaseModel):
 
 
 @blueprint.post("/logout-everywhere")
-@document_request(LogoutEverywhere)
+@takes(LogoutEverywhere, "log out everywhere")
 @document_response(TokensRevoked)
 @document_errors(400, 401, 403, 413, 415)
-async def logout_everywhere() -> Response:
+async def logout_everywhere(body: LogoutEverywhere) -> Response:
     """Log out every browser, and revoke my API tokens.
 
     Ends all of the user's sessions, this one too, and revokes every API token unless
     `revoke_tokens` is false. The answer says how many tokens were revoked.
     """
-    body = await parse(LogoutEverywhere, "log out everywhere")
     revoked = await accounts().logout_everywhere(principal(), body.revoke_tokens)
     end_streams(principal().user_id, None if body.revoke_tokens else "session")
     logout_user()
@@ -167,16 +164,15 @@ class SetupRequest(Strict):
 
 @blueprint.post("/setup")
 @public
-@document_request(SetupRequest)
+@takes(SetupRequest, "setup request")
 @document_response(Ok, 201)
 @document_errors(400, 401, 403, 409, 413, 415, 429)
-async def set_up() -> Response:
+async def set_up(body: SetupRequest) -> Response:
     """Create the first admin.
 
     Needs the one-time setup token the service printed at start; works once, while no admin
     exists. Ten attempts a minute from one address, then 429 with Retry-After.
     """
-    body = await parse(SetupRequest, "setup request")
     ip, user_agent = client()
     token = await accounts().set_up(body.token, body.email, body.password, ip, user_agent)
     login_cookie(token)
@@ -204,17 +200,16 @@ class AwaitingApproval(BaseModel):
 
 @blueprint.post("/signup")
 @public
-@document_request(SignupRequest)
+@takes(SignupRequest, "sign-up")
 @document_response(SignedUp, 201)
 @document_response(AwaitingApproval, 202)
 @document_errors(400, 401, 403, 409, 413, 415)
-async def sign_up() -> Response:
+async def sign_up(body: SignupRequest) -> Response:
     """Sign up, where the policy allows it.
 
     `open`: logged in at once. `approval`: the account waits for an administrator (202).
     Refused (403 SETUP_PENDING) until the first admin exists.
     """
-    body = await parse(SignupRequest, "sign-up")
     ip, user_agent = client()
     token = await accounts().sign_up(body.email, body.password, ip, user_agent)
     if token is None:
@@ -236,12 +231,11 @@ class Invitation(BaseModel):
 
 @blueprint.post("/invite")
 @public
-@document_request(InviteToken)
+@takes(InviteToken, "invite")
 @document_response(Invitation)
 @document_errors(400, 401, 403, 404, 413, 415)
-async def invitation() -> Response:
+async def invitation(body: InviteToken) -> Response:
     """What an invite is for: the email it is bound to, if any, and the role."""
-    body = await parse(InviteToken, "invite")
     return json(await accounts().invitation(body.token))
 
 
@@ -253,15 +247,14 @@ class AcceptInvite(Strict):
 
 @blueprint.post("/invite/accept")
 @public
-@document_request(AcceptInvite)
+@takes(AcceptInvite, "invite acceptance")
 @document_response(Ok, 201)
 @document_errors(400, 401, 403, 404, 409, 413, 415, 429)
-async def accept_invite() -> Response:
+async def accept_invite(body: AcceptInvite) -> Response:
     """Accept an invite: make the account and log in.
 
     Ten attempts a minute from one address, then 429 with Retry-After.
     """
-    body = await parse(AcceptInvite, "invite acceptance")
     ip, user_agent = client()
     token = await accounts().accept_invite(body.token, body.email, body.password, ip, user_agent)
     login_cookie(token)
@@ -298,16 +291,15 @@ class PasswordChange(Strict):
 
 
 @blueprint.post("/password")
-@document_request(PasswordChange)
+@takes(PasswordChange, "password change")
 @document_response(TokensRevoked)
 @document_errors(400, 401, 403, 413, 415, 429)
-async def change_password() -> Response:
+async def change_password(body: PasswordChange) -> Response:
     """Change my password.
 
     Every session ends at once and every API token is revoked; this browser gets a new session.
     A wrong current password counts with the failed logins (429 after ten a minute).
     """
-    body = await parse(PasswordChange, "password change")
     ip, user_agent = client()
     token, revoked = await accounts().change_password(
         principal(), body.current, body.new, ip, user_agent
@@ -396,10 +388,10 @@ class NewToken(Token, Described):
 
 
 @blueprint.post("/tokens")
-@document_request(TokenRequest)
+@takes(TokenRequest, "token request")
 @document_response(NewToken, 201)
 @document_errors(400, 401, 403, 409, 413, 415, 429)
-async def create_token() -> Response:
+async def create_token(body: TokenRequest) -> Response:
     """Make an API token.
 
     Only from a logged-in browser (403 `SESSION_REQUIRED` with a token or a proxy's header),
@@ -408,7 +400,6 @@ async def create_token() -> Response:
     null: until revoked). The answer holds the token (`qc_…`) this once; it is stored only as a
     hash.
     """
-    body = await parse(TokenRequest, "token request")
     ip, _ = client()
     made = await accounts().create_token(
         principal(), body.name, body.expires_in_days, body.password, ip

@@ -32,7 +32,7 @@ from ..schemas import MAX_TOKENS, ChatUsage
 from ..streaming.watch import LiveStreams
 from . import admission
 from .common import event_stream
-from .validation import INTEGRAL, MAX_ROW_ID, Empty, instant, parse, path_converters
+from .validation import INTEGRAL, MAX_ROW_ID, Empty, instant, path_converters, takes
 
 blueprint = Blueprint("conversations", __name__, url_prefix="/api")
 blueprint.record_once(path_converters)
@@ -190,16 +190,15 @@ class Conversation(Described):
 
 
 @blueprint.post("/conversations")
-@document_request(NewConversation)
+@takes(NewConversation, "conversation")
 @document_response(Conversation, 201)
 @document_response(Conversation, 200)
 @document_errors(400, 401, 403, 413, 415)
-async def create_conversation() -> Response:
+async def create_conversation(body: NewConversation) -> Response:
     """Start a conversation.
 
     With `client_id` (the browser's own id for it), creating it twice returns the first one.
     """
-    body = await parse(NewConversation, "conversation")
     await admission.check_model(body.settings.model)
     async with db().write() as connection:
         if body.client_id:
@@ -275,16 +274,15 @@ class ConversationChange(Strict):
 
 
 @blueprint.patch(CONVERSATION)
-@document_request(ConversationChange)
+@takes(ConversationChange, "conversation change")
 @document_response(Conversation)
 @document_errors(400, 401, 403, 404, 409, 413, 415)
-async def change_conversation(conversation_id: str) -> Response:
+async def change_conversation(conversation_id: str, body: ConversationChange) -> Response:
     """Rename, change settings, pin, archive, or switch to another branch (`leaf_id`).
 
     With `revision`, only if the conversation is still at that revision: 409 `STALE` otherwise,
     with the current revision, so that no tab or device overwrites a newer change.
     """
-    body = await parse(ConversationChange, "conversation change")
     values = body.model_dump(exclude_none=True, exclude={"revision"})
     if "settings" in values:
         values["settings"] = body.settings.model_dump() if body.settings else {}
@@ -324,12 +322,11 @@ async def delete_conversation(conversation_id: str) -> Response:
 
 
 @blueprint.post(f"{CONVERSATION}/restore")
-@document_request(Empty)
+@takes(Empty)
 @document_response(Ok)
 @document_errors(400, 401, 403, 404, 413, 415)
-async def restore_conversation(conversation_id: str) -> Response:
+async def restore_conversation(conversation_id: str, body: Empty) -> Response:
     """Undo a deletion (within the few minutes before it is purged)."""
-    await parse(Empty)
     async with db().write() as connection:
         if not await store.undelete(connection, owner(), conversation_id):
             raise turns.not_found()
@@ -443,16 +440,15 @@ def turn_headers(turn: turns.Turn) -> dict[str, str]:
 
 
 @blueprint.post(f"{CONVERSATION}/messages")
-@document_request(NewMessage)
+@takes(NewMessage, "message")
 @document_response(TurnStream)
 @document_errors(*STREAM_ERRORS)
-async def send(conversation_id: str) -> Response:
+async def send(conversation_id: str, body: NewMessage) -> Response:
     """Send a message; the reply streams back and is saved by the server as it comes.
 
     `client_id` is the sender's id for the message: sending it again (a retry) starts nothing
     new. `parent_id` defaults to the conversation's current leaf.
     """
-    body = await parse(NewMessage, "message")
     return await run_turn(
         partial(
             turns.send,
@@ -467,24 +463,22 @@ async def send(conversation_id: str) -> Response:
 
 
 @blueprint.post(f"{CONVERSATION}/messages/<row_uuid:message_id>/regenerate")
-@document_request(Regenerate)
+@takes(Regenerate, "regenerate request")
 @document_response(TurnStream)
 @document_errors(*STREAM_ERRORS)
-async def regenerate(conversation_id: str, message_id: str) -> Response:
+async def regenerate(conversation_id: str, message_id: str, body: Regenerate) -> Response:
     """Answer the question of reply `message_id` again: a new reply beside it."""
-    body = await parse(Regenerate, "regenerate request")
     return await run_turn(
         partial(turns.regenerate, db(), owner(), conversation_id, message_id, body.client_id)
     )
 
 
 @blueprint.post(f"{CONVERSATION}/messages/<row_uuid:message_id>/edit")
-@document_request(Edit)
+@takes(Edit, "edit")
 @document_response(TurnStream)
 @document_errors(*STREAM_ERRORS)
-async def edit(conversation_id: str, message_id: str) -> Response:
+async def edit(conversation_id: str, message_id: str, body: Edit) -> Response:
     """Ask question `message_id` differently: a new question beside it, and its reply."""
-    body = await parse(Edit, "edit")
     return await run_turn(
         partial(
             turns.edit,
@@ -535,14 +529,13 @@ class Stopped(BaseModel):
 
 
 @blueprint.post(f"{CONVERSATION}/messages/<row_uuid:message_id>/stop")
-@document_request(Empty)
+@takes(Empty)
 @document_response(Stopped)
 @document_errors(400, 401, 403, 404, 413, 415)
-async def stop(conversation_id: str, message_id: str) -> Response:
+async def stop(conversation_id: str, message_id: str, body: Empty) -> Response:
     """Stop reply `message_id` wherever it runs: its upstream is closed within a second, its
     text so far saved as `stopped`, and every reader gets the end (`REPLY_STOPPED`). A reply
     that has ended stays as it is."""
-    await parse(Empty)
     reply = await owned_reply(conversation_id, message_id)
     if reply.status == "streaming":
         await runs().stop(owner(), reply.id)
