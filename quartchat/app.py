@@ -23,7 +23,7 @@ from .auth.gate import admit
 from .auth.limits import counter
 from .auth.passwords import Passwords
 from .auth.principal import Authenticator, Networks, PrincipalCache
-from .blueprints import admin, api, auth, conversations, health, ui
+from .blueprints import admin, api, auth, conversations, health, ui, v1
 from .compression import Compressor
 from .config import Settings, get_settings
 from .conversations import turns
@@ -142,6 +142,7 @@ def create_app(
     app.register_blueprint(health.blueprint)
     app.register_blueprint(ui.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(v1.blueprint)
     authenticator = _accounts(app, settings) if settings.accounts else None
     register_error_handlers(app)
     hosts = HostCheck(settings.allowed_hosts, loopback_default=not settings.accounts)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy.exc
-from quart import Quart, Response, g, request
+from quart import Quart, Response, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from .adapters import quart as quart_adapter
@@ -202,6 +202,7 @@ class APIError(Exception):
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
         upstream_status: int | None = None,
+        upstream_error: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -210,6 +211,8 @@ class APIError(Exception):
         self.details = details
         self.headers = headers or {}
         self.upstream_status = upstream_status
+        # The upstream's own OpenAI error object (redacted), for /v1 to answer as it did.
+        self.upstream_error = upstream_error
 
     def payload(self, request_id: str) -> dict[str, Any]:
         error: dict[str, Any] = {
@@ -227,13 +230,60 @@ def current_request_id() -> str:
 
 
 def error_response(error: APIError) -> Response:
-    response = Response(
-        orjson.dumps(error.payload(current_request_id())),
-        status=error.status_code,
-        content_type="application/json",
-    )
+    """The error as this request's dialect says: OpenAI's under /v1, ours everywhere else."""
+    if has_request_context() and request.path.startswith(V1_PREFIX):
+        status, payload = openai_error(error)
+    else:
+        status, payload = error.status_code, error.payload(current_request_id())
+    response = Response(orjson.dumps(payload), status=status, content_type="application/json")
     response.headers.update(error.headers)
     return response
+
+
+V1_PREFIX = "/v1/"
+
+# /v1 speaks OpenAI's error dialect, so that its SDKs raise their usual exceptions: per code,
+# the status, `type` and `code` OpenAI itself would answer with (other codes keep their status,
+# their type by status below, and our code).
+OPENAI_ERRORS: dict[str, tuple[int, str, str | None]] = {
+    "UNAUTHENTICATED": (401, "invalid_request_error", "invalid_api_key"),
+    "CREDENTIAL_REVOKED": (401, "invalid_request_error", "invalid_api_key"),
+    "MODEL_NOT_ALLOWED": (404, "invalid_request_error", "model_not_found"),
+    "TOO_MANY_STREAMS": (429, "requests", "rate_limit_exceeded"),
+    "RATE_LIMITED": (429, "requests", "rate_limit_exceeded"),
+    "UPSTREAM_RATE_LIMITED": (429, "requests", "rate_limit_exceeded"),
+    "INVALID_REQUEST": (400, "invalid_request_error", None),
+    "NOT_FOUND": (404, "invalid_request_error", None),
+    "METHOD_NOT_ALLOWED": (405, "invalid_request_error", None),
+}
+
+
+def openai_type(status: int) -> str:
+    """OpenAI's error `type` for a status it has no more specific one for."""
+    if status >= 500:
+        return "server_error"
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    return "invalid_request_error"
+
+
+def openai_error(error: APIError) -> tuple[int, dict[str, Any]]:
+    """`error` in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and its
+    status. An upstream's own 4xx (not 401/403: those say our key failed, never the user's) is
+    answered with its status and error object, so a context-length error reads as OpenAI's."""
+    if error.upstream_error is not None and error.upstream_status is not None:
+        return error.upstream_status, {"error": error.upstream_error}
+    status, kind, code = OPENAI_ERRORS.get(
+        error.code, (error.status_code, openai_type(error.status_code), error.code)
+    )
+    param = None
+    if error.details:
+        loc = error.details[0].get("loc")
+        param = loc if isinstance(loc, str) and loc != "body" else None
+    body = {"message": error.message, "type": kind, "param": param, "code": code}
+    return status, {"error": body}
 
 
 _CREDENTIAL_SHAPES = (

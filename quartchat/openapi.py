@@ -18,17 +18,19 @@ from werkzeug.routing import BaseConverter, IntegerConverter, Rule, UUIDConverte
 from . import __version__
 from .auth.cookies import COOKIE_NAME
 from .config import Settings
-from .schemas import ChatResponse, ErrorResponse
+from .errors import V1_PREFIX
+from .schemas import ChatResponse, ErrorResponse, OpenAIErrorResponse
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def document_errors(*statuses: int) -> Callable[[F], F]:
-    """Document the error shape for each of `statuses` (every error has that one shape)."""
+def document_errors(*statuses: int, shape: type[BaseModel] = ErrorResponse) -> Callable[[F], F]:
+    """Document the error shape for each of `statuses` (every error has that one shape; under
+    /v1, OpenAI's: `shape=OpenAIErrorResponse`)."""
 
     def decorate(view: F) -> F:
         for status in statuses:
-            view = document_response(ErrorResponse, status)(view)
+            view = document_response(shape, status)(view)
         return view
 
     return decorate
@@ -148,13 +150,18 @@ class Provider(OpenAPIProvider):
         paths, components = super().build_paths(rule)
         if not self.accounts():
             return paths, components
-        unauthenticated, error_components = self.build_response_object(ErrorResponse, None)
+        v1 = rule.rule.startswith(V1_PREFIX)
+        unauthenticated, error_components = self.build_response_object(
+            OpenAIErrorResponse if v1 else ErrorResponse, None
+        )
         public = getattr(self._app.view_functions[rule.endpoint], "quartchat_public", False)
+        # /v1 takes an API token only (auth/principal.py says why).
+        schemes = ["token"] if v1 else list(SECURITY_SCHEMES)
         for operations in paths.values():
             for operation in operations.values():
                 operation["responses"].setdefault(401, unauthenticated)
                 if not public:
-                    operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+                    operation["security"] = [{name: []} for name in schemes]
         return paths, {**components, **error_components}
 
     def build_response_object(
@@ -214,10 +221,10 @@ def init_openapi(app: Quart) -> None:
             description=(
                 "A self-hosted chat and streaming proxy for OpenAI-compatible servers. "
                 'Every error has one shape, `{"error": {"code", "message", '
-                '"request_id"}}`; state-changing requests must be JSON and may not come '
-                "from other sites. With accounts, every route not open to all takes an API "
-                "token (`Authorization: Bearer qc_…`) or the login's session cookie. The "
-                "full contract: docs/api.md."
+                '"request_id"}}` (under /v1, OpenAI\'s own); state-changing requests must be '
+                "JSON and may not come from other sites. With accounts, every route not open "
+                "to all takes an API token (`Authorization: Bearer qc_…`) or the login's "
+                "session cookie (/v1: the token only). The full contract: docs/api.md."
             ),
         ),
         openapi_provider_class=Provider,

@@ -95,6 +95,22 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str | None = Field(description="OpenAI's: invalid_request_error, requests, server_error…")
+    param: str | None = Field(description="The request field at fault, when one is")
+    code: str | None = Field(
+        description="OpenAI's (invalid_api_key, model_not_found, rate_limit_exceeded) or ours "
+        "(docs/api.md), or the upstream's own"
+    )
+
+
+class OpenAIErrorResponse(BaseModel):
+    """An error under /v1, in OpenAI's shape (its SDKs raise their usual exceptions from it)."""
+
+    error: OpenAIErrorDetail
+
+
 class HealthResponse(BaseModel):
     """The service is up (the upstream is not asked)."""
 

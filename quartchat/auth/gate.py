@@ -14,6 +14,7 @@ from urllib.parse import quote
 from quart import Response, current_app, g, redirect, request
 from quart_auth import logout_user
 
+from ..errors import V1_PREFIX
 from .principal import Authenticator, unauthenticated
 
 OPEN_ENDPOINTS = frozenset({"static", "openapi"})
@@ -44,6 +45,8 @@ async def admit(authenticator: Authenticator) -> Response | None:
         logout_user()  # a cookie of an ended session: have the browser drop it
     if request.url_rule is None or is_public(request.endpoint):
         return None  # (an unknown route is a 404 either way)
+    if request.path.startswith(V1_PREFIX):
+        raise unauthenticated("Send a quartchat API token (qc_…) as the API key.")
     if request.path.startswith("/api/"):
         raise unauthenticated()
     target = request.full_path if request.query_string else request.path

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 
 import orjson
@@ -10,7 +11,7 @@ from quart_schema import document_request, document_response
 from ..config import Settings
 from ..errors import APIError
 from ..openapi import EventStream, document_errors
-from ..schemas import ChatRequest, ChatResponse, ModelsResponse
+from ..schemas import AssistantMessage, ChatRequest, ChatResponse, ChatUsage, ModelsResponse
 from ..streaming import relay
 from ..streaming.completion import Completion
 from ..streaming.encoders import ChatEvents
@@ -94,18 +95,29 @@ async def chat() -> Response:
         async with admitted.opening():
             try:
                 async with asyncio.timeout(longest):
-                    status, reply = await admitted.route.client.complete(chat_request)
+                    status, completion = await admitted.route.client.complete(chat_request)
             except TimeoutError:
                 raise reply_too_long(longest) from None
     finally:
         admitted.slot.release()
-    completion = Completion(reply.model)
-    completion.parts.append(reply.message.content)
-    completion.usage = reply.usage.model_dump() if reply.usage else None
-    admitted.meter(None).record("ok", 200, completion)
+    await admitted.meter(None).ended("done", completion, None)
     g.access.upstream_status = status
-    g.access.usage = reply.usage.model_dump() if reply.usage else None
-    return _json(reply.model_dump())
+    g.access.usage = completion.usage
+    return _json(reply(completion).model_dump())
+
+
+def reply(completion: Completion) -> ChatResponse:
+    """A whole completion as `/api/chat`'s envelope: its labels as the upstream gave them (an
+    unlabelled reply keeps an empty id and the model asked for)."""
+    usage = completion.usage
+    return ChatResponse.model_construct(
+        id=completion.id,
+        model=completion.model,
+        created=completion.created or int(time.time()),
+        message=AssistantMessage(content=completion.text),
+        finish_reason=completion.finish_reason,
+        usage=ChatUsage.model_construct(None, **usage) if usage else None,
+    )
 
 
 @blueprint.post("/chat/stream")

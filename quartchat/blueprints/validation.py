@@ -28,17 +28,22 @@ async def parse(model: type[M], what: str = "request") -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        details = [
-            {
-                "loc": ".".join(str(p) for p in e["loc"]) or "body",
-                "msg": e["msg"],
-                "type": e["type"],
-            }
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        raise APIError(
-            400, "INVALID_REQUEST", f"The request body is not a valid {what}.", details=details
-        ) from None
+        raise invalid(exc, what) from None
+
+
+def invalid(exc: ValidationError, what: str) -> APIError:
+    """400 `INVALID_REQUEST`, one {loc, msg, type} detail per failing field (no input echoed)."""
+    details = [
+        {
+            "loc": ".".join(str(p) for p in e["loc"]) or "body",
+            "msg": e["msg"],
+            "type": e["type"],
+        }
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    return APIError(
+        400, "INVALID_REQUEST", f"The request body is not a valid {what}.", details=details
+    )
 
 
 def _integral(value: object) -> object:

@@ -1,4 +1,5 @@
-"""The chat-completion chunk format, and the pure fold of a stream of chunks into one reply.
+"""The chat-completion chunk format, and the pure fold of a stream of chunks -- or of a whole
+(non-streamed) completion -- into one reply.
 
 A chunk is one `data:` payload of an OpenAI-compatible stream, parsed. The fold checks each chunk
 against what the format allows before taking anything from it, so a chunk of the wrong shape
@@ -70,6 +71,32 @@ class Completion:
             self._fold(chunk.obj)
             self.folded += 1
 
+    def fold_whole(self, obj: Any) -> None:
+        """Fold a whole chat completion (`choices[].message` instead of `delta`) by the same
+        rules as a stream's chunks; one without a choice is malformed too."""
+        if type(obj) is not dict:
+            raise malformed("the completion is not an object")
+        choices = obj.get("choices")
+        if not choices or type(choices) is not list:
+            raise malformed("the completion has no choices")
+        # Its labels each stand alone (a stream takes them from the chunk that first has an id).
+        for name in ("id", "model"):
+            value = obj.get(name)
+            if value and type(value) is str:
+                setattr(self, name, value)
+        if type(obj.get("created")) is int:
+            self.created = obj["created"]
+        self._fold(obj, "message")
+        self.folded = 1
+
+    def fold_usage(self, obj: Any) -> None:
+        """An answer that is no completion (embeddings): only its usage, if any."""
+        if type(obj) is not dict:
+            raise malformed("the answer is not an object")
+        usage = obj.get("usage")
+        if usage is not None:
+            self.usage = _usage(usage)
+
     def take_text(self) -> str:
         """The text folded since the last call ("" if none)."""
         parts = self.parts
@@ -84,10 +111,11 @@ class Completion:
         if not (saw_done or self.finish_reason):
             raise truncated()
 
-    def _fold(self, obj: dict[str, Any]) -> None:
+    def _fold(self, obj: dict[str, Any], part: str = "delta") -> None:
         # Hot path: one call per upstream chunk. `type(x) is T` rather than isinstance(): JSON
-        # only ever produces these exact types, and it is the cheaper test.
-        if not self.id:
+        # only ever produces these exact types, and it is the cheaper test. `part`: "message"
+        # for a whole completion, whose choices say it all at once.
+        if not self.id and part == "delta":
             self._identify(obj)
         usage = obj.get("usage")
         if usage is not None:
@@ -108,9 +136,9 @@ class Completion:
             finish = choice.get("finish_reason")
             if finish is not None and type(finish) is not str:
                 raise malformed("'finish_reason' is not a string")
-            delta = choice.get("delta")
+            delta = choice.get(part)
             if delta is not None and type(delta) is not dict:
-                raise malformed("'delta' is not an object")
+                raise malformed(f"'{part}' is not an object")
             if index != 0:  # n>1 streams interleave choices; the reply is choice 0
                 continue
             if delta:

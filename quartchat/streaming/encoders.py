@@ -2,8 +2,8 @@
 
 `ChatEvents` is ours (`chunk` / `done` / `error`, docs/api.md). `OpenAIPassthrough` re-emits the
 upstream's own `data:` payloads byte for byte -- tool calls, `n>1` choices and every field we do
-not read included -- for an OpenAI-compatible gateway; the relay still folds each chunk, so usage
-and finish reason are known either way.
+not read included -- for /v1 (blueprints/v1.py); the relay still folds each chunk, so usage and
+finish reason are known either way.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from ..errors import APIError
+from ..errors import APIError, openai_error
 from ..schemas import AssistantMessage, ChatResponse, ChatUsage
 from .completion import Chunk, Completion
 from .sse import PING, encode
@@ -51,13 +51,27 @@ class ChatEvents:
 
 
 class OpenAIPassthrough:
-    """The upstream's chunks as it sent them (re-framed: one `data:` line per line of data)."""
+    """The upstream's chunks as it sent them (re-framed: one `data:` line per line of data).
+
+    `strip_usage`: the usage was asked for on the client's behalf (`stream_options`), so what
+    that adds is taken out again -- the usage-only chunk (empty `choices`) and the
+    `"usage":null` OpenAI then puts on every other chunk -- and the client sees what it would
+    have without it. Only a chunk that has a `usage` key costs more than a look-up.
+    """
+
+    __slots__ = ("strip_usage",)
 
     content_type = "text/event-stream; charset=utf-8"
     ping = PING
 
+    def __init__(self, *, strip_usage: bool = False) -> None:
+        self.strip_usage = strip_usage
+
     def chunk(self, batch: Sequence[Chunk], completion: Completion) -> bytes:
         # Only what the fold accepted: after a malformed chunk the stream ends with an error.
+        if self.strip_usage:
+            kept = (_without_usage(chunk) for chunk in batch[: completion.folded])
+            return b"".join(_frame(data) for data in kept if data is not None)
         return b"".join(_frame(chunk.data) for chunk in batch[: completion.folded])
 
     def done(self, completion: Completion) -> bytes:
@@ -65,15 +79,23 @@ class OpenAIPassthrough:
 
     def error(self, error: APIError, request_id: str) -> bytes:
         # OpenAI's own mid-stream error shape, which its SDKs raise as an APIError.
-        body = {
-            "error": {
-                "message": error.message,
-                "type": error.code.lower(),
-                "code": error.code,
-                "request_id": request_id,
-            }
-        }
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return b"data: " + orjson.dumps(openai_error(error)[1]) + b"\n\n"
+
+
+USAGE_NULL = ',"usage":null}'
+
+
+def _without_usage(chunk: Chunk) -> str | None:
+    """`chunk`'s data without what asking for usage added: None for the usage-only chunk."""
+    obj = chunk.obj
+    if "usage" not in obj:
+        return chunk.data
+    if obj["usage"] is not None:
+        return None if not obj.get("choices") else chunk.data
+    data = chunk.data
+    if data.endswith(USAGE_NULL):  # as OpenAI writes it: the last field, no spaces
+        return data[: -len(USAGE_NULL)] + "}"
+    return orjson.dumps({k: v for k, v in obj.items() if k != "usage"}).decode()
 
 
 def _frame(data: str) -> bytes:

@@ -22,8 +22,8 @@ import orjson
 
 from ..config import Settings
 from ..errors import APIError, Redactor, plain_text, retry_after
-from ..schemas import AssistantMessage, ChatRequest, ChatResponse, ChatUsage
-from ..streaming.completion import Chunk
+from ..schemas import ChatRequest
+from ..streaming.completion import Chunk, Completion
 from ..streaming.sse import SSEEvent, SSEParser
 from .transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport
 
@@ -68,6 +68,21 @@ def error_for_exception(exc: httpx.HTTPError) -> APIError:
     if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
         return APIError(502, "UPSTREAM_UNREACHABLE", "Could not connect to the upstream.")
     return APIError(502, "UPSTREAM_ERROR", "The connection to the upstream failed.")
+
+
+def not_a_completion(what: str) -> APIError:
+    return APIError(502, "UPSTREAM_ERROR", f"The upstream sent a response that is not {what}.")
+
+
+def whole_completion(body: bytes, model: str) -> Completion:
+    """A whole (non-streamed) chat completion's body, folded as a stream's chunks are
+    (`Completion.fold_whole`); anything else is 502 `UPSTREAM_ERROR`."""
+    completion = Completion(model)
+    try:
+        completion.fold_whole(orjson.loads(body))
+    except (orjson.JSONDecodeError, APIError):
+        raise not_a_completion("a chat completion") from None
+    return completion
 
 
 def malformed_data() -> APIError:
@@ -253,12 +268,14 @@ class UpstreamClient:
         # Not the base URL: it may carry a user and password.
         log.error("the upstream refused our credentials (%d): %s", status, detail)
 
-    async def _post(self, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+    async def _post(
+        self, payload: dict[str, Any], *, stream: bool, url: httpx.URL | None = None
+    ) -> httpx.Response:
         # Built directly rather than by `build_request()`, which re-merges the base URL, headers
         # and cookie jar on every call (a tenth of a request's CPU).
         request = httpx.Request(
             "POST",
-            self._completions_url,
+            url or self._completions_url,
             headers=self.http.headers,
             content=orjson.dumps(payload),
             extensions={"timeout": self._timeout},
@@ -277,34 +294,15 @@ class UpstreamClient:
             await response.aclose()
         return self.error_for_status(response, body)
 
-    async def complete(self, chat: ChatRequest) -> tuple[int, ChatResponse]:
-        """A whole (non-streamed) completion, and the upstream's status."""
-        payload = chat.upstream_payload(
-            chat.model or await self.default_model(), stream=False, include_usage=False
-        )
+    async def complete(self, chat: ChatRequest) -> tuple[int, Completion]:
+        """A whole (non-streamed) completion, folded, and the upstream's status."""
+        model = chat.model or await self.default_model()
+        payload = chat.upstream_payload(model, stream=False, include_usage=False)
         self._limit(payload)
         response = await self._post(payload, stream=False)
         if response.status_code >= 400:
             raise self.error_for_status(response, response.content)
-        try:
-            data = orjson.loads(response.content)
-            choice = data["choices"][0]
-            message = choice.get("message") or {}
-            usage = data.get("usage")
-            return response.status_code, ChatResponse(
-                id=str(data.get("id") or ""),
-                model=str(data.get("model") or payload["model"]),
-                created=int(data.get("created") or time.time()),
-                message=AssistantMessage(
-                    content=message.get("content") or message.get("refusal") or ""
-                ),
-                finish_reason=choice.get("finish_reason"),
-                usage=ChatUsage.model_validate(usage) if usage else None,
-            )
-        except (orjson.JSONDecodeError, LookupError, TypeError, ValueError, AttributeError):
-            raise APIError(
-                502, "UPSTREAM_ERROR", "The upstream sent a response that is not a chat completion."
-            ) from None
+        return response.status_code, whole_completion(response.content, model)
 
     async def open_stream(self, chat: ChatRequest) -> UpstreamStream:
         """Start a streamed completion and wait for its first bytes.
@@ -322,12 +320,89 @@ class UpstreamClient:
                 break
             error = await self._read_error(response)
             if include_usage and _rejects_stream_options(response.status_code, error.message):
-                self._no_stream_options[model] = time.monotonic() + STREAM_OPTIONS_MEMORY_SECONDS
-                while len(self._no_stream_options) > STREAM_OPTIONS_MEMORY_SIZE:
-                    self._no_stream_options.popitem(last=False)
+                self._refused_stream_options(model)
                 include_usage = False
                 continue
             raise error
+        return await self._begin(response, model)
+
+    async def pass_whole(
+        self, payload: dict[str, Any], path: str = "chat/completions"
+    ) -> tuple[int, bytes]:
+        """POST a client's OpenAI request (`payload`, sent as it is) to `path`; the upstream's
+        status and body, byte for byte. A failure raises `APIError`; a 4xx other than 401/403
+        carries the upstream's own error object, redacted (`APIError.upstream_error`), for /v1
+        to answer as the upstream did."""
+        url = self._completions_url if path == "chat/completions" else self.http.base_url.join(path)
+        response = await self._post(payload, stream=False, url=url)
+        if response.status_code >= 400:
+            raise self.passed_error(response, response.content)
+        return response.status_code, response.content
+
+    async def open_passthrough(self, payload: dict[str, Any]) -> tuple[UpstreamStream, bool]:
+        """Start a client's streamed OpenAI request (`payload`, sent as it is) and wait for its
+        first bytes, as `open_stream` does; and whether usage was asked for on the client's
+        behalf (the client did not, so what that adds is to be taken out of what it gets).
+
+        The usage is asked for unless the upstream refused `stream_options` for this model
+        lately; a refusal now is remembered and the client's request sent again as it was.
+        """
+        model = str(payload["model"])
+        own = payload.get("stream_options")
+        asked = type(own) is dict and own.get("include_usage") is True
+        added = not asked and self._may_ask_for_usage(model)
+        while True:
+            sent = payload
+            if added:
+                extra = own if type(own) is dict else {}
+                sent = {**payload, "stream_options": {**extra, "include_usage": True}}
+            response = await self._post(sent, stream=True)
+            if response.status_code < 400:
+                break
+            try:
+                body = await response.aread()
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            if added and _rejects_stream_options(response.status_code, message_of(body)):
+                self._refused_stream_options(model)
+                added = False
+                continue
+            raise self.passed_error(response, body)
+        return await self._begin(response, model), added
+
+    def passed_error(self, response: httpx.Response, body: bytes) -> APIError:
+        """`error_for_status`, and for a 4xx other than 401/403 (which stay ours: the upstream
+        refused our key, not the user's) the upstream's error object, its text redacted."""
+        error = self.error_for_status(response, body)
+        status = response.status_code
+        if 400 <= status < 500 and status not in (401, 403):
+            error.upstream_error = self._error_object(body)
+        return error
+
+    def _error_object(self, body: bytes) -> dict[str, Any]:
+        """The upstream's `{"message", "type", "param", "code"}`, credentials removed from every
+        text in it; one made of its text when it speaks another dialect."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        found = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(found, dict) or not isinstance(found.get("message"), str):
+            found = {"message": message_of(body), "type": "invalid_request_error"}
+        error: dict[str, Any] = {"message": "", "type": None, "param": None, "code": None}
+        for key, value in found.items():
+            error[key] = self.redact(value, limit=2000) if isinstance(value, str) else value
+        return error
+
+    def _refused_stream_options(self, model: str) -> None:
+        self._no_stream_options[model] = time.monotonic() + STREAM_OPTIONS_MEMORY_SECONDS
+        while len(self._no_stream_options) > STREAM_OPTIONS_MEMORY_SIZE:
+            self._no_stream_options.popitem(last=False)
+
+    async def _begin(self, response: httpx.Response, model: str) -> UpstreamStream:
+        """The stream of a response that began (a 2xx), once its first bytes are in."""
         body = response.extensions.get(STREAM_EXTENSION)
         if not isinstance(body, AiohttpStream):
             await response.aclose()
@@ -357,6 +432,17 @@ class UpstreamClient:
             return False
         del self._no_stream_options[model]
         return True
+
+    def limit_passed(self, payload: dict[str, Any]) -> None:
+        """MAX_TOKENS_LIMIT on a client's OpenAI request: on `max_completion_tokens` when it
+        names it (newer models refuse `max_tokens`), else on `max_tokens` (added if absent)."""
+        limit = self.settings.max_tokens_limit
+        if limit is None:
+            return
+        key = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+        value = payload.get(key)
+        if value is None or (type(value) in (int, float) and value >= limit):
+            payload[key] = limit
 
     def _limit(self, payload: dict[str, Any]) -> None:
         """MAX_TOKENS_LIMIT: every request asks for at most that many tokens (a request that

@@ -80,8 +80,45 @@ def test_errors_take_each_format_s_own_shape() -> None:
     assert orjson.loads(event.data) == {
         "error": {
             "message": "it broke",
-            "type": "upstream_error",
+            "type": "server_error",
+            "param": None,
             "code": "UPSTREAM_ERROR",
-            "request_id": "r1",
         }
     }
+
+
+# As OpenAI sends a stream asked for usage: `"usage":null` last on every chunk, then the usage.
+A_NULL = A[:-1] + ',"usage":null}'
+TOOL_NULL = TOOL[:-1] + ',"usage":null}'
+
+
+def test_passthrough_strips_what_asking_for_usage_added() -> None:
+    batch, completion = folded(A_NULL, TOOL_NULL, USAGE)
+    out = OpenAIPassthrough(strip_usage=True).chunk(batch, completion)
+    assert [e.data for e in SSEParser().feed(out)] == [A, TOOL]
+    assert completion.usage == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+
+
+def test_passthrough_strips_a_usage_null_spelled_otherwise_and_keeps_the_rest() -> None:
+    spaced = '{"id": "c", "usage": null, "choices": [{"index": 0, "delta": {"content": "x"}}]}'
+    batch, completion = folded(spaced)
+    (event,) = SSEParser().feed(OpenAIPassthrough(strip_usage=True).chunk(batch, completion))
+    assert orjson.loads(event.data) == {
+        "id": "c",
+        "choices": [{"index": 0, "delta": {"content": "x"}}],
+    }
+
+
+def test_passthrough_keeps_usage_the_client_asked_for() -> None:
+    batch, completion = folded(A_NULL, USAGE)
+    out = OpenAIPassthrough().chunk(batch, completion)
+    assert [e.data for e in SSEParser().feed(out)] == [A_NULL, USAGE]
+
+
+def test_passthrough_keeps_usage_riding_on_a_chunk_with_choices() -> None:
+    finish = (
+        '{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"total_tokens":3}}'
+    )
+    batch, completion = folded(finish)
+    out = OpenAIPassthrough(strip_usage=True).chunk(batch, completion)
+    assert [e.data for e in SSEParser().feed(out)] == [finish]
