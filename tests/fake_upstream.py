@@ -53,38 +53,83 @@ def sse_chunk(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
+def openai_chunk(payload: dict[str, Any]) -> bytes:
+    """As OpenAI writes a chunk: compact JSON."""
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+TOOL_ARGUMENTS = ['{"city"', ': "Paris"}']
+
+
+def tool_call_chunks(name: str, *, model: str, n: int = 1) -> list[dict[str, Any]]:
+    """A streamed call of the tool `name` (per choice of `n`), in OpenAI's chunk payloads."""
+    base = {"id": "chatcmpl-tool", "object": "chat.completion.chunk", "created": 1700000000}
+    base["model"] = model
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name}}
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        first = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**call, "function": {"name": name, "arguments": ""}}],
+        }
+        out.append({**base, "choices": [{"index": i, "delta": first, "finish_reason": None}]})
+        for piece in TOOL_ARGUMENTS:
+            delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            out.append({**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
+        out.append({**base, "choices": [{"index": i, "delta": {}, "finish_reason": "tool_calls"}]})
+    return out
+
+
 def completion_chunks(
     words: list[str], *, model: str = "fake-large", usage: bool = True, finish: str = "stop"
 ) -> list[bytes]:
     """An OpenAI-shaped stream: role chunk, one chunk per word, finish chunk, usage, [DONE]."""
+    return [
+        sse_chunk(p) if isinstance(p, dict) else p
+        for p in completion_payloads(words, model=model, usage=usage, finish=finish)
+    ]
+
+
+def completion_payloads(
+    words: list[str],
+    *,
+    model: str = "fake-large",
+    usage: bool = True,
+    finish: str = "stop",
+    n: int = 1,
+    tool: str | None = None,
+) -> list[dict[str, Any] | bytes]:
+    """`completion_chunks`' payloads (`n` choices, or a call of `tool`), before framing."""
     base = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
         "created": 1700000000,
         "model": model,
     }
-    out = [
-        sse_chunk(
-            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-        )
-    ]
-    out += [
-        sse_chunk(
-            {**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
-        )
-        for w in words
-    ]
-    out.append(sse_chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
+    out: list[dict[str, Any] | bytes] = []
+    if tool is not None:
+        out += tool_call_chunks(tool, model=model, n=n)
+        words = []
+    for i in range(n if tool is None else 0):
+        out += [{**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}}]}]
+        out += [
+            {**base, "choices": [{"index": i, "delta": {"content": w}, "finish_reason": None}]}
+            for w in words
+        ]
+        out.append({**base, "choices": [{"index": i, "delta": {}, "finish_reason": finish}]})
     if usage:
-        n = len(words)
+        count = len(words) * n
         out.append(
-            sse_chunk(
-                {
-                    **base,
-                    "choices": [],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n},
-                }
-            )
+            {
+                **base,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 5,
+                    "completion_tokens": count,
+                    "total_tokens": 5 + count,
+                },
+            }
         )
     out.append(b"data: [DONE]\n\n")
     return out
@@ -108,6 +153,8 @@ class FakeUpstream:
         self.default_delay = 0.0
         self.bench_chunks: int | None = None  # when set: that many chunks of "tok" per reply
         self.reject_stream_options = False
+        # As OpenAI streams: compact JSON, and `"usage":null` on every chunk when usage is asked.
+        self.openai_format = False
         self.models_rejecting_stream_options: set[str] = set()  # only these, when not all
         self.models = list(MODELS)  # what GET /models lists, in this order
         self.open_connections = 0
@@ -211,6 +258,13 @@ class FakeUpstream:
             data = {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
             await self._send_whole(writer, 200, json.dumps(data).encode())
             return True
+        if method == "POST" and path.endswith("/embeddings"):
+            reply = self.replies.popleft() if self.replies else None
+            if reply is not None:
+                await self._send_whole(writer, reply.status, b"".join(reply.chunks), reply.headers)
+            else:
+                await self._send_whole(writer, 200, self._embeddings(seen.json))
+            return True
         if method != "POST" or not path.endswith("/chat/completions"):
             await self._send_whole(writer, 404, b'{"error": {"message": "no such route"}}')
             return True
@@ -232,43 +286,76 @@ class FakeUpstream:
         await writer.drain()
 
     def _default_reply(self, request: dict[str, Any]) -> Reply:
+        messages = request.get("messages")
         last = next(
             (
-                m["content"]
-                for m in reversed(request.get("messages", []))
-                if m.get("role") == "user"
+                m.get("content", "")
+                for m in reversed(messages if isinstance(messages, list) else [])
+                if isinstance(m, dict) and m.get("role") == "user"
             ),
             "",
         )
         words = ["tok"] * self.bench_chunks if self.bench_chunks else split_words(f"Echo: {last}")
         usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        model = str(request.get("model", "fake-large"))
+        asked_n = request.get("n")
+        n = asked_n if type(asked_n) is int and 1 <= asked_n <= 8 else 1
+        tools = request.get("tools")
+        tool = None
+        if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+            tool = str((tools[0].get("function") or {}).get("name", "tool"))
         if not request.get("stream"):
             text = "".join(words)
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool is not None:
+                arguments = "".join(TOOL_ARGUMENTS)
+                function = {"name": tool, "arguments": arguments}
+                call = {"id": "call_1", "type": "function", "function": function}
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
             body = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",
                 "created": 1700000000,
-                "model": request.get("model", "fake-large"),
+                "model": model,
                 "choices": [
                     {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "index": i,
+                        "message": message,
+                        "finish_reason": "stop" if tool is None else "tool_calls",
                     }
+                    for i in range(n)
                 ],
                 "usage": {
                     "prompt_tokens": 5,
-                    "completion_tokens": len(words),
-                    "total_tokens": 5 + len(words),
+                    "completion_tokens": len(words) * n,
+                    "total_tokens": 5 + len(words) * n,
                 },
             }
             return Reply(
                 chunks=[json.dumps(body).encode()], headers={"Content-Type": "application/json"}
             )
-        return Reply(
-            chunks=completion_chunks(words, model=request.get("model", "fake-large"), usage=usage),
-            delay=self.default_delay,
-        )
+        payloads = completion_payloads(words, model=model, usage=usage, n=n, tool=tool)
+        if not self.openai_format:
+            chunks = [sse_chunk(p) if isinstance(p, dict) else p for p in payloads]
+        else:  # compact, and `"usage":null` on every chunk but the usage's when it is asked for
+            nulls = {"usage": None} if usage else {}
+            chunks = [
+                p if isinstance(p, bytes) else openai_chunk(p if "usage" in p else {**p, **nulls})
+                for p in payloads
+            ]
+        return Reply(chunks=chunks, delay=self.default_delay)
+
+    def _embeddings(self, request: Any) -> bytes:
+        given = request.get("input") if isinstance(request, dict) else None
+        inputs = given if isinstance(given, list) else [given]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [0.25, -0.5, float(i)]}
+            for i in range(len(inputs))
+        ]
+        model = request.get("model") if isinstance(request, dict) else None
+        usage = {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}
+        body = {"object": "list", "data": data, "model": model, "usage": usage}
+        return json.dumps(body).encode()
 
     async def _chat(
         self, seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -155,3 +155,43 @@ def test_a_stream_is_complete_with_done_or_a_finish_reason(
     else:
         with pytest.raises(APIError, match="ended before the reply was complete"):
             completion.finish(saw_done)
+
+
+def test_a_whole_completion_folds_as_its_stream_would() -> None:
+    whole = Completion("asked")
+    whole.fold_whole(
+        {
+            "id": "c",
+            "model": "m",
+            "created": 5,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"content": None, "refusal": "No."},
+                    "finish_reason": "stop",
+                },
+                {"index": 1, "message": {"content": "other"}},
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        }
+    )
+    assert (whole.id, whole.model, whole.created, whole.text) == ("c", "m", 5, "No.")
+    assert whole.finish_reason == "stop" and whole.usage == {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1],
+        {"choices": []},
+        {"choices": [{"message": "Hi"}]},
+        {"choices": [{"message": {"content": 5}}]},
+    ],
+)
+def test_a_whole_completion_of_the_wrong_shape_is_malformed(body: object) -> None:
+    with pytest.raises(APIError):
+        Completion("m").fold_whole(body)
