@@ -16,7 +16,7 @@ are the upstream's bytes, so their models document what OpenAI sends rather than
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,7 +26,7 @@ from quart_schema import document_request, document_response, validate_response
 from ..config import Settings
 from ..errors import APIError
 from ..openapi import Described, document_errors
-from ..schemas import OpenAIErrorResponse
+from ..schemas import MAX_TOKENS, OpenAIErrorResponse
 from ..streaming import relay
 from ..streaming.completion import Completion
 from ..streaming.encoders import OpenAIPassthrough
@@ -156,13 +156,16 @@ async def chat_completions() -> Response:
     return await _answered(admitted, status, answer, completion)
 
 
+TokenId = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+
+
 class EmbeddingRequest(BaseModel):
     """OpenAI's embeddings request; every field is sent on as it is, `model` routed."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=256)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | list[TokenId] | list[list[TokenId]]
 
 
 class Embeddings(BaseModel):
