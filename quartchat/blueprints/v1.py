@@ -36,7 +36,7 @@ from ..upstream.models import ModelPolicy
 from ..upstream.registry import DEFAULT
 from . import admission
 from .common import event_stream
-from .validation import invalid
+from .validation import INTEGRAL, invalid
 
 blueprint = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -101,7 +101,16 @@ class ChatCompletion(Described):
     choices: list[dict[str, Any]]
     usage: dict[str, Any] | None = None
 
-    other_media: ClassVar[dict[str, Any]] = {"text/event-stream": {"schema": {"type": "string"}}}
+    # Each event (the convention for text/event-stream, as openapi.EVENT_SCHEMA's): its `data`.
+    other_media: ClassVar[dict[str, Any]] = {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {"data": {"type": "string"}},
+            }
+        }
+    }
 
 
 @blueprint.post("/chat/completions")
@@ -156,7 +165,7 @@ async def chat_completions() -> Response:
     return await _answered(admitted, status, answer, completion)
 
 
-TokenId = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+TokenId = Annotated[int, Field(ge=0, le=MAX_TOKENS), INTEGRAL]
 
 
 class EmbeddingRequest(BaseModel):
