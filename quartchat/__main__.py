@@ -13,10 +13,13 @@ import logging
 import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
+from prometheus_client import multiprocess
 
 from .app import configure_logging, create_app
 from .auth import bootstrap
@@ -121,6 +124,9 @@ def _serve_workers(settings: Settings, config: Config) -> int:
     while children:
         pid, wait_status = os.wait()
         children.discard(pid)
+        directory = settings.prometheus_multiproc_dir
+        if directory is not None:  # its requests in flight are in flight no more
+            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
         if not stopping:  # a worker died by itself: stop the rest
             status = 1
             forward(signal.SIGTERM, None)
@@ -198,7 +204,13 @@ def _serve(settings: Settings) -> None:
         asyncio.run(serve(settings, config))
         return
     warn_without_redis(settings)
-    sys.exit(_serve_workers(settings, config))
+    # Each worker keeps its metrics in files here, and a scrape of any of them adds all up
+    # (usage/metrics.py). Made before the workers start, removed when they are all gone: a
+    # restart begins from zero, as Prometheus expects of a restarted target.
+    with tempfile.TemporaryDirectory(prefix="quartchat-metrics-") as directory:
+        workers = settings.model_copy(update={"prometheus_multiproc_dir": Path(directory)})
+        status = _serve_workers(workers, config)
+    sys.exit(status)
 
 
 def warn_without_redis(settings: Settings) -> None:

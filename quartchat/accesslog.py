@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ class AccessRecord:
     outcome: str | None = None  # streams only: done / error / shutdown / disconnected
     user_id: int | None = None  # who asked, when accounts are on
     streaming: bool = False
+    rule: str = ""  # the route's template (Quart's url_rule), never the raw path; "" for none
+    # Told of the request once its status is known (usage/metrics.py counts it there).
+    observer: Callable[[AccessRecord], None] | None = None
 
     # The relay's observer (streaming/relay.py): a stream logs itself when it ends.
 
@@ -59,6 +63,8 @@ class AccessRecord:
         }
         if self.outcome:
             line["outcome"] = self.outcome
+        if self.observer is not None:
+            self.observer(self)
         # Health checks (Docker's every 10 s, a load balancer's every second) would drown the log;
         # a failing one is still worth a line.
         level = logging.DEBUG if self.path in QUIET_PATHS and self.status == 200 else logging.INFO

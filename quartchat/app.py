@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from quart import Quart, Request, Response, g, request
+from quart import Quart, Request, Response, current_app, g, request
 from redis.asyncio import Redis
 
 from .accesslog import AccessRecord
@@ -23,7 +23,7 @@ from .auth.gate import admit
 from .auth.limits import counter
 from .auth.passwords import Passwords
 from .auth.principal import Authenticator, Networks, PrincipalCache
-from .blueprints import admin, api, auth, conversations, health, ui, v1
+from .blueprints import admin, api, auth, conversations, health, metrics, ui, v1
 from .compression import Compressor
 from .config import Settings, get_settings
 from .conversations import turns
@@ -41,6 +41,7 @@ from .upstream.client import UpstreamClient
 from .upstream.models import ModelPolicy
 from .upstream.registry import Registry
 from .usage.limits import RedisStreamSlots, stream_slots
+from .usage.metrics import Metrics
 from .usage.revocation import watch_credentials
 
 HOUSEKEEPING_SECONDS = 60.0
@@ -111,6 +112,8 @@ def create_app(
     redis = _redis(settings)
     app.extensions["redis"] = redis
     app.extensions["slots"] = slots = stream_slots(settings.stream_limit, redis)
+    app.extensions["metrics"] = meters = Metrics(settings.prometheus_multiproc_dir)
+    app.extensions["sinks"] = (*app.extensions.get("sinks", ()), meters)
 
     @app.while_serving
     async def _shared_state() -> AsyncGenerator[None, None]:
@@ -143,6 +146,7 @@ def create_app(
     app.register_blueprint(ui.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(v1.blueprint)
+    app.register_blueprint(metrics.blueprint)
     authenticator = _accounts(app, settings) if settings.accounts else None
     register_error_handlers(app)
     hosts = HostCheck(settings.allowed_hosts, loopback_default=not settings.accounts)
@@ -154,7 +158,9 @@ def create_app(
         check_cross_site()
         if request.url_rule is not None:  # an unknown route is a 404 whatever its body
             require_json()
-        return await admit(authenticator) if authenticator else None
+        if authenticator is None or request.endpoint == metrics.ENDPOINT:
+            return None  # /metrics checks its own token, which is no account's
+        return await admit(authenticator)
 
     app.after_request(_finish_response)
     app.after_request(Compressor().compress)  # runs first: the last added runs first
@@ -169,6 +175,7 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
     app.session_interface = NoSessions()
     url = url_of(settings)
     db = Database.open(url)
+    db.time_writes(app.extensions["metrics"].db_write)
     cache = PrincipalCache()
     app.extensions["counter"] = rate_counter = counter(db, app.extensions["redis"])
     accounts = Accounts(settings, db, Passwords(), cache, rate_counter)
@@ -251,7 +258,14 @@ async def _start_access_record() -> None:
     incoming = request.headers.get("X-Request-ID", "")
     request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     g.request_id = request_id
-    g.access = AccessRecord(request_id, request.method, request.path)
+    rule = request.url_rule
+    g.access = AccessRecord(
+        request_id,
+        request.method,
+        request.path,
+        rule=rule.rule if rule is not None else "",
+        observer=current_app.extensions["metrics"].access,
+    )
 
 
 async def _finish_response(response: Response) -> Response:

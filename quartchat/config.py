@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     default_cost_per_month: float | None = Field(None, gt=0)  # US dollars
     # GET /metrics answers loopback clients, and others that send this token as a bearer.
     metrics_token: SecretStr | None = None
+    # Where each worker process keeps its metrics for the others to add up: `python -m quartchat`
+    # sets it itself when APP_WORKERS > 1 (a directory it creates and removes).
+    prometheus_multiproc_dir: Path | None = None
 
     @field_validator(
         "openai_api_key",
@@ -100,6 +103,7 @@ class Settings(BaseSettings):
         "auth_trusted_header",
         "auth_trusted_header_pattern",
         "metrics_token",
+        "prometheus_multiproc_dir",
         "upstreams_file",
         mode="before",
     )

@@ -131,6 +131,10 @@ class Database:
         else:
             self.writer = PostgresWriter(self.write)
 
+    def time_writes(self, observe: Callable[[float], None]) -> None:
+        """Tell `observe` how many seconds each batched write transaction (`run`) took."""
+        self.writer.timed = observe
+
     @classmethod
     def open(cls, url: URL, **kwargs: Any) -> Database:
         return cls(create_engine(url, **kwargs))

@@ -26,6 +26,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -54,6 +55,7 @@ class SQLiteWriter:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.transactions = 0  # committed or not; what the tests count
+        self.timed: Callable[[float], None] | None = None  # told each transaction's seconds
 
     async def run(self, work: Callable[[Tx], T]) -> T:
         if self._thread is None:
@@ -107,7 +109,11 @@ class SQLiteWriter:
                     except Exception as error:  # the file cannot be opened: say so, try again
                         self._deliver(jobs, [(False, error)] * len(jobs))
                     else:
-                        self._deliver(jobs, self._transaction(connection, jobs))
+                        started = time.perf_counter()
+                        outcomes = self._transaction(connection, jobs)
+                        if self.timed is not None:
+                            self.timed(time.perf_counter() - started)
+                        self._deliver(jobs, outcomes)
                 if job is _STOP:
                     return
         finally:
@@ -169,6 +175,7 @@ class PostgresWriter:
         self._waiting: list[_Job] = []
         self._drains: set[asyncio.Task[None]] = set()
         self.transactions = 0  # committed or not; what the tests count
+        self.timed: Callable[[float], None] | None = None  # told each batch's seconds
 
     async def run(self, work: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -187,11 +194,14 @@ class PostgresWriter:
         try:
             while self._waiting:
                 jobs, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
+                started = time.perf_counter()
                 try:
                     outcomes = await self._transaction(jobs)
                 except BaseException as error:  # cancelled (the loop is closing): say so
                     _settle([(future, False, error) for _, future in jobs])
                     raise
+                if self.timed is not None:
+                    self.timed(time.perf_counter() - started)
                 _settle([(f, ok, v) for (_, f), (ok, v) in zip(jobs, outcomes, strict=True)])
         finally:
             # Here, not in a done-callback: a work queued after the last look at `_waiting`
