@@ -17,6 +17,7 @@ scrape, answered by whichever worker, adds up the files of all of them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -36,6 +37,14 @@ UNMATCHED = "unmatched"  # the `handler` of a request no route matched (a 404 by
 TTFT_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0)
 DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 DB_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class RouteSeries(NamedTuple):
+    """One route's series, looked up once: `labels()` costs about as much as the addition."""
+
+    in_flight: Any
+    ttft: Any
+    duration: Any
 
 
 class Metrics:
@@ -97,6 +106,9 @@ class Metrics:
             registry=registry,
             buckets=DB_WRITE_BUCKETS,
         )
+        self._routes: dict[str, RouteSeries] = {}
+        self._tokens: dict[str, tuple[Any, Any]] = {}
+        self._requests: dict[tuple[str, str, int | None], Any] = {}
         if multiprocess_dir is None:
             self.exposed = registry
         else:
@@ -108,12 +120,12 @@ class Metrics:
     # The usage meter's sink (usage/meter.py): a few dictionary lookups and additions.
 
     def started(self, request: Request) -> None:
-        self.in_flight.labels(request.route).inc()
+        self._route(request.route).in_flight.inc()
 
     def record(self, record: Record) -> None:
         request = record.request
-        route = request.route
-        self.in_flight.labels(route).dec()
+        series = self._route(request.route)
+        series.in_flight.dec()
         outcome = record.outcome
         if outcome in REFUSED:
             self.refused.labels(outcome).inc()
@@ -122,22 +134,41 @@ class Metrics:
         if upstream_error:
             self.upstream_errors.labels(request.upstream, outcome).inc()
         if record.status == 200 or upstream_error:  # it reached the upstream
-            self.duration.labels(route).observe(record.duration_ms / 1000)
+            series.duration.observe(record.duration_ms / 1000)
         if record.ttft_ms is not None:
-            self.ttft.labels(route).observe(record.ttft_ms / 1000)
+            series.ttft.observe(record.ttft_ms / 1000)
         # Only models that answered get a series: a name an upstream refused adds none, so a
         # client inventing model names cannot grow the scrape.
-        if record.prompt_tokens:
-            self.tokens.labels(request.model, "prompt").inc(record.prompt_tokens)
-        if record.completion_tokens:
-            self.tokens.labels(request.model, "completion").inc(record.completion_tokens)
+        if record.prompt_tokens or record.completion_tokens:
+            tokens = self._tokens.get(request.model)
+            if tokens is None:
+                model = request.model
+                tokens = self._tokens[model] = (
+                    self.tokens.labels(model, "prompt"),
+                    self.tokens.labels(model, "completion"),
+                )
+            tokens[0].inc(record.prompt_tokens)
+            tokens[1].inc(record.completion_tokens)
+
+    def _route(self, route: str) -> RouteSeries:
+        series = self._routes.get(route)
+        if series is None:
+            series = self._routes[route] = RouteSeries(
+                self.in_flight.labels(route), self.ttft.labels(route), self.duration.labels(route)
+            )
+        return series
 
     # The access record's observer (accesslog.py): every request, once its status is known.
 
     def access(self, access: AccessRecord) -> None:
         method = access.method if access.method in METHODS else "other"
-        handler = access.rule or UNMATCHED
-        self.http_requests.labels(method, handler, str(access.status or 0)).inc()
+        key = (method, access.rule, access.status)
+        series = self._requests.get(key)
+        if series is None:  # once per method, route and status: a bounded set
+            handler = access.rule or UNMATCHED
+            series = self.http_requests.labels(method, handler, str(access.status or 0))
+            self._requests[key] = series
+        series.inc()
 
     # The database writer's observer (db/writer.py); called from SQLite's writer thread too.
 

@@ -13,6 +13,8 @@ import aiosqlite
 from aiohttp.client_proto import ResponseHandler
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import values as prometheus_values
 from quart.wrappers.request import Body
 from sqlalchemy import JSON, Column, MetaData, String, Table, bindparam, select
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection, AsyncAdapt_dbapi_cursor
@@ -212,3 +214,24 @@ def test_hypercorn_tcp_server_run_and_protocol_send() -> None:
     assert ok, moved(
         "hypercorn", "TCPServer.run / protocol_send / config, context, writer", "hypercorn"
     )
+
+
+# prometheus_client (quartchat/adapters/prometheus.py)
+
+
+def test_prometheus_client_metrics_make_their_values_with_values_value_class() -> None:
+    made: list[str] = []
+
+    class Counted(prometheus_values.MutexValue):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(args[2])  # the sample's name
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    before = prometheus_values.ValueClass
+    prometheus_values.ValueClass = Counted
+    try:
+        Counter("canary", "A canary.", registry=CollectorRegistry())
+    finally:
+        prometheus_values.ValueClass = before
+    ok = made == ["canary_total"] and callable(getattr(prometheus_values, "MultiProcessValue", 0))
+    assert ok, moved("prometheus-client", "values.ValueClass / MultiProcessValue", "prometheus")

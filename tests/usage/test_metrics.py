@@ -77,7 +77,10 @@ async def test_requests_are_counted_by_route_template_never_by_raw_path(
     async with live() as client:
         await client.get("/no/such/page/1234", **LOOPBACK)
         await client.get("/static/no-such-file-5678.js", **LOOPBACK)
+        await client.open("/", method="BREW-9012", **LOOPBACK)  # any token is a method to HTTP
         text = await scrape(client)
+    assert "9012" not in text
+    assert value(text, "quartchat_http_requests_total", method="other", status="405") == 1
     assert "1234" not in text and "5678" not in text
     assert value(text, "quartchat_http_requests_total", handler="unmatched", status="404") == 1
     static = {"handler": "/static/<path:filename>", "status": "404"}
