@@ -13,6 +13,7 @@ import ipaddress
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response, current_app, request
+from quart_schema import hide
 
 from ..auth.gate import public
 from ..auth.principal import Networks, unauthenticated
@@ -29,6 +30,7 @@ FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 @blueprint.get("/metrics")
 @public
+@hide  # Prometheus' format, for Prometheus (docs/gateway.md), not the API's description
 async def scrape() -> Response:
     """Prometheus metrics.
 
