@@ -29,6 +29,8 @@ from .db import POOL_SIZE
 from .db.migrate import DatabaseTooNew, migrate
 from .errors import APIError
 from .streaming.watch import LiveStreams
+from .upstream.config import UpstreamsFileError
+from .upstream.config import load as load_upstreams
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -170,8 +172,9 @@ def main(argv: list[str] | None = None) -> None:
             user = asyncio.run(bootstrap.create_admin(settings, args.email, password))
             print(f"{user.email} is an administrator and can log in.", file=sys.stderr)
         else:
+            load_upstreams(settings)  # a bad UPSTREAMS_FILE: said once, before any worker starts
             _serve(settings)
-    except (DatabaseTooNew, APIError) as error:
+    except (DatabaseTooNew, APIError, UpstreamsFileError) as error:
         sys.exit(f"quartchat: {error}")
 
 

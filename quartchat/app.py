@@ -37,7 +37,7 @@ from .runs.memory import MemoryLog
 from .runs.redis import RedisLog, readers_client
 from .runs.redis import client as redis_client
 from .streaming.watch import LiveStreams
-from .upstream.client import UpstreamClient
+from .upstream import config as upstream_config
 from .upstream.models import ModelPolicy
 from .upstream.registry import Registry
 from .usage.limits import RedisStreamSlots, stream_slots
@@ -123,23 +123,25 @@ def create_app(
         if redis is not None:
             await redis.aclose()
 
+    # Read now, so that a bad UPSTREAMS_FILE stops the start with its message.
+    upstreams = upstream_config.load(settings)
+
     @app.while_serving
     async def _upstream_client() -> AsyncGenerator[None, None]:
-        upstream = UpstreamClient(settings, transport)
+        registry = Registry.build(settings, upstreams, transport)
+        upstream = registry.default
         app.extensions["upstream"] = upstream
-        app.extensions["models"] = ModelPolicy(settings, upstream)
-        app.extensions["upstreams"] = Registry(upstream)
+        app.extensions["models"] = ModelPolicy(registry)
+        app.extensions["upstreams"] = registry
         check = transport is None if check_upstream is None else check_upstream
         # In the background, bounded by the request timeout: a slow or absent upstream neither
         # delays nor stops the start.
-        checking = (
-            asyncio.get_running_loop().create_task(upstream.check_models()) if check else None
-        )
+        checking = asyncio.get_running_loop().create_task(registry.check()) if check else None
         app.extensions["upstream_check"] = checking  # tests wait for it
         yield
         if checking is not None:
             checking.cancel()
-        await upstream.aclose()
+        await registry.aclose()
 
     init_openapi(app)
     app.register_blueprint(health.blueprint)

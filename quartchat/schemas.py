@@ -40,12 +40,11 @@ class ChatRequest(BaseModel):
             return int(value)
         return value
 
-    def upstream_payload(
-        self, default_model: str, *, stream: bool, include_usage: bool
-    ) -> dict[str, Any]:
-        """The OpenAI chat-completions body for this request."""
+    def upstream_payload(self, model: str, *, stream: bool, include_usage: bool) -> dict[str, Any]:
+        """The OpenAI chat-completions body for this request, for the upstream's `model` (the
+        route's id: an alias's target, or the default when the request names none)."""
         payload: dict[str, Any] = {
-            "model": self.model or default_model,
+            "model": model,
             "messages": [m.model_dump() for m in self.messages],
             "stream": stream,
         }
@@ -118,6 +117,13 @@ class HealthResponse(BaseModel):
     version: str
 
 
+class ModelPrice(BaseModel):
+    """What a model costs, from UPSTREAMS_FILE's `prices`."""
+
+    input_per_million: float = Field(description="US dollars per million prompt tokens")
+    output_per_million: float = Field(description="US dollars per million completion tokens")
+
+
 class ModelsResponse(BaseModel):
     """Models to choose from, the default first."""
 
@@ -129,4 +135,13 @@ class ModelsResponse(BaseModel):
     any_model: bool = Field(
         description="Whether a model not listed may be named too (MODELS_ALLOWED=*): a picker "
         "may take a typed name"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="One sentence per upstream that cannot be reached now, naming it: its "
+        "models are left out of `models` until it answers again",
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="The price of each listed model that has one (UPSTREAMS_FILE's `prices`)",
     )

@@ -10,6 +10,7 @@ import respx
 from quart.typing import TestClientProtocol as Client
 
 from quartchat import create_app, errors
+from quartchat.upstream.registry import down_warning
 
 from .conftest import CHAT, SECRET, assert_error, make_settings
 
@@ -256,6 +257,8 @@ async def test_models_lists_upstream_models_default_first_and_caches(
         "default": "gpt-4o-mini",
         "models": ["gpt-4o-mini", "alpha", "zeta"],
         "any_model": True,
+        "warnings": [],
+        "prices": {},
     }
     assert second == first
     assert route.call_count == 1
@@ -269,10 +272,13 @@ async def test_models_falls_back_to_the_configured_model(
     client: Client, upstream: respx.MockRouter, failure: httpx.Response | Exception
 ) -> None:
     upstream.get("/models").mock(side_effect=[failure])
+    down = isinstance(failure, Exception) or failure.status_code >= 400
     assert await (await client.get("/api/models")).get_json() == {
         "default": "gpt-4o-mini",
         "models": ["gpt-4o-mini"],
         "any_model": True,
+        "warnings": [down_warning("default")] if down else [],
+        "prices": {},
     }
 
 

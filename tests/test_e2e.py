@@ -27,6 +27,8 @@ def test_health_page_and_models(service: Service) -> None:
         "default": "gpt-4o-mini",
         "models": ["gpt-4o-mini", "fake-large", "fake-small"],
         "any_model": False,
+        "warnings": [],
+        "prices": {},
     }
 
 

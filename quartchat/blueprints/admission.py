@@ -61,7 +61,7 @@ class Admitted:
         self.route = route
         self.request.upstream = route.upstream
         self.request.model = route.public
-        self.request.price = registry().price(route.public)
+        self.request.price = registry().price(route.public, route.upstream)
         return route
 
     def meter(self, then: Observer | None) -> Meter:

@@ -11,7 +11,14 @@ from quart_schema import document_request, document_response
 from ..config import Settings
 from ..errors import APIError
 from ..openapi import EventStream, document_errors
-from ..schemas import AssistantMessage, ChatRequest, ChatResponse, ChatUsage, ModelsResponse
+from ..schemas import (
+    AssistantMessage,
+    ChatRequest,
+    ChatResponse,
+    ChatUsage,
+    ModelPrice,
+    ModelsResponse,
+)
 from ..streaming import relay
 from ..streaming.completion import Completion
 from ..streaming.encoders import ChatEvents
@@ -42,7 +49,7 @@ def _json(payload: object) -> Response:
 
 async def _chat_request() -> ChatRequest:
     _streams().refuse_if_draining()
-    if _settings().needs_key:
+    if admission.registry().needs_key:
         raise APIError(
             503,
             "NOT_CONFIGURED",
@@ -65,13 +72,28 @@ async def _admit(chat_request: ChatRequest) -> admission.Admitted:
 async def models() -> Response:
     """Models to choose from.
 
-    The upstream's `GET /models`, cached (or the models MODELS_ALLOWED names), the default model
-    first; just the default if it lists none. `any_model`: names not listed are allowed too.
+    The union of every upstream's `GET /models`, cached (aliases and allow-lists applied; the
+    models MODELS_ALLOWED names for the default upstream), the default model first. An upstream
+    that cannot be reached leaves out only its models, and `warnings` says so. `any_model`:
+    names not listed are allowed too. `prices`: the priced models' US dollars per million tokens.
     """
     policy: ModelPolicy = current_app.extensions["models"]
-    listed = await policy.listed()
+    listing = await policy.listing()
     default = await policy.default()
-    offered = ModelsResponse(default=default, models=listed, any_model=policy.any_model)
+    offered = ModelsResponse(
+        default=default,
+        models=[model.id for model in listing.models],
+        any_model=policy.any_model,
+        warnings=listing.warnings,
+        prices={
+            model.id: ModelPrice(
+                input_per_million=model.price.input_per_million,
+                output_per_million=model.price.output_per_million,
+            )
+            for model in listing.models
+            if model.price is not None
+        },
+    )
     return _json(offered.model_dump())
 
 
@@ -95,7 +117,8 @@ async def chat() -> Response:
         async with admitted.opening():
             try:
                 async with asyncio.timeout(longest):
-                    status, completion = await admitted.route.client.complete(chat_request)
+                    route = admitted.route
+                    status, completion = await route.client.complete(chat_request, route.model)
             except TimeoutError:
                 raise reply_too_long(longest) from None
     finally:
@@ -135,7 +158,7 @@ async def chat_stream() -> Response:
     assert admitted.route is not None
     async with admitted.opening():
         body = await relay.start(
-            partial(admitted.route.client.open_stream, chat_request),
+            partial(admitted.route.client.open_stream, chat_request, admitted.route.model),
             CHAT_EVENTS,
             _streams(),
             admitted.meter(g.access),

@@ -416,7 +416,7 @@ async def stream_turn(turn: turns.Turn, admitted: admission.Admitted) -> Respons
         admitted.request.prompt_chars = sum(len(m.content) for m in turn.chat.messages)
         await runs().start(
             turn.reply.id,
-            partial(route.client.open_stream, turn.chat),
+            partial(route.client.open_stream, turn.chat, route.model),
             meter,
             g.request_id,
             holder=admission.holder(),

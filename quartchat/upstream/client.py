@@ -25,6 +25,7 @@ from ..errors import APIError, Redactor, plain_text, retry_after
 from ..schemas import ChatRequest
 from ..streaming.completion import Chunk, Completion
 from ..streaming.sse import SSEEvent, SSEParser
+from .config import Upstream
 from .transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport
 
 log = logging.getLogger("quartchat")
@@ -206,23 +207,45 @@ class UpstreamStream:
 
 
 class UpstreamClient:
-    """Talks to `OPENAI_API_BASE`; opened and closed with the app's serving lifecycle."""
+    """Talks to one upstream; opened and closed with the app's serving lifecycle.
+
+    `upstream`: which one (its name, base URL, key, timeout, connections; upstream/config.py);
+    None: the one of OPENAI_API_BASE and OPENAI_API_KEY. The settings give what all upstreams
+    share (MAX_TOKENS_LIMIT, MODELS_CACHE_SECONDS) and, for that one, OPENAI_MODEL and
+    MODELS_ALLOWED.
+    """
 
     def __init__(
-        self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        upstream: Upstream | None = None,
     ) -> None:
         self.settings = settings
+        self.upstream = upstream = upstream or Upstream.from_settings(settings)
+        self.name = upstream.name
+        self.needs_key = upstream.needs_key
         headers = {"Accept-Encoding": "identity", "Content-Type": "application/json"}
-        if settings.api_key:
-            headers["Authorization"] = f"Bearer {settings.api_key}"
-        self.redact = Redactor(settings.api_key)
+        if upstream.api_key:
+            headers["Authorization"] = f"Bearer {upstream.api_key}"
+        self.redact = Redactor(upstream.api_key)
         self.http = httpx.AsyncClient(
-            base_url=settings.openai_api_base + "/",
+            base_url=upstream.base_url + "/",
             headers=headers,
-            timeout=httpx.Timeout(settings.request_timeout_seconds),
-            transport=transport
-            or AiohttpTransport(max_connections=settings.upstream_max_connections),
+            timeout=httpx.Timeout(upstream.timeout_seconds),
+            transport=transport or AiohttpTransport(max_connections=upstream.max_connections),
         )
+        # OPENAI_MODEL and MODELS_ALLOWED are the environment's upstream's; another's default
+        # comes from its own allow-list or list.
+        self._fixed_default = (
+            settings.openai_model if upstream.from_env and settings.openai_model_set else None
+        )
+        named = settings.models_allowed if upstream.from_env else list(upstream.models or ())
+        self.named_models: list[str] = [] if "*" in named else list(named)
+        """The models the allow-list names (MODELS_ALLOWED for the environment's upstream, or
+        `models` in UPSTREAMS_FILE); empty: those `/models` lists (or any, for `*`)."""
+        self._named_source: DefaultSource = "MODELS_ALLOWED" if upstream.from_env else "models"
         # A jar that keeps nothing: httpx stores every response's cookies and `get()` sends them
         # back, so one user's upstream cookie would go out with shared requests (the model list).
         self.http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
@@ -294,9 +317,10 @@ class UpstreamClient:
             await response.aclose()
         return self.error_for_status(response, body)
 
-    async def complete(self, chat: ChatRequest) -> tuple[int, Completion]:
-        """A whole (non-streamed) completion, folded, and the upstream's status."""
-        model = chat.model or await self.default_model()
+    async def complete(self, chat: ChatRequest, model: str | None = None) -> tuple[int, Completion]:
+        """A whole (non-streamed) completion, folded, and the upstream's status. `model`: as for
+        `open_stream`."""
+        model = model or chat.model or await self.default_model()
         payload = chat.upstream_payload(model, stream=False, include_usage=False)
         self._limit(payload)
         response = await self._post(payload, stream=False)
@@ -304,13 +328,15 @@ class UpstreamClient:
             raise self.error_for_status(response, response.content)
         return response.status_code, whole_completion(response.content, model)
 
-    async def open_stream(self, chat: ChatRequest) -> UpstreamStream:
+    async def open_stream(self, chat: ChatRequest, model: str | None = None) -> UpstreamStream:
         """Start a streamed completion and wait for its first bytes.
 
-        Everything that fails before then (status, connection, no first byte in time) raises
-        `APIError`, so the caller can still answer with a real HTTP status.
+        `model`: the upstream's id for the model (a route's, aliases applied); None: the one
+        `chat` names, else the default. Everything that fails before then (status, connection,
+        no first byte in time) raises `APIError`, so the caller can still answer with a real
+        HTTP status.
         """
-        model = chat.model or await self.default_model()
+        model = model or chat.model or await self.default_model()
         include_usage = self._may_ask_for_usage(model)
         while True:
             payload = chat.upstream_payload(model, stream=True, include_usage=include_usage)
@@ -458,14 +484,14 @@ class UpstreamClient:
     async def default_model(self) -> str:
         """The model of a request that names none: OPENAI_MODEL when it is set, else one the
         upstream lists (from the cached list; see `choose_default`)."""
-        if self.settings.openai_model_set:
-            return self.settings.openai_model
+        if self._fixed_default is not None:
+            return self._fixed_default
         return (await self.model_list()).default
 
     def default_model_now(self) -> str:
         """`default_model` without waiting: from the list as last fetched, if any (for a page
         that must not wait for the upstream; the page asks `/api/models` anyway)."""
-        if self.settings.openai_model_set or self._models is None:
+        if self._fixed_default is not None or self._models is None:
             return self.settings.openai_model
         return self._models[1].default
 
@@ -489,7 +515,9 @@ class UpstreamClient:
             # A list that cannot be read for a while (the server restarting) keeps the default
             # it last gave, rather than falling back to a model it may not serve.
             last = previous.default if previous and previous.source == "upstream" else None
-            default, source = choose_default(self.settings, ids, last)
+            default, source = choose_default(
+                self._fixed_default, self.named_models, ids, last, self._named_source
+            )
             listed = ModelList(
                 [default, *sorted(set(ids or ()) - {default})],
                 ids is not None,
@@ -527,7 +555,7 @@ class UpstreamClient:
     async def check_models(self) -> None:
         """At start: read the model list once, so the log says which default is used, or that
         OPENAI_MODEL is not listed, or that the list cannot be read (never raises)."""
-        if self.settings.needs_key:
+        if self.needs_key:
             return
         try:
             listed = await self.model_list()
@@ -543,7 +571,7 @@ class UpstreamClient:
 
     async def _fetch_models(self) -> list[str] | None:
         """The ids `GET /models` lists, in its order, or None when it cannot be read."""
-        if self.settings.needs_key:
+        if self.needs_key:
             return None
         try:
             response = await self.http.get("models")
@@ -559,19 +587,24 @@ class UpstreamClient:
             return None
 
 
-DefaultSource = Literal["OPENAI_MODEL", "upstream", "MODELS_ALLOWED", "built-in"]
+DefaultSource = Literal["OPENAI_MODEL", "upstream", "MODELS_ALLOWED", "models", "built-in"]
+"""Where a default model comes from; "models": the allow-list of an upstream in UPSTREAMS_FILE."""
 
 
 def choose_default(
-    settings: Settings, listed: list[str] | None, last: str | None = None
+    fixed: str | None,
+    named: list[str],
+    listed: list[str] | None,
+    last: str | None = None,
+    named_source: DefaultSource = "MODELS_ALLOWED",
 ) -> tuple[str, DefaultSource]:
-    """The default model, and where it came from: OPENAI_MODEL when set (listed or not); else, of
-    the models the upstream lists that MODELS_ALLOWED allows, BUILT_IN_MODEL if among them, else
-    the first (in the upstream's order); else MODELS_ALLOWED's first name; else the one the list
-    gave `last` (it cannot be read now); else BUILT_IN_MODEL."""
-    if settings.openai_model_set:
-        return settings.openai_model, "OPENAI_MODEL"
-    named = [] if "*" in settings.models_allowed else settings.models_allowed
+    """The default model, and where it came from: `fixed` (OPENAI_MODEL) when set (listed or
+    not); else, of the models the upstream lists that `named` (MODELS_ALLOWED, or the upstream's
+    allow-list; empty: any) allows, BUILT_IN_MODEL if among them, else the first (in the
+    upstream's order); else `named`'s first; else the one the list gave `last` (it cannot be
+    read now); else BUILT_IN_MODEL."""
+    if fixed is not None:
+        return fixed, "OPENAI_MODEL"
     candidates = [m for m in listed or () if not named or m in named]
     # OpenAI's own list starts with whatever it likes (dall-e-2, whisper-1): where the built-in
     # default is listed, it stays the default, as it was before the list was asked.
@@ -580,7 +613,7 @@ def choose_default(
     if candidates:
         return candidates[0], "upstream"
     if named:
-        return named[0], "MODELS_ALLOWED"
+        return named[0], named_source
     if listed is None and last is not None:
         return last, "upstream"
     return BUILT_IN_MODEL, "built-in"

@@ -1,64 +1,52 @@
 """Which models may be asked for: the one answer to "is this model allowed".
 
-`MODELS_ALLOWED` decides when it is set: a list of names, or `*` for any name (for upstreams that
-answer to names they do not list). Unset, the allowed models are what the upstream's `/models`
-lists (cached, as `GET /api/models` shows them). The default model (`OPENAI_MODEL`, or when it is
-unset one the upstream lists: `UpstreamClient.default_model`) is always allowed.
+A model is allowed when an upstream offers it (upstream/registry.py routes it): an alias, a name
+an upstream's allow-list gives, or one its `/models` lists (cached, as `GET /api/models` shows
+them). For the environment's upstream (named "default") `MODELS_ALLOWED` decides as before: a
+list of names, or `*` for any name (for upstreams that answer to names they do not list). The
+default model (`OPENAI_MODEL`, or when it is unset one the default upstream lists:
+`UpstreamClient.default_model`) is always allowed.
+
+`allowed` narrows that to a principal's models (admins set them; None: all).
 """
 
 from __future__ import annotations
 
-from ..config import Settings
-from ..errors import APIError
-from .client import UpstreamClient
+from .registry import Listing, Registry, not_allowed
 
-ANY = "*"
+__all__ = ["ModelPolicy", "not_allowed"]
 
 
 class ModelPolicy:
-    def __init__(self, settings: Settings, upstream: UpstreamClient) -> None:
-        self.allowed = frozenset(settings.models_allowed)
-        self.upstream = upstream
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
 
     @property
     def any_model(self) -> bool:
         """MODELS_ALLOWED=*: any name may be asked for, listed or not (a picker may take one typed)."""
-        return ANY in self.allowed
+        return self.registry.any_model
 
     async def default(self) -> str:
         """The model of a request that names none."""
-        return await self.upstream.default_model()
+        return await self.registry.default.default_model()
 
-    async def check(self, model: str | None) -> None:
+    async def check(self, model: str | None, allowed: frozenset[str] | None = None) -> None:
         """Nothing if `model` may be asked for (None: the default); else APIError 400
-        `MODEL_NOT_ALLOWED`, which says when the upstream's list could not be read."""
-        if model is None or self.any_model or model in self.allowed:
-            return
-        default = await self.default()
-        if model == default:
-            return
-        if self.allowed:
-            raise not_allowed(model, "MODELS_ALLOWED does not list it.")
-        listed = await self.upstream.model_list()
-        if model in listed.ids:
-            return
-        if not listed.fetched:
-            raise not_allowed(
-                model,
-                "The upstream's list of models could not be fetched, so only the default "
-                f"model ({default}) may be used for now (MODELS_ALLOWED=* allows any).",
-            )
-        raise not_allowed(model, "The upstream does not list it.")
+        `MODEL_NOT_ALLOWED`, which says when an upstream's list could not be read.
 
-    async def listed(self) -> list[str]:
-        """The models to offer, the default first: MODELS_ALLOWED's when it names them, else
-        the upstream's."""
-        if self.allowed and not self.any_model:
-            default = await self.default()
-            return [default, *sorted(self.allowed - {default})]
-        return await self.upstream.models()
+        `allowed`: the models this principal may use (None: all), by the name they ask for."""
+        route = await self.registry.route(model)
+        if allowed is not None and route.public not in allowed:
+            raise not_allowed(route.public, "Your account may not use it.")
 
+    async def listing(self, allowed: frozenset[str] | None = None) -> Listing:
+        """The models to offer (the default first) and the warnings of upstreams that are down;
+        `allowed`: only those this principal may use (None: all)."""
+        listing = await self.registry.listing()
+        if allowed is None:
+            return listing
+        return Listing([m for m in listing.models if m.id in allowed], listing.warnings)
 
-def not_allowed(model: str, why: str) -> APIError:
-    shown = model if len(model) <= 80 else model[:79] + "…"
-    return APIError(400, "MODEL_NOT_ALLOWED", f"The model {shown!r} is not allowed here. {why}")
+    async def listed(self, allowed: frozenset[str] | None = None) -> list[str]:
+        """The names of the models to offer, the default first."""
+        return [offered.id for offered in (await self.listing(allowed)).models]

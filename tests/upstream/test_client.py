@@ -14,6 +14,7 @@ from quart.typing import TestClientProtocol as Client
 from quartchat import create_app
 from quartchat.schemas import ChatRequest
 from quartchat.upstream import client as client_module
+from quartchat.upstream.registry import down_warning
 
 from ..conftest import CHAT, LiveClient, assert_error, make_settings, parse_events
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
@@ -138,6 +139,8 @@ async def test_the_model_list_is_cached_for_exactly_the_configured_time(
             "default": "gpt-4o-mini",
             "models": ["gpt-4o-mini", "alpha", "zeta"],
             "any_model": True,
+            "warnings": [],
+            "prices": {},
         }
         clock.now += 299
         await models(client)
@@ -163,6 +166,8 @@ async def test_a_failed_model_list_is_retried_after_thirty_seconds(
             "default": "gpt-4o-mini",
             "models": ["gpt-4o-mini"],
             "any_model": True,
+            "warnings": [down_warning("default")],
+            "prices": {},
         }
         clock.now += 29.9
         await models(client)
@@ -172,6 +177,8 @@ async def test_a_failed_model_list_is_retried_after_thirty_seconds(
             "default": "gpt-4o-mini",
             "models": ["gpt-4o-mini", "alpha", "zeta"],
             "any_model": True,
+            "warnings": [],
+            "prices": {},
         }
 
 
@@ -183,6 +190,8 @@ async def test_model_entries_without_an_id_are_skipped(
         "default": "gpt-4o-mini",
         "models": ["gpt-4o-mini", "alpha"],
         "any_model": True,
+        "warnings": [],
+        "prices": {},
     }
 
 

@@ -81,7 +81,13 @@ async def test_without_openai_model_the_default_is_the_first_model_the_upstream_
         offered = await (await client.get("/api/models")).get_json()
         streamed = await client.post("/api/chat/stream", json=CHAT)
         whole = await client.post("/api/chat", json=CHAT)
-    assert offered == {"default": "gemma-3-270m", "models": ["gemma-3-270m"], "any_model": True}
+    assert offered == {
+        "default": "gemma-3-270m",
+        "models": ["gemma-3-270m"],
+        "any_model": True,
+        "warnings": [],
+        "prices": {},
+    }
     assert parse_events(await streamed.get_data())[-1][0] == "done"
     assert whole.status_code == 200
     assert [r.json["model"] for r in fake.chat_requests()] == ["gemma-3-270m"] * 2

@@ -114,6 +114,8 @@ async def test_models_allowed_decides_alone_and_is_what_the_picker_offers(
         "default": "gpt-4o-mini",
         "models": ["gpt-4o-mini", "alpha", "beta"],
         "any_model": False,
+        "warnings": [],
+        "prices": {},
     }
     assert listing.call_count == 0
 
