@@ -219,7 +219,8 @@ class FakeUpstream:
         return self
 
     def stop(self) -> None:
-        if self._loop and self._thread:
+        """Stop serving (its port then refuses connections); again does nothing."""
+        if self._loop and self._thread and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 

@@ -532,7 +532,8 @@ class UpstreamClient:
     def _announce(self, listed: ModelList) -> None:
         """Say in the log which default was chosen, or that OPENAI_MODEL is not listed."""
         said = (listed.default, listed.source, listed.default_listed)
-        if said == self._announced:
+        # OPENAI_MODEL is the environment's upstream's: another's default goes unsaid.
+        if said == self._announced or not self.upstream.from_env:
             return
         if listed.source == "OPENAI_MODEL" and listed.default_listed is False:
             log.warning(

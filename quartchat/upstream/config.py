@@ -189,7 +189,7 @@ def load(settings: Settings, environ: dict[str, str] | None = None) -> list[Upst
     if path is None:
         return [env]
     upstreams = [
-        _resolve(entry, settings, os.environ if environ is None else environ)
+        _resolve(entry, settings, os.environ if environ is None else environ, path)
         for entry in parse(path).upstreams
     ]
     names = {upstream.name for upstream in upstreams}
@@ -239,17 +239,17 @@ def _explain(data: dict[str, Any], error: ValidationError) -> list[str]:
     return said
 
 
-def _resolve(entry: UpstreamEntry, settings: Settings, environ: Any) -> Upstream:
+def _resolve(entry: UpstreamEntry, settings: Settings, environ: Any, path: Path) -> Upstream:
     # Here, not at the top: usage.meter imports the relay, which imports the upstream's client.
     from ..usage.meter import Price
 
+    where = f"UPSTREAMS_FILE ({path}): upstream {entry.name!r}: api_key_env"
     key = None
     if entry.api_key_env is not None:
         key = environ.get(entry.api_key_env) or None
         if key is None:
             raise UpstreamsFileError(
-                f"UPSTREAMS_FILE: upstream {entry.name!r}: api_key_env: the environment variable "
-                f"{entry.api_key_env} is not set"
+                f"{where}: the environment variable {entry.api_key_env} is not set"
             )
     upstream = Upstream(
         name=entry.name,
@@ -264,7 +264,6 @@ def _resolve(entry: UpstreamEntry, settings: Settings, environ: Any) -> Upstream
     )
     if upstream.needs_key:
         raise UpstreamsFileError(
-            f"UPSTREAMS_FILE: upstream {entry.name!r}: api_key_env: OpenAI's API needs a key; "
-            "name the environment variable that holds it"
+            f"{where}: OpenAI's API needs a key; name the environment variable that holds it"
         )
     return upstream
