@@ -16,7 +16,9 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 
 from quartchat import create_app
-from quartchat.upstream.registry import down_warning
+from quartchat.upstream.config import load
+from quartchat.upstream.registry import Registry, down_warning
+from quartchat.usage.meter import Price
 
 from ..conftest import CHAT, assert_error, make_settings, parse_events, texts
 from ..fake_upstream import FakeUpstream
@@ -196,3 +198,19 @@ async def test_every_upstream_s_client_is_closed_at_shutdown(start: Start) -> No
         assert [c.name for c in clients] == ["default", "second"]
         assert client.app.extensions["upstream"] is clients[0]
     assert all(c.http.is_closed for c in clients)
+
+
+def test_a_price_is_the_routed_upstream_s_when_two_price_one_model(tmp_path: Path) -> None:
+    path = tmp_path / "upstreams.toml"
+    path.write_text(
+        '[[upstreams]]\nname = "a"\nbase_url = "http://a.test/v1"\n'
+        "prices = { m = { input = 1, output = 2 } }\n"
+        '[[upstreams]]\nname = "b"\nbase_url = "http://b.test/v1"\n'
+        'aliases = { "cheap" = "m" }\nprices = { m = { input = 0.5, output = 1 } }\n'
+    )
+    settings = make_settings(upstreams_file=path)
+    registry = Registry.build(settings, load(settings, {}))
+    assert registry.price("m") == Price(1, 2)  # the first that prices it
+    assert registry.price("m", "b") == Price(0.5, 1)
+    assert registry.price("cheap", "b") == Price(0.5, 1)  # an alias: its model's price
+    assert registry.price("unpriced") is None
