@@ -92,7 +92,7 @@ export async function errorFromResponse(response) {
   });
 }
 
-/** `{default, models}` from GET /api/models. */
+/** `{default, models, any_model, warnings, prices}` from GET /api/models. */
 export async function fetchModels() {
   const response = await fetch("/api/models", { headers: { Accept: "application/json" } });
   if (!response.ok) throw await errorFromResponse(response);

@@ -7,6 +7,9 @@
 //
 // Its value is what a conversation's settings hold: "" for the server's default (whatever that
 // becomes), else a model's name.
+//
+// When an upstream is down the server leaves its models out and says so (`warnings`): the
+// sentences show above the list, and the field names them in its description.
 
 import { h } from "./dom.js";
 
@@ -18,6 +21,7 @@ export class ModelPicker {
     this.list = root.querySelector("[role=listbox]");
     this.note = root.querySelector(".model-note");
     this.defaultTag = root.querySelector(".model-default");
+    this.warnings = root.querySelector(".model-warnings");
     this.onPick = onPick;
     this.models = [];
     this.defaultModel = "";
@@ -43,11 +47,14 @@ export class ModelPicker {
     });
   }
 
-  /** The server's list: `{default, models, any_model}` (any_model absent: false). */
-  setModels({ defaultModel, models, anyModel }) {
+  /** The server's list: `{default, models, any_model, warnings}` (absent: false, none). */
+  setModels({ defaultModel, models, anyModel, warnings }) {
     this.defaultModel = defaultModel;
     this.models = [...new Set([defaultModel, ...(models ?? [])].filter(Boolean))];
     this.anyModel = anyModel === true;
+    const said = Array.isArray(warnings) ? warnings.filter((w) => typeof w === "string") : [];
+    this.warnings.textContent = said.join(" ");
+    this.warnings.hidden = said.length === 0;
     this.show(this.value);
   }
 
@@ -58,8 +65,10 @@ export class ModelPicker {
     if (document.activeElement !== this.input || this.popup.hidden) this.input.value = name;
     const isDefault = Boolean(name) && name === this.defaultModel;
     this.defaultTag.hidden = !isDefault;
-    // A hidden element named by aria-describedby is still read: name it only when it is shown.
-    if (isDefault) this.input.setAttribute("aria-describedby", this.defaultTag.id);
+    // A hidden element named by aria-describedby is still read: name each only when it is shown
+    // (the warnings: when there are some, even while the list is closed).
+    const described = [isDefault && this.defaultTag.id, !this.warnings.hidden && this.warnings.id].filter(Boolean);
+    if (described.length) this.input.setAttribute("aria-describedby", described.join(" "));
     else this.input.removeAttribute("aria-describedby");
   }
 

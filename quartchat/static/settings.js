@@ -68,10 +68,10 @@ export class SettingsPanel {
     this.setModels({ default: this.defaultModel, models: [] });
   }
 
-  /** The server's `GET /api/models`: `{default, models, any_model}`. */
-  setModels({ default: fallback, models, any_model: anyModel }) {
+  /** The server's `GET /api/models`: `{default, models, any_model, warnings}`. */
+  setModels({ default: fallback, models, any_model: anyModel, warnings }) {
     this.defaultModel = fallback || this.defaultModel;
-    this.picker.setModels({ defaultModel: this.defaultModel, models, anyModel });
+    this.picker.setModels({ defaultModel: this.defaultModel, models, anyModel, warnings });
   }
 
   modelName(settings) {

@@ -9,7 +9,7 @@ import json
 from playwright.sync_api import Locator, Page, Route, expect
 
 from ..fake_upstream import FakeUpstream
-from .browser import ChatPage, needs_chromium
+from .browser import ChatPage, axe_violations, needs_chromium
 
 pytestmark = needs_chromium
 
@@ -123,6 +123,23 @@ def test_a_typed_name_is_taken_when_the_server_allows_any_model(page: Page) -> N
     with page.expect_request("**/api/chat/stream") as asked:
         chat.send("hi")
     assert json.loads(asked.value.post_data or "{}")["model"] == "my-own-model"
+
+
+def test_the_picker_says_which_upstream_is_down_above_the_models_left(page: Page) -> None:
+    warning = "The upstream 'ollama' cannot be reached: its models are left out for now."
+
+    def one_down(route: Route) -> None:
+        listed = {"default": "gpt-4o-mini", "models": ["gpt-4o-mini", "fake-small"]}
+        route.fulfill(json={**listed, "any_model": False, "warnings": [warning], "prices": {}})
+
+    page.route("**/api/models", one_down)
+    ChatPage(page).open()
+    field = picker(page)
+    expect(field).to_have_accessible_description(f"(default) {warning}")
+    field.click()
+    expect(page.get_by_text(warning)).to_be_visible()
+    expect(models(page)).to_have_text(["gpt-4o-mini (default)", "fake-small"])
+    assert axe_violations(page) == []
 
 
 def test_settings_reach_the_request_body(chat: ChatPage, fake: FakeUpstream) -> None:
