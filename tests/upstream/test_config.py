@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from quartchat import __main__ as quartchat_main
 from quartchat import create_app
 from quartchat.upstream.config import DEFAULT, UpstreamsFileError, load
 from quartchat.usage.meter import Price
@@ -147,3 +148,14 @@ def test_a_bad_file_stops_the_start_naming_the_upstream_and_field(
 def test_a_missing_file_is_said_at_start_by_the_app_factory(tmp_path: Path) -> None:
     with pytest.raises(UpstreamsFileError, match="cannot be read"):
         create_app(make_settings(upstreams_file=tmp_path / "nowhere.toml"))
+
+
+def test_quartchat_serve_says_what_is_wrong_in_one_line_and_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "[[upstreams]]\nname = 'x'\nbase_url = 'nowhere'\n")
+    monkeypatch.setattr(quartchat_main, "get_settings", lambda: make_settings(upstreams_file=path))
+    monkeypatch.setattr(quartchat_main, "_serve", lambda settings: pytest.fail("it served"))
+    with pytest.raises(SystemExit) as exited:
+        quartchat_main.main(["serve"])
+    assert str(exited.value.code).startswith(f"quartchat: UPSTREAMS_FILE ({path}): upstream 'x'")

@@ -16,6 +16,7 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 
 from quartchat import create_app
+from quartchat.errors import APIError
 from quartchat.upstream.config import load
 from quartchat.upstream.registry import Registry, down_warning
 from quartchat.usage.meter import Price
@@ -214,3 +215,14 @@ def test_a_price_is_the_routed_upstream_s_when_two_price_one_model(tmp_path: Pat
     assert registry.price("m", "b") == Price(0.5, 1)
     assert registry.price("cheap", "b") == Price(0.5, 1)  # an alias: its model's price
     assert registry.price("unpriced") is None
+
+
+async def test_a_principal_s_allowed_models_narrow_what_the_policy_allows(start: Start) -> None:
+    async with start() as client:
+        policy = client.app.extensions["models"]
+        await policy.check("qwen3:4b", frozenset({"qwen3:4b"}))
+        with pytest.raises(APIError) as refused:
+            await policy.check("qwen3:4b", frozenset({"fake-small"}))
+        offered = await policy.listed(frozenset({"fake-small", "qwen3:4b"}))
+    assert refused.value.code == "MODEL_NOT_ALLOWED"
+    assert offered == ["fake-small", "qwen3:4b"]
