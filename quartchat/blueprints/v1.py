@@ -33,7 +33,6 @@ from ..streaming.encoders import OpenAIPassthrough
 from ..streaming.watch import LiveStreams, reply_too_long
 from ..upstream.client import UpstreamStream, not_a_completion, whole_completion
 from ..upstream.models import ModelPolicy
-from ..upstream.registry import DEFAULT
 from . import admission
 from .common import event_stream
 from .validation import INTEGRAL, invalid
@@ -61,7 +60,8 @@ class ModelList(BaseModel):
 async def offered() -> list[Model]:
     """The models to list, each with the upstream that serves it."""
     policy: ModelPolicy = current_app.extensions["models"]
-    return [Model(id=name, owned_by=DEFAULT) for name in await policy.listed()]
+    listing = await policy.listing()
+    return [Model(id=offer.id, owned_by=offer.upstream) for offer in listing.models]
 
 
 @blueprint.get("/models")

@@ -171,7 +171,9 @@ async def test_an_upstream_that_is_down_removes_only_its_models_and_warns_once(
         first = await models(client)
         again = await models(client)
         streamed = await client.post("/api/chat/stream", json=chat("fake-small"))
+        v1 = await (await client.get("/v1/models")).json
     assert first["models"] == ["gpt-4o-mini", "fake-large", "fake-small"]
+    assert [m["id"] for m in v1["data"]] == first["models"]
     assert first["warnings"] == [down_warning("second")]
     assert "'second'" in first["warnings"][0]
     assert again == first
@@ -180,6 +182,21 @@ async def test_an_upstream_that_is_down_removes_only_its_models_and_warns_once(
     assert said[0].levelno == logging.WARNING
     assert texts(parse_events(await streamed.get_data())) == "Echo: Hello"
     assert [r.json["model"] for r in fake.chat_requests()] == ["fake-small"]
+
+
+async def test_v1_models_lists_the_union_each_model_owned_by_its_upstream(start: Start) -> None:
+    async with start('aliases = { "local" = "llama3.2:3b" }') as client:
+        listed = await (await client.get("/v1/models")).json
+    owners = {m["id"]: m["owned_by"] for m in listed["data"]}
+    assert owners == {
+        "gpt-4o-mini": "default",
+        "fake-large": "default",
+        "fake-small": "default",
+        "llama3.2:3b": "second",
+        "qwen3:4b": "second",
+        "shared": "second",
+        "local": "second",
+    }
 
 
 async def test_the_default_upstream_down_keeps_its_default_model_and_the_others(
