@@ -40,6 +40,7 @@ from .streaming.watch import LiveStreams
 from .upstream import config as upstream_config
 from .upstream.models import ModelPolicy
 from .upstream.registry import Registry
+from .usage import budgets
 from .usage.limits import RedisStreamSlots, stream_slots
 from .usage.metrics import Metrics
 from .usage.revocation import watch_credentials
@@ -150,6 +151,7 @@ def create_app(
     app.register_blueprint(v1.blueprint)
     app.register_blueprint(metrics.blueprint)
     authenticator = _accounts(app, settings) if settings.accounts else None
+    budgets.install(app, settings, app.extensions.get("db"), redis)
     register_error_handlers(app)
     hosts = HostCheck(settings.allowed_hosts, loopback_default=not settings.accounts)
 

@@ -146,7 +146,12 @@ CODES: dict[str, ErrorCode] = {
     "MODEL_NOT_ALLOWED": ErrorCode(
         (400,),
         "a model neither `MODELS_ALLOWED` nor the upstream's `/models` lists (the message says "
-        "when the list could not be fetched)",
+        "when the list could not be fetched), or one the user's policy does not allow",
+    ),
+    "RATE_LIMITED": ErrorCode(
+        (429,),
+        "over the user's requests per minute, tokens per day or cost per month (the message "
+        "names the limit; `Retry-After`: until its window frees)",
     ),
     "REPLY_TOO_LONG": ErrorCode(
         (504,),

@@ -1,18 +1,22 @@
-"""`/api/admin/users` and `/api/invites`: what administrators do with accounts; and
-`/api/admin/upstream`: how the service's connection to the model provider fares."""
+"""`/api/admin/users` and `/api/invites`: what administrators do with accounts;
+`/api/admin/upstream`: how the service's connection to the model provider fares; and
+`/api/admin/policies`: which models and how much each role and user may use."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, RootModel
 from quart import Blueprint, Response, current_app, request
 from quart_schema import document_request, document_response
 
 from ..auth.accounts import forbidden
+from ..config import Settings
 from ..openapi import Described, Ok, document_errors, link
 from ..upstream.client import DefaultSource, UpstreamClient
+from ..usage.policies import Policies, Policy, check_subject
+from ..usage.policies import micros as to_micros
 from .admission import end_streams
 from .auth import (
     EMAIL,
@@ -231,3 +235,91 @@ async def upstream_status() -> Response:
         else None,
     )
     return json(status.model_dump(mode="json"))
+
+
+class PolicyFields(Strict):
+    """What a policy sets; null: not set here (the role's, or the settings' default, applies).
+    A limit of 0 lifts the limit the role or the default sets."""
+
+    models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None, max_length=1000, description="The only models allowed; null: every model"
+    )
+    requests_per_minute: int | None = Field(None, ge=0, le=1_000_000_000)
+    tokens_per_day: int | None = Field(None, ge=0, le=10**15)
+    cost_per_month: float | None = Field(None, ge=0, le=10**9, description="US dollars")
+
+
+class PolicyOut(PolicyFields):
+    """One subject's policy."""
+
+    subject: str = Field(description="role:user, role:admin or user:<id>")
+
+
+class Defaults(BaseModel):
+    """The settings' limits (DEFAULT_*): what applies where no policy says otherwise."""
+
+    requests_per_minute: int | None
+    tokens_per_day: int | None
+    cost_per_month: float | None
+
+
+class PolicyList(BaseModel):
+    """The settings' defaults, and every policy (roles first, then users by id)."""
+
+    defaults: Defaults
+    policies: list[PolicyOut]
+
+
+def _policies() -> Policies:
+    if not principal().is_admin:
+        raise forbidden()
+    service: Policies = current_app.extensions["policies"]
+    return service
+
+
+@blueprint.get("/admin/policies")
+@document_response(PolicyList)
+@document_errors(401, 403)
+async def policies() -> Response:
+    """Who may use which models, and how much: the defaults and every policy. Admins only."""
+    service = _policies()
+    settings: Settings = current_app.config["QUARTCHAT"]
+    defaults = Defaults(
+        requests_per_minute=settings.default_requests_per_minute,
+        tokens_per_day=settings.default_tokens_per_day,
+        cost_per_month=settings.default_cost_per_month,
+    )
+    rows = [p.public() for p in await service.all()]
+    return json({"defaults": defaults.model_dump(), "policies": rows})
+
+
+@blueprint.put("/admin/policies/<subject>")
+@document_request(PolicyFields)
+@document_response(PolicyOut)
+@document_errors(400, 401, 403, 404, 413, 415)
+async def put_policy(subject: str) -> Response:
+    """Set the policy of a role (`role:user`, `role:admin`) or a user (`user:<id>`).
+
+    A user's fields override their role's, which override the settings' defaults; null leaves a
+    field to them. Takes effect in this process at once, in others within seconds. Admins only.
+    """
+    service = _policies()
+    check_subject(subject)
+    body = await parse(PolicyFields, "policy")
+    policy = Policy(
+        subject,
+        tuple(body.models) if body.models is not None else None,
+        body.requests_per_minute,
+        body.tokens_per_day,
+        to_micros(body.cost_per_month),
+    )
+    return json((await service.put(policy)).public())
+
+
+@blueprint.delete("/admin/policies/<subject>")
+@document_response(Ok)
+@document_errors(401, 403, 404)
+async def delete_policy(subject: str) -> Response:
+    """Remove a role's or a user's policy: the role's, or the defaults, apply again. Admins only."""
+    await _policies().delete(subject)
+    return json({"ok": True})

@@ -21,10 +21,11 @@ from ..auth.principal import current_principal
 from ..errors import APIError
 from ..streaming.relay import Observer
 from ..streaming.watch import Holder, LiveStreams
-from ..upstream.models import ModelPolicy
+from ..upstream.models import ModelPolicy, not_allowed
 from ..upstream.registry import Registry, Route
 from ..usage.limits import NO_SLOT, SHARED, Slot, StreamSlots
 from ..usage.meter import Meter, Request, Sink
+from ..usage.policies import Policies
 
 
 class Gate(Protocol):
@@ -55,6 +56,9 @@ class Admitted:
         try:
             await check_model(model)
             route = await registry().route(model)
+            allowed = await allowed_models()
+            if allowed is not None and route.public not in allowed:
+                raise not_allowed(route.public, "An administrator's policy does not list it.")
         except APIError as error:
             await self.failed(error)
             raise
@@ -94,7 +98,12 @@ class Admitted:
 
 
 async def admit(
-    route: str, model: str | None = None, *, choose: bool = True, prompt_chars: int = 0
+    route: str,
+    model: str | None = None,
+    *,
+    choose: bool = True,
+    prompt_chars: int = 0,
+    max_tokens: int | None = None,
 ) -> Admitted:
     """Admit a request of `route` (page, api, v1.chat, v1.embeddings) for `model`, or raise the
     refusal (400 MODEL_NOT_ALLOWED, 429 RATE_LIMITED / TOO_MANY_STREAMS), metered.
@@ -110,6 +119,7 @@ async def admit(
         principal.user_id if principal is not None else None,
         int(principal.credential) if principal is not None and principal.via == "token" else None,
         prompt_chars=prompt_chars,
+        max_tokens=max_tokens,
     )
     admitted = Admitted(request, NO_SLOT)
     if choose:
@@ -159,6 +169,17 @@ async def check_model(model: str | None) -> None:
     """Nothing if `model` may be asked for; else 400 `MODEL_NOT_ALLOWED`."""
     policy: ModelPolicy = current_app.extensions["models"]
     await policy.check(model)
+
+
+async def allowed_models() -> frozenset[str] | None:
+    """The models the caller's policy allows (usage/policies.py); None: every model."""
+    policies: Policies | None = current_app.extensions.get("policies")
+    if policies is None:
+        return None
+    principal = current_principal()
+    if principal is None:
+        return policies.defaults.models
+    return (await policies.effective(principal.user_id, principal.role)).models
 
 
 def end_streams(user_id: int, via: str | None = None, credential: str | None = None) -> None:

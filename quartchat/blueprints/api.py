@@ -64,6 +64,7 @@ async def _admit(chat_request: ChatRequest) -> admission.Admitted:
         "api",
         chat_request.model,
         prompt_chars=sum(len(message.content) for message in chat_request.messages),
+        max_tokens=chat_request.max_tokens,
     )
 
 
@@ -78,7 +79,7 @@ async def models() -> Response:
     names not listed are allowed too. `prices`: the priced models' US dollars per million tokens.
     """
     policy: ModelPolicy = current_app.extensions["models"]
-    listing = await policy.listing()
+    listing = await policy.listing(await admission.allowed_models())
     default = await policy.default()
     offered = ModelsResponse(
         default=default,

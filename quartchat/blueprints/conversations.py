@@ -392,7 +392,7 @@ async def run_turn(begin: Callable[[], Awaitable[turns.Turn]]) -> Response:
     try:
         return await stream_turn(await begin(), admitted)
     except BaseException:
-        admitted.slot.release()
+        admitted.withdraw()  # its slot, and what the budgets reserved (once: a record settled it)
         raise
 
 

@@ -56,6 +56,7 @@ class Request:
     upstream: str = ""
     model: str = ""
     prompt_chars: int = 0  # for the estimate when the upstream reports no usage
+    max_tokens: int | None = None  # what the request asked at most (budgets reserve it)
     price: Price | None = None
     reserved: int = 0  # tokens the budget reserved at admission (usage/budgets.py)
     started: float = field(default_factory=time.perf_counter)
