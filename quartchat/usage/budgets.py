@@ -88,6 +88,8 @@ class Ask:
     cost_per_month: int
     micros: int
     micros_seed: int
+    day_left_ms: int = 1  # until the day ends (UTC), then the month (Redis keys expire then)
+    month_left_ms: int = 1
 
 
 @dataclass(slots=True)
@@ -274,18 +276,17 @@ class RedisCounts:
     async def take(self, ask: Ask) -> tuple[int, float]:
         if time.monotonic() < self._down_until:
             return self._local.take_now(ask)
-        day_end, month_end = _ends(ask.day)
         args: list[int | str] = [
             ask.requests_per_minute,
             ask.member,
             ask.tokens_per_day,
             ask.tokens,
             ask.tokens_seed,
-            _ms(day_end) + 3_600_000,  # an hour past the day: clocks differ a little
+            ask.day_left_ms + 3_600_000,  # an hour past the day: clocks differ a little
             ask.cost_per_month,
             ask.micros,
             ask.micros_seed,
-            _ms(month_end) + 3_600_000,
+            ask.month_left_ms + 3_600_000,
         ]
         try:
             async with asyncio.timeout(REDIS_WAIT_SECONDS):
@@ -336,8 +337,8 @@ def _ends(day: date) -> tuple[datetime, datetime]:
     return start + timedelta(days=1), datetime(next_month.year, next_month.month, 1, tzinfo=UTC)
 
 
-def _ms(at: datetime) -> int:
-    return max(1, math.ceil((at - datetime.now(UTC)).total_seconds() * 1000))
+def _ms(left: timedelta) -> int:
+    return max(1, math.ceil(left.total_seconds() * 1000))
 
 
 def rate_limited(message: str, seconds: float) -> APIError:
@@ -381,7 +382,9 @@ class Budgets:
         if not limits.limited:
             return
         user = request.user_id if request.user_id is not None else NO_ACCOUNTS
-        today = self._now().date()
+        now = self._now()
+        today = now.date()
+        day_end, month_end = _ends(today)
         prompt = math.ceil(request.prompt_chars / CHARS_PER_TOKEN)
         reply = request.max_tokens or DEFAULT_COMPLETION_TOKENS
         tokens = prompt + reply
@@ -401,6 +404,8 @@ class Budgets:
             limits.cost_per_month_micros or 0,
             micros,
             seeds[1],
+            _ms(day_end - now),
+            _ms(month_end - now),
         )
         which, wait = await self.counts.take(ask)
         if which != ADMITTED:
@@ -469,19 +474,19 @@ class Budgets:
         now = self._now()
         if which == REQUESTS:
             return rate_limited(
-                f"Rate limit: {ask.requests_per_minute} requests per minute. "
+                f"Rate limit reached (requests per minute: {ask.requests_per_minute}). "
                 f"Try again in {max(1, math.ceil(wait))} s.",
                 wait,
             )
         if which == TOKENS:
             return rate_limited(
-                f"Budget: {ask.tokens_per_day:,} tokens per day (UTC) would be exceeded "
-                f"(this request may take up to {ask.tokens:,}: its prompt, and max_tokens or "
+                f"Budget reached (tokens per day, UTC: {ask.tokens_per_day:,}): this request "
+                f"may take up to {ask.tokens:,} more (its prompt, and max_tokens or "
                 f"{DEFAULT_COMPLETION_TOKENS:,}). It renews at midnight UTC.",
                 (day_end - now).total_seconds(),
             )
         return rate_limited(
-            f"Budget: ${dollars(ask.cost_per_month):,.2f} per month (UTC) would be exceeded. "
+            f"Budget reached (cost per month, UTC: ${dollars(ask.cost_per_month):,.2f}). "
             "It renews on the first of the month, UTC.",
             (month_end - now).total_seconds(),
         )
