@@ -94,6 +94,9 @@ export const userTokens = (id) => get(`/api/admin/users/${encodeURIComponent(id)
 export const revokeUserToken = (id, tokenId) =>
   call("DELETE", `/api/admin/users/${encodeURIComponent(id)}/tokens/${encodeURIComponent(tokenId)}`);
 export const upstreamStatus = () => get("/api/admin/upstream");
+export const policies = () => get("/api/admin/policies");
+export const putPolicy = (subject, fields) => call("PUT", `/api/admin/policies/${encodeURIComponent(subject)}`, fields);
+export const deletePolicy = (subject) => call("DELETE", `/api/admin/policies/${encodeURIComponent(subject)}`);
 export const withdrawInvite = (id) => call("DELETE", `/api/invites/${encodeURIComponent(id)}`);
 
 /** The link an invite token makes. */

@@ -1,7 +1,8 @@
 // The admin page: the model provider's status (the default model, whether the provider lists it,
 // its last refusal of our key), users (paged, 100 at a time; add, approve, disable and enable, change the role,
 // reset the password, see and revoke their API tokens) and invites (make a link, shown once;
-// withdraw). Each list owns its <ul>.
+// withdraw), and policies (which models, and how many requests, tokens and dollars, per role and
+// per user). Each list owns its <ul>.
 
 import * as api from "./accounts-api.js";
 import { announce, copyText, flashCopied, h } from "./dom.js";
@@ -66,6 +67,7 @@ const userList = new RowList(
     }
     actions.push(rowButton("Reset password", `Reset password: ${user.email}`, "password", () => openReset(user)));
     actions.push(rowButton("API tokens", `API tokens: ${user.email}`, "tokens", () => openTokens(user)));
+    actions.push(rowButton("Limits", `Limits: ${user.email}`, "limits", () => limitsOf(user)));
     return { title: user.email, badges, meta: ["since ", time(user.created_at)], actions };
   },
   { fallback: $("users-title") },
@@ -92,6 +94,8 @@ let lastId = 0;
 async function loadUsers() {
   await act(usersPanel, async () => {
     const page = await api.users(lastId);
+    for (const user of page) emailOf.set(user.id, user.email);
+    subjectOptions();
     if (lastId === 0) userList.replaceAll(page);
     else userList.append(page);
     if (page.length) lastId = page[page.length - 1].id;
@@ -116,6 +120,8 @@ bindForm(
     userForm.reset();
     // Users are listed by id; a new one belongs at the end, so it shows once every page is in.
     if ($("more-users").hidden) userList.append([user]);
+    emailOf.set(user.id, user.email);
+    subjectOptions();
     announce(`Added ${user.email}.`);
     $("user-email").focus();
   },
@@ -204,6 +210,146 @@ tokensDialog.addEventListener("close", () => {
   $("users").querySelector(`[data-id="${tokensOf?.id}"] [data-slot="tokens"]`)?.focus();
 });
 
+// ---- models and limits (policies) ----
+
+const policiesPanel = $("policies-title").closest("section");
+const policyForm = $("policy-form");
+const policyBySubject = new Map();
+const emailOf = new Map(); // user id -> email, of the users loaded so far
+
+function subjectName(subject) {
+  if (subject === "role:user") return "Every user";
+  if (subject === "role:admin") return "Every admin";
+  const id = Number(subject.slice(5));
+  return emailOf.get(id) ?? `User #${id}`;
+}
+
+function limitText(value, unit) {
+  if (value === null) return null;
+  return value === 0 ? `no limit on ${unit}` : `${value.toLocaleString()} ${unit}`;
+}
+
+function policySummary(policy) {
+  const parts = [
+    policy.models === null ? null : policy.models.length ? `models: ${policy.models.join(", ")}` : "no models",
+    limitText(policy.requests_per_minute, "requests per minute"),
+    limitText(policy.tokens_per_day, "tokens per day"),
+    policy.cost_per_month === null ? null : policy.cost_per_month === 0 ? "no limit on cost" : `$${policy.cost_per_month.toFixed(2)} per month`,
+  ].filter(Boolean);
+  return parts.length ? parts.join(" · ") : "nothing set";
+}
+
+const policyList = new RowList(
+  $("policies"),
+  (policy) => {
+    const name = subjectName(policy.subject);
+    return {
+      title: name,
+      badges: [badge(policy.subject.startsWith("role:") ? "role" : "user")],
+      meta: [policySummary(policy)],
+      actions: [
+        rowButton("Edit", `Edit the policy of ${name}`, "edit", () => editPolicy(policy)),
+        rowButton("Remove", `Remove the policy of ${name}`, "remove", () => removePolicy(policy, name), { danger: true }),
+      ],
+    };
+  },
+  { empty: $("no-policies"), fallback: $("policy-subject") },
+);
+
+function subjectOptions() {
+  const select = $("policy-subject");
+  const chosen = select.value;
+  const users = [...emailOf].map(([id, email]) => h("option", { value: `user:${id}` }, email));
+  select.replaceChildren(
+    h("option", { value: "role:user" }, "Every user (role)"),
+    h("option", { value: "role:admin" }, "Every admin (role)"),
+    ...users,
+  );
+  select.value = chosen || "role:user";
+}
+
+function fillPolicyForm(subject) {
+  const policy = policyBySubject.get(subject);
+  const show = (value) => (value === null || value === undefined ? "" : String(value));
+  $("policy-models").value = policy?.models ? policy.models.join(", ") : "";
+  $("policy-rpm").value = show(policy?.requests_per_minute);
+  $("policy-tokens").value = show(policy?.tokens_per_day);
+  $("policy-cost").value = show(policy?.cost_per_month);
+}
+
+/** The form, set to the user's policy (the user's row's "Limits" button). */
+function limitsOf(user) {
+  emailOf.set(user.id, user.email);
+  subjectOptions();
+  editPolicy({ subject: `user:${user.id}` });
+}
+
+function editPolicy(policy) {
+  $("policy-subject").value = policy.subject;
+  fillPolicyForm(policy.subject);
+  $("policy-subject").focus();
+}
+
+async function removePolicy(policy, name) {
+  const sure = await confirmAction(`Remove the policy of ${name}?`, "The role's policy, or the defaults, apply again.", "Remove");
+  if (!sure) return;
+  await act(policiesPanel, async () => {
+    await api.deletePolicy(policy.subject);
+    policyBySubject.delete(policy.subject);
+    policyList.remove(policy.subject);
+    announce(`Removed the policy of ${name}.`);
+  });
+}
+
+function showPolicy(policy) {
+  const row = { ...policy, id: policy.subject };
+  if (policyBySubject.has(policy.subject)) policyList.update(row);
+  else policyList.append([row]);
+  policyBySubject.set(policy.subject, policy);
+}
+
+$("policy-subject").addEventListener("change", (event) => fillPolicyForm(event.target.value));
+
+function wholeNumber(text) {
+  return text.trim() === "" ? null : Number(text);
+}
+
+bindForm(policyForm, async (values) => {
+  const models = values.models.split(",").map((m) => m.trim()).filter(Boolean);
+  const fields = {
+    models: values.models.trim() === "" ? null : models,
+    requests_per_minute: wholeNumber(values.requests_per_minute),
+    tokens_per_day: wholeNumber(values.tokens_per_day),
+    cost_per_month: wholeNumber(values.cost_per_month),
+  };
+  const saved = await api.putPolicy(values.subject, fields);
+  showPolicy(saved);
+  const done = `Saved the policy of ${subjectName(saved.subject)}.`;
+  policyForm.querySelector(".form-done").textContent = done;
+  announce(done);
+});
+
+function defaultsText(defaults) {
+  const limits = [
+    limitText(defaults.requests_per_minute, "requests per minute"),
+    limitText(defaults.tokens_per_day, "tokens per day"),
+    defaults.cost_per_month === null ? null : `$${defaults.cost_per_month.toFixed(2)} per month`,
+  ].filter(Boolean);
+  const said = limits.length ? `the settings' limits (${limits.join(", ")})` : "no limits (the settings set none)";
+  return `Everyone may use every model, with ${said}, unless a policy says otherwise. A user's policy overrides their role's.`;
+}
+
+async function loadPolicies() {
+  await act(policiesPanel, async () => {
+    const listed = await api.policies();
+    $("policy-defaults").textContent = defaultsText(listed.defaults);
+    policyBySubject.clear();
+    for (const policy of listed.policies) policyBySubject.set(policy.subject, policy);
+    policyList.replaceAll(listed.policies.map((policy) => ({ ...policy, id: policy.subject })));
+    fillPolicyForm($("policy-subject").value);
+  });
+}
+
 // ---- invites ----
 
 const invitesPanel = $("invites-title").closest("section");
@@ -256,4 +402,5 @@ async function loadInvites() {
 }
 
 await Promise.all([loadUpstream(), loadUsers(), loadInvites()]);
+await loadPolicies(); // after the users: a user's policy is named by their email
 document.body.dataset.ready = "true";
