@@ -205,6 +205,8 @@ class Provider(OpenAPIProvider):
             parameter["schema"].update({k: v for k, v in bounds.items() if v is not None})
         elif isinstance(converter, UUIDConverter):
             parameter["schema"]["format"] = "uuid"
+        elif pattern := getattr(converter, "schema_pattern", None):
+            parameter["schema"]["pattern"] = pattern
         return parameter
 
 

@@ -293,7 +293,7 @@ async def policies() -> Response:
     return json({"defaults": defaults.model_dump(), "policies": rows})
 
 
-@blueprint.put("/admin/policies/<subject>")
+@blueprint.put("/admin/policies/<subject:subject>")
 @document_request(PolicyFields)
 @document_response(PolicyOut)
 @document_errors(400, 401, 403, 404, 413, 415)
@@ -316,7 +316,7 @@ async def put_policy(subject: str) -> Response:
     return json((await service.put(policy)).public())
 
 
-@blueprint.delete("/admin/policies/<subject>")
+@blueprint.delete("/admin/policies/<subject:subject>")
 @document_response(Ok)
 @document_errors(401, 403, 404)
 async def delete_policy(subject: str) -> Response:

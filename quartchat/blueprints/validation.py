@@ -12,7 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from quart import request
 from quart.blueprints import BlueprintSetupState
 from quart_schema import document_request
-from werkzeug.routing import IntegerConverter, Map, UUIDConverter
+from werkzeug.routing import BaseConverter, IntegerConverter, Map, UUIDConverter
 
 from ..errors import APIError
 
@@ -90,9 +90,16 @@ class RowUuid(UUIDConverter):
         return str(super().to_python(value))
 
 
+class Subject(BaseConverter):
+    """A policy's subject (usage/policies.py): anything else matches no route (a 404)."""
+
+    regex = r"role:(?:admin|user)|user:[1-9][0-9]{0,17}"
+    schema_pattern = "^(?:role:(?:admin|user)|user:[1-9][0-9]{0,17})$"  # the OpenAPI schema's
+
+
 def path_converters(state: BlueprintSetupState) -> None:
     """Record before a blueprint's routes: the converters they name."""
-    state.app.url_map.converters.update(row_id=RowId, row_uuid=RowUuid)
+    state.app.url_map.converters.update(row_id=RowId, row_uuid=RowUuid, subject=Subject)
 
 
 View = TypeVar("View", bound=Callable[..., Awaitable[Any]])

@@ -103,7 +103,7 @@ async def test_policies_are_for_admins_and_real_subjects(
     ann_client, _ = ann
     await error_of(await put(ann_client, "role:user", models=[]), 403, "FORBIDDEN")
     await error_of(await ann_client.get("/api/admin/policies"), 403, "FORBIDDEN")
-    await error_of(await put(ada, "role:owner", models=[]), 400, "INVALID_REQUEST")
+    await error_of(await put(ada, "role:owner", models=[]), 404, "NOT_FOUND")
     await error_of(await put(ada, "user:99999", models=[]), 404, "NOT_FOUND")
     await error_of(await put(ada, "role:user", tokens_per_day=-1), 400, "INVALID_REQUEST")
 
