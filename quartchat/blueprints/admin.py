@@ -30,7 +30,7 @@ from .auth import (
     json,
     principal,
 )
-from .validation import MAX_ROW_ID, parse, path_converters
+from .validation import INTEGRAL, MAX_ROW_ID, parse, path_converters
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api")
 blueprint.record_once(path_converters)
@@ -244,8 +244,8 @@ class PolicyFields(Strict):
     models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         None, max_length=1000, description="The only models allowed; null: every model"
     )
-    requests_per_minute: int | None = Field(None, ge=0, le=1_000_000_000)
-    tokens_per_day: int | None = Field(None, ge=0, le=10**15)
+    requests_per_minute: Annotated[int, Field(ge=0, le=1_000_000_000), INTEGRAL] | None = None
+    tokens_per_day: Annotated[int, Field(ge=0, le=10**15), INTEGRAL] | None = None
     cost_per_month: float | None = Field(None, ge=0, le=10**9, description="US dollars")
 
 
