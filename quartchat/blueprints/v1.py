@@ -60,7 +60,7 @@ class ModelList(BaseModel):
 async def offered() -> list[Model]:
     """The models to list, each with the upstream that serves it."""
     policy: ModelPolicy = current_app.extensions["models"]
-    listing = await policy.listing()
+    listing = await policy.listing(await admission.allowed_models())
     return [Model(id=offer.id, owned_by=offer.upstream) for offer in listing.models]
 
 

@@ -18,7 +18,7 @@ from quartchat import create_app
 from quartchat.db import Database
 from quartchat.db.tables import usage_daily
 
-from ..auth.conftest import accounts_settings
+from ..auth.conftest import PASSWORD, accounts_settings
 from ..conftest import CHAT, assert_error
 from ..fake_upstream import FakeUpstream
 from .conftest import user
@@ -109,7 +109,7 @@ async def test_policies_are_for_admins_and_real_subjects(
 
 
 async def test_a_model_the_policy_does_not_allow_is_refused_and_not_listed(
-    admin: tuple[Client, int], ann: tuple[Client, int]
+    app: Quart, admin: tuple[Client, int], ann: tuple[Client, int]
 ) -> None:
     ada, _ = admin
     ann_client, _ = ann
@@ -119,12 +119,21 @@ async def test_a_model_the_policy_does_not_allow_is_refused_and_not_listed(
     allowed = await ann_client.post("/api/chat", json={**CHAT, "model": "fake-small"})
     models = orjson.loads(await (await ann_client.get("/api/models")).get_data())["models"]
     admins = orjson.loads(await (await ada.get("/api/models")).get_data())["models"]
+    made = await ann_client.post("/api/auth/tokens", json={"name": "editor", "password": PASSWORD})
+    assert made.status_code == 201, await made.get_data()
+    bearer = {"Authorization": f"Bearer {(await made.get_json())['token']}"}
+    v1 = await (await app.test_client().get("/v1/models", headers=bearer)).get_json()
+    v1_refused = await app.test_client().post(
+        "/v1/chat/completions", headers=bearer, json={**CHAT, "model": "fake-large"}
+    )
 
     error = await error_of(refused, 400, "MODEL_NOT_ALLOWED")
     assert "policy" in error["message"]
     assert allowed.status_code == 200
     assert models == ["fake-small"]
     assert "fake-large" in admins
+    assert [m["id"] for m in v1["data"]] == ["fake-small"]
+    assert v1_refused.status_code == 404  # OpenAI's answer for a model one may not use
 
 
 async def test_a_new_app_starts_the_days_tokens_from_the_ledgers_roll_ups(
