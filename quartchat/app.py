@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import timedelta
@@ -23,7 +24,7 @@ from .auth.gate import admit
 from .auth.limits import counter
 from .auth.passwords import Passwords
 from .auth.principal import Authenticator, Networks, PrincipalCache
-from .blueprints import admin, api, auth, conversations, health, metrics, ui, v1
+from .blueprints import admin, api, auth, conversations, health, metrics, ui, usage, v1
 from .compression import Compressor
 from .config import Settings, get_settings
 from .conversations import turns
@@ -41,6 +42,7 @@ from .upstream import config as upstream_config
 from .upstream.models import ModelPolicy
 from .upstream.registry import Registry
 from .usage import budgets
+from .usage.ledger import Ledger, prune
 from .usage.limits import RedisStreamSlots, stream_slots
 from .usage.metrics import Metrics
 from .usage.revocation import watch_credentials
@@ -212,6 +214,11 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
         ),
     )
     app.extensions.update(db=db, accounts=accounts, networks=networks, devices=devices, runs=runs)
+    # The usage ledger needs the database: without accounts nothing is recorded.
+    ledger = Ledger(db, settings.usage_flush_seconds) if settings.usage_ledger else None
+    if ledger is not None:
+        app.extensions["ledger"] = ledger
+        app.extensions["sinks"] = (*app.extensions.get("sinks", ()), ledger)
 
     @app.while_serving
     async def _database() -> AsyncGenerator[None, None]:
@@ -222,7 +229,9 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
             settings.data_dir,
         )
         loop = asyncio.get_running_loop()
-        chores = loop.create_task(_housekeeping(db))
+        chores = loop.create_task(_housekeeping(db, settings.usage_retention_days))
+        if ledger is not None:
+            ledger.start()
         credentials = loop.create_task(watch_credentials(db, app.extensions["streams"]))
         yield
         chores.cancel()
@@ -230,11 +239,14 @@ def _accounts(app: Quart, settings: Settings) -> Authenticator:
         await runs.close(settings.shutdown_grace_seconds + 1)  # their text is saved first
         if isinstance(events, RedisLog):
             await events.aclose()  # the last runs' ends, to readers elsewhere
+        if ledger is not None:
+            await ledger.close()  # the last requests' rows, the runs' just ended included
         await db.close()
 
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(conversations.blueprint)
+    app.register_blueprint(usage.blueprint)
     return authenticator
 
 
@@ -247,13 +259,15 @@ def _redis(settings: Settings) -> Redis | None:
     return redis_client(url)
 
 
-async def _housekeeping(db: Database) -> None:
-    """Every minute: replies of a process that died become `interrupted`, and conversations
-    deleted more than a few minutes ago (past their Undo) are purged."""
+async def _housekeeping(db: Database, retention_days: int) -> None:
+    """Every minute: replies of a process that died become `interrupted`, conversations
+    deleted more than a few minutes ago (past their Undo) are purged, and the usage ledger's raw
+    rows older than USAGE_RETENTION_DAYS are deleted."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
             await turns.housekeeping(db, purge_after=PURGE_AFTER)
+            await prune(db, retention_days, time.time_ns() // 1_000_000)
         except Exception as exc:  # the database is away for a while: the next round retries
             logging.getLogger("quartchat").warning("housekeeping failed: %s", type(exc).__name__)
 

@@ -241,7 +241,9 @@ usage_daily = Table(
     Column("estimated", Integer, nullable=False),  # requests whose tokens are our estimate
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
-    Column("cost_micros", BigInteger, nullable=False),  # millionths of a US dollar
+    # Millionths of a US dollar; null while none of the day's requests had a price ("unpriced",
+    # which a 0 would make "free").
+    Column("cost_micros", BigInteger),
 )
 
 # What administrators set (usage/budgets.py, upstream/models.py): the models a role or a user may

@@ -59,7 +59,7 @@ def upgrade() -> None:
         sa.Column("estimated", sa.Integer(), nullable=False),
         sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
         sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
-        sa.Column("cost_micros", sa.BigInteger(), nullable=False),
+        sa.Column("cost_micros", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("day", "user_id", "model_id", name=op.f("pk_usage_daily")),
     )
     op.create_table(
