@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
+import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from quart import Quart
@@ -30,6 +33,7 @@ from quartchat.usage.meter import Price, Record, Request
 from ..auth.conftest import accounts_settings
 from ..conftest import CHAT, parse_events
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
+from ..service import Service
 from .conftest import user
 
 DAY_MS = 86_400_000
@@ -427,3 +431,25 @@ async def test_everyone_s_usage_refuses_a_bad_query(app: Quart, query: str) -> N
     admin, _ = await user(app, "admin@example.com", role="admin")
     found = await get_json(admin, f"/api/admin/usage?{query}", 400)
     assert found["error"]["code"] == "INVALID_REQUEST"
+
+
+@pytest.mark.e2e
+def test_sigterm_loses_no_row(fake: FakeUpstream) -> None:
+    admin = {"email": "admin@example.com", "password": "correct horse battery"}
+    env = {
+        "AUTH_MODE": "accounts",
+        "ADMIN_EMAIL": admin["email"],
+        "ADMIN_PASSWORD": admin["password"],
+        "USAGE_FLUSH_SECONDS": "3600",  # only the shutdown's flush can write them
+    }
+    with Service(fake.url, **env) as service, httpx.Client(base_url=service.url) as client:
+        assert service.process is not None
+        assert client.post("/api/auth/login", json=admin).status_code == 200
+        for _ in range(3):
+            assert client.post("/api/chat", json=CHAT).status_code == 200
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(20) == 0
+        with sqlite3.connect(service.data_dir / "quartchat.db") as stored:
+            [(rows,)] = stored.execute("SELECT count(*) FROM usage_events").fetchall()
+            [(requests,)] = stored.execute("SELECT sum(requests) FROM usage_daily").fetchall()
+    assert (rows, requests) == (3, 3)
