@@ -44,8 +44,9 @@ log = logging.getLogger("quartchat")
 
 FLUSH_ROWS = 1000
 """A flush starts before its time once this many rows are waiting."""
-FLUSH_MAX = 5000
-"""Rows written per transaction at most: the write lock is held for a few milliseconds."""
+FLUSH_MAX = 1000
+"""Rows written per transaction at most: on SQLite the write lock is held ~40 ms for that many
+(bench/ledger_bench.py), and other writers wait for it."""
 BUFFER_MAX = 200_000
 """Rows kept in memory while the database is away (~30 MB); past this the oldest are dropped."""
 PRUNE_CHUNK = 10_000

@@ -185,16 +185,23 @@ async def test_a_day_without_a_priced_request_has_no_cost_not_a_zero(app: Quart)
 # -- batches, roll-ups, retention, shutdown ------------------------------------------------------
 
 
-async def test_a_flush_writes_every_waiting_row_in_one_transaction(app: Quart) -> None:
+async def test_a_flush_writes_its_rows_and_roll_ups_in_one_transaction_per_batch(
+    app: Quart,
+) -> None:
     ledger, db = ledger_of(app), db_of(app)
     now = time.time_ns() // 1_000_000
-    for i in range(1500):
+    for i in range(ledger_module.FLUSH_MAX):
         ledger.record(record(now, user_id=i % 3 + 1, model=f"m{i % 2}"))
     before = db.writer.transactions
     assert await ledger.flush()
     assert db.writer.transactions - before == 1
-    assert len(await events(db)) == 1500
+    assert len(await events(db)) == ledger_module.FLUSH_MAX
     assert len(await daily(db)) == 6  # 3 users x 2 models, one day
+    for _ in range(ledger_module.FLUSH_MAX + 1):
+        ledger.record(record(now))
+    before = db.writer.transactions
+    assert await ledger.flush()
+    assert db.writer.transactions - before == 2  # at most FLUSH_MAX rows a transaction
 
 
 async def test_the_roll_ups_add_up_across_flushes_and_errors_are_counted(app: Quart) -> None:
