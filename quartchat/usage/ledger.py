@@ -139,6 +139,7 @@ class Ledger:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._failing = False  # a flush failed and none succeeded since: log once
+        self._dropping = False
         self.dropped = 0
         self.flushes = 0  # committed
 
@@ -155,8 +156,9 @@ class Ledger:
         if len(self) >= BUFFER_MAX:
             self._buffer.popleft()
             self.dropped += 1
-            if self.dropped == 1 or not self.dropped % BUFFER_MAX:
-                log.error("usage ledger: the database is away; dropping its oldest rows")
+            if not self._dropping:  # once until a flush succeeds again
+                self._dropping = True
+                log.error("usage ledger: the database is away; dropping the oldest rows")
         self._buffer.append(
             Row(
                 request.at_ms,
@@ -224,6 +226,7 @@ class Ledger:
                 self._batch = []
                 self.flushes += 1
                 remaining -= len(batch)
+                self._dropping = False
                 if self._failing:
                     self._failing = False
                     log.info("usage ledger: writing again")
@@ -291,7 +294,9 @@ def _rollups(rows: Iterable[Row], ids: Mapping[str, int]) -> list[dict[str, Any]
             "completion_tokens": counts[4],
             "cost_micros": costs[(day, user_id, model_id)],
         }
-        for (day, user_id, model_id), counts in sums.items()
+        # In key order: two processes adding to the same days lock their rows in one order
+        # (PostgreSQL would otherwise deadlock them now and then).
+        for (day, user_id, model_id), counts in sorted(sums.items())
     ]
 
 

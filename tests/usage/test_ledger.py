@@ -239,14 +239,15 @@ async def test_a_failed_flush_keeps_its_rows_for_the_next(
     assert len(await events(db)) == 1 and len(ledger) == 0
 
 
-async def test_rows_past_the_buffer_s_bound_drop_the_oldest(
-    app: Quart, monkeypatch: pytest.MonkeyPatch
+async def test_rows_past_the_buffer_s_bound_drop_the_oldest_with_one_log_line(
+    app: Quart, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(ledger_module, "BUFFER_MAX", 3)
     ledger = ledger_of(app)
     for at in range(1, 6):
         ledger.record(record(at * 1000))
     assert ledger.dropped == 2
+    assert len([r for r in caplog.records if "dropping" in r.getMessage()]) == 1
     assert await ledger.flush()
     assert sorted(row["at"] for row in await events(db_of(app))) == [3000, 4000, 5000]
 
