@@ -30,7 +30,7 @@ from ..usage.report import Group
 
 blueprint = Blueprint("usage", __name__, url_prefix="/api")
 
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_MONTH = re.compile(r"([1-9][0-9]{3})-(0[1-9]|1[0-2])")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 CSV_COLUMNS = (
     "key",
@@ -76,7 +76,9 @@ class MyUsage(BaseModel):
 
 
 class MonthQuery(BaseModel):
-    month: str | None = Field(None, description="YYYY-MM (UTC); this month by default")
+    month: str | None = Field(
+        None, pattern=r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$", description="UTC; this month by default"
+    )
 
 
 @blueprint.get("/usage")
@@ -123,8 +125,8 @@ class EveryonesUsage(Described):
 
 
 class RangeQuery(BaseModel):
-    from_: str | None = Field(None, alias="from", description="YYYY-MM-DD; this month's first")
-    to: str | None = Field(None, description="YYYY-MM-DD (included); today by default (UTC)")
+    from_: date | None = Field(None, alias="from", description="This month's first by default")
+    to: date | None = Field(None, description="Included; today (UTC) by default")
     group: Literal["user", "model", "day"] = "user"
     format: Literal["json", "csv"] = "json"
 
@@ -137,16 +139,14 @@ async def everyones_usage() -> Response:
     """Everyone's usage, grouped.
 
     Requests, tokens and cost of every user from `from` to `to` (UTC days, both included), per
-    user, model or day (`group`); groups without requests are left out. `format=csv` for a
-    spreadsheet. Admins only.
+    user, model or day (`group`); groups without requests are left out (all of them when `to` is
+    before `from`). `format=csv` for a spreadsheet. Admins only.
     """
     if not principal().is_admin:
         raise forbidden()
     today = _today()
     first = _day(request.args.get("from"), "from") or today.replace(day=1)
     last = _day(request.args.get("to"), "to") or today
-    if last < first:
-        raise APIError(400, "INVALID_REQUEST", "`to` must not be before `from`.")
     group = request.args.get("group", "user")
     if group not in ("user", "model", "day"):
         raise APIError(400, "INVALID_REQUEST", "`group` must be user, model or day.")
@@ -201,7 +201,7 @@ def _month(given: str | None) -> tuple[date, date]:
         first = _today().replace(day=1)
     else:
         match = _MONTH.fullmatch(given)
-        if match is None or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1:
+        if match is None:
             raise APIError(400, "INVALID_REQUEST", "`month` must be YYYY-MM.")
         first = date(int(match[1]), int(match[2]), 1)
     return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
