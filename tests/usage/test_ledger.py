@@ -164,7 +164,7 @@ async def test_a_priced_model_s_cost_is_summed_into_the_day(
 ) -> None:
     ann, _ = await user(app, "ann@example.com")
     registry: Registry = app.extensions["upstreams"]
-    monkeypatch.setattr(registry, "price", lambda model: Price(1.0, 2.0))
+    monkeypatch.setattr(registry, "price", lambda model, upstream=None: Price(1.0, 2.0))
     for _ in range(2):
         assert (await ann.post("/api/chat", json=CHAT)).status_code == 200
     assert await ledger_of(app).flush()
