@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, RootModel
 from quart import Blueprint, Response, current_app, request
-from quart_schema import document_request, document_response
+from quart_schema import document_response
 
 from ..auth.accounts import forbidden
 from ..config import Settings
@@ -30,7 +30,7 @@ from .auth import (
     json,
     principal,
 )
-from .validation import INTEGRAL, MAX_ROW_ID, parse, path_converters
+from .validation import INTEGRAL, MAX_ROW_ID, path_converters, takes
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api")
 blueprint.record_once(path_converters)
@@ -57,12 +57,11 @@ class NewUser(Strict):
 
 
 @blueprint.post("/admin/users")
-@document_request(NewUser)
+@takes(NewUser, "new user")
 @document_response(User, 201)
 @document_errors(400, 401, 403, 409, 413, 415)
-async def create_user() -> Response:
+async def create_user(body: NewUser) -> Response:
     """Create a user with a first password. Admins only."""
-    body = await parse(NewUser, "new user")
     return json(
         await accounts().create_user(principal(), body.email, body.password, body.role), 201
     )
@@ -84,10 +83,10 @@ class ChangedUser(User):
 
 
 @blueprint.patch("/admin/users/<row_id:user_id>")
-@document_request(UserChange)
+@takes(UserChange, "user change")
 @document_response(ChangedUser)
 @document_errors(400, 401, 403, 404, 409, 413, 415)
-async def change_user(user_id: int) -> Response:
+async def change_user(user_id: int, body: UserChange) -> Response:
     """Enable, disable or approve a user, change the role, or reset the password.
 
     Disabling and a password reset end the user's sessions at once (and the replies streaming on
@@ -95,7 +94,6 @@ async def change_user(user_id: int) -> Response:
     `revoke_tokens` is false, and a disabled user's tokens stop working. The last active admin
     cannot be disabled or demoted. Admins only.
     """
-    body = await parse(UserChange, "user change")
     changed = await accounts().change_user(
         principal(),
         user_id,
@@ -167,15 +165,14 @@ class InviteLink(Invite, Described):
 
 
 @blueprint.post("/invites")
-@document_request(NewInvite)
+@takes(NewInvite, "invite")
 @document_response(InviteLink, 201)
 @document_errors(400, 401, 403, 413, 415)
-async def create_invite() -> Response:
+async def create_invite(body: NewInvite) -> Response:
     """Make an invite link, valid for 7 days, used once.
 
     The answer holds its token this once; the link is `/invite?token=…`.
     """
-    body = await parse(NewInvite, "invite")
     return json(await accounts().invite(principal(), body.role, body.email), 201)
 
 
@@ -294,10 +291,10 @@ async def policies() -> Response:
 
 
 @blueprint.put("/admin/policies/<subject:subject>")
-@document_request(PolicyFields)
+@takes(PolicyFields, "policy")
 @document_response(PolicyOut)
 @document_errors(400, 401, 403, 404, 413, 415)
-async def put_policy(subject: str) -> Response:
+async def put_policy(subject: str, body: PolicyFields) -> Response:
     """Set the policy of a role (`role:user`, `role:admin`) or a user (`user:<id>`).
 
     A user's fields override their role's, which override the settings' defaults; null leaves a
@@ -305,7 +302,6 @@ async def put_policy(subject: str) -> Response:
     """
     service = _policies()
     check_subject(subject)
-    body = await parse(PolicyFields, "policy")
     policy = Policy(
         subject,
         tuple(body.models) if body.models is not None else None,

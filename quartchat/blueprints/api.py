@@ -6,7 +6,7 @@ from functools import partial
 
 import orjson
 from quart import Blueprint, Response, current_app, g
-from quart_schema import document_request, document_response
+from quart_schema import document_response
 
 from ..config import Settings
 from ..errors import APIError
@@ -26,7 +26,7 @@ from ..streaming.watch import LiveStreams, reply_too_long
 from ..upstream.models import ModelPolicy
 from . import admission
 from .common import event_stream
-from .validation import parse
+from .validation import takes
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -47,7 +47,8 @@ def _json(payload: object) -> Response:
     return Response(orjson.dumps(payload), content_type="application/json")
 
 
-async def _chat_request() -> ChatRequest:
+def _ready() -> None:
+    """Refuse a chat while the service drains, or while it has no key for OpenAI."""
     _streams().refuse_if_draining()
     if admission.registry().needs_key:
         raise APIError(
@@ -56,15 +57,15 @@ async def _chat_request() -> ChatRequest:
             "No upstream API key: set OPENAI_API_KEY, or point OPENAI_API_BASE at a server "
             "that needs none (Ollama, llama.cpp, vLLM).",
         )
-    return await parse(ChatRequest, "chat request")
 
 
-async def _admit(chat_request: ChatRequest) -> admission.Admitted:
+async def _admit(body: ChatRequest) -> admission.Admitted:
+    _ready()
     return await admission.admit(
         "api",
-        chat_request.model,
-        prompt_chars=sum(len(message.content) for message in chat_request.messages),
-        max_tokens=chat_request.max_tokens,
+        body.model,
+        prompt_chars=sum(len(message.content) for message in body.messages),
+        max_tokens=body.max_tokens,
     )
 
 
@@ -102,16 +103,15 @@ CHAT_ERRORS = (400, 403, 413, 415, 429, 500, 502, 503, 504)
 
 
 @blueprint.post("/chat")
-@document_request(ChatRequest)
+@takes(ChatRequest, "chat request")
 @document_response(ChatResponse)
 @document_errors(*CHAT_ERRORS)
-async def chat() -> Response:
+async def chat(body: ChatRequest) -> Response:
     """A whole chat completion.
 
     Returns the reply in one JSON envelope with finish_reason and token usage.
     """
-    chat_request = await _chat_request()
-    admitted = await _admit(chat_request)
+    admitted = await _admit(body)
     assert admitted.route is not None
     longest = _settings().max_reply_seconds
     try:
@@ -119,7 +119,7 @@ async def chat() -> Response:
             try:
                 async with asyncio.timeout(longest):
                     route = admitted.route
-                    status, completion = await route.client.complete(chat_request, route.model)
+                    status, completion = await route.client.complete(body, route.model)
             except TimeoutError:
                 raise reply_too_long(longest) from None
     finally:
@@ -145,21 +145,20 @@ def reply(completion: Completion) -> ChatResponse:
 
 
 @blueprint.post("/chat/stream")
-@document_request(ChatRequest)
+@takes(ChatRequest, "chat request")
 @document_response(EventStream)
 @document_errors(*CHAT_ERRORS)
-async def chat_stream() -> Response:
+async def chat_stream(body: ChatRequest) -> Response:
     """A chat completion as server-sent events.
 
     `chunk` events carry text deltas, `done` the final envelope with usage, `error` a failure after
     the stream began; failures before it are plain HTTP errors.
     """
-    chat_request = await _chat_request()
-    admitted = await _admit(chat_request)
+    admitted = await _admit(body)
     assert admitted.route is not None
     async with admitted.opening():
-        body = await relay.start(
-            partial(admitted.route.client.open_stream, chat_request, admitted.route.model),
+        events = await relay.start(
+            partial(admitted.route.client.open_stream, body, admitted.route.model),
             CHAT_EVENTS,
             _streams(),
             admitted.meter(g.access),
@@ -168,4 +167,4 @@ async def chat_stream() -> Response:
             slot=admitted.slot,
         )
     g.access.streaming = True
-    return event_stream(body)
+    return event_stream(events)
