@@ -145,8 +145,9 @@ CODES: dict[str, ErrorCode] = {
     ),
     "MODEL_NOT_ALLOWED": ErrorCode(
         (400,),
-        "a model neither `MODELS_ALLOWED` nor the upstream's `/models` lists (the message says "
-        "when the list could not be fetched), or one the user's policy does not allow",
+        "a model no upstream offers (its allow-list, `MODELS_ALLOWED`, its `/models`; the message "
+        "says when a list could not be fetched), or one the user's policy does not allow "
+        "(404 `model_not_found` on /v1)",
     ),
     "RATE_LIMITED": ErrorCode(
         (429,),
