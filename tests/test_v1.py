@@ -347,3 +347,12 @@ def test_with_accounts_a_session_cookie_is_not_a_key(accounts: tuple[Service, st
         response = browser.get("/v1/models")
     error: dict[str, Any] = response.json()["error"]
     assert response.status_code == 401 and error["code"] == "invalid_api_key"
+
+
+def test_a_budget_reserves_the_reply_tokens_the_client_asks_for() -> None:
+    from quartchat.blueprints.v1 import _max_tokens
+
+    assert _max_tokens({"max_completion_tokens": 300, "max_tokens": 50}) == 300
+    assert _max_tokens({"max_tokens": 50}) == 50
+    assert _max_tokens({"max_tokens": "50"}) is None  # the upstream judges that, not the budget
+    assert _max_tokens({}) is None

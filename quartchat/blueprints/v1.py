@@ -125,7 +125,10 @@ async def chat_completions() -> Response:
     """
     payload = await _body(ChatCompletionRequest, "chat completion request")
     admitted = await admission.admit(
-        "v1.chat", payload["model"], prompt_chars=_message_chars(payload["messages"])
+        "v1.chat",
+        payload["model"],
+        prompt_chars=_message_chars(payload["messages"]),
+        max_tokens=_max_tokens(payload),
     )
     route = admitted.route
     assert route is not None
@@ -228,7 +231,7 @@ async def _body(model: type[M], what: str) -> dict[str, Any]:
     """The client's JSON object as sent, once it is known to be a valid `model`; the service
     must be able to take it (not draining, an upstream key)."""
     _streams().refuse_if_draining()
-    if _settings().needs_key:
+    if admission.registry().needs_key:
         raise APIError(
             503, "NOT_CONFIGURED", "No upstream API key: the administrator must set one."
         )
@@ -258,6 +261,15 @@ def _message_chars(messages: list[dict[str, Any]]) -> int:
                 if type(part) is dict and type(part.get("text")) is str:
                     total += len(part["text"])
     return total
+
+
+def _max_tokens(payload: dict[str, Any]) -> int | None:
+    """The most tokens the client asks the reply to take (what a budget reserves), if it says."""
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(field)
+        if type(value) is int and value > 0:
+            return value
+    return None
 
 
 def _input_chars(value: Any) -> int:
