@@ -15,6 +15,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
+from quartchat.blueprints.v1 import _max_tokens
+
 from .fake_upstream import FakeUpstream, Reply, completion_payloads, openai_chunk, split_words
 from .service import Service
 
@@ -350,8 +352,6 @@ def test_with_accounts_a_session_cookie_is_not_a_key(accounts: tuple[Service, st
 
 
 def test_a_budget_reserves_the_reply_tokens_the_client_asks_for() -> None:
-    from quartchat.blueprints.v1 import _max_tokens
-
     assert _max_tokens({"max_completion_tokens": 300, "max_tokens": 50}) == 300
     assert _max_tokens({"max_tokens": 50}) == 50
     assert _max_tokens({"max_tokens": "50"}) is None  # the upstream judges that, not the budget
