@@ -507,7 +507,9 @@ async def measure(args: argparse.Namespace, s: Servers, v1_skip: str | None) -> 
     top = "v1" if v1_skip is None else None
     if top and args.top_streams > 0:
         await asyncio.sleep(args.pause)
-        p = await streamed(bench, targets[top], args.top_streams, False)
+        # Errors are the question here, not pace (printed): on a shared core 500 streams may
+        # take several times the upstream's 4 s, which is not a failure of any stream.
+        p = await streamed(bench, targets[top], args.top_streams, True)
         res["top"] = {"target": top, **p}
         say(f"  {LABELS[top]}, {args.top_streams} streams: errors {p['errors']} {p['error_kinds']}")
     return res
@@ -576,7 +578,8 @@ def check(res: dict[str, Any]) -> dict[str, list[Any]]:
             mark(
                 f"(b) /v1 non-streamed req/s >= {MIN_V1_RPS_RATIO:g} x {LABELS[base]} (ledger on)",
                 r >= MIN_V1_RPS_RATIO,
-                f"{get('v1', rps):.0f} / {get(base, rps):.0f} req/s = {r:.3f}",
+                f"{get('v1', rps):.0f} / {get(base, rps):.0f} req/s = {r:.3f}; CPU per request "
+                f"{get('v1', req):.0f} / {get(base, req):.0f} us = {ratio(get('v1', req), get(base, req)):.3f}",
             )
     if not v1:
         mark("(a), (b) /v1 against /api/chat", None, "skipped: no /v1 (see above)")
