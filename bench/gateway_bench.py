@@ -13,8 +13,8 @@ and of bench/accounts_bench.py: accounts on (the first admin from ADMIN_EMAIL/AD
 logged in, an API token made through the API). Every server is pinned to the service core and
 proxies the same fake upstream:
 
-* on: `python -m quartchat`, `AUTH_MODE=accounts`, `USAGE_LEDGER=true`, its own DATA_DIR (SQLite);
-  serves both `/api/chat[/stream]` and `/v1/chat/completions`, with the Bearer token;
+* on: `python -m quartchat`, `AUTH_MODE=accounts`, `USAGE_LEDGER=true`, `LOG_LEVEL=INFO` (one
+  access line per request, as deployed), its own DATA_DIR (SQLite); serves both `/api/chat[/stream]` and `/v1/chat/completions`, with the Bearer token;
 * off: the same with `USAGE_LEDGER=false`;
 * baseline (with `--baseline-ref REF`): `/api/chat[/stream]` of that commit, extracted as
   relay_bench does, accounts on: "today's main" before the gateway;
@@ -705,7 +705,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--whole-seconds",
         type=float,
         default=None,
-        help="seconds per non-streamed phase (4; quick 2)",
+        help="seconds per non-streamed phase (3; quick 2)",
     )
     add("--repeat", type=int, default=None, help="rounds over every target (3; quick 1)")
     add("--chunks", type=int, default=200, help="content chunks per upstream stream")
@@ -718,7 +718,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also serve /api/chat of git commit REF (extracted into OUTDIR/baseline-<sha>)")  # fmt: skip
     add("--timeout-factor", type=float, default=3.0, help="stream timeout: nominal x this + 10 s")
     add("--pause", type=float, default=0.5, help="seconds of quiet between phases")
-    add("--log-level", default="WARNING", help="the services' LOG_LEVEL (their logs go to files)")
+    add(
+        "--log-level",
+        default="INFO",
+        help="quartchat's LOG_LEVEL (INFO, as deployed: an access line per request)",
+    )
     add("--outdir", default=str(ROOT / "artifacts" / "bench"), help="logs and baseline trees")
     add("--json", nargs="?", const="-", default=None, metavar="PATH",
         help="also write the results as JSON, to PATH or to stdout")  # fmt: skip
@@ -727,7 +731,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.streams is None:
         args.streams = 50 if quick else 100
     if args.whole_seconds is None:
-        args.whole_seconds = 2.0 if quick else 4.0
+        args.whole_seconds = 2.0 if quick else 3.0
     if args.repeat is None:
         args.repeat = 1 if quick else 3
     if args.repeat < 1:
