@@ -2,7 +2,7 @@
 """Load benchmark of the gateway (issue 18): `/v1/chat/completions` against `/api/chat`, the
 usage ledger on and off, nginx as a floor and LiteLLM's proxy, in one run, under the same load.
 
-    .venv/bin/python bench/gateway_bench.py                  # about 6 minutes
+    .venv/bin/python bench/gateway_bench.py                  # 5-7 minutes
     .venv/bin/python bench/gateway_bench.py --quick          # about 2 minutes
     .venv/bin/python bench/gateway_bench.py --baseline-ref <ref> --json artifacts/bench/gateway.json
 
@@ -14,16 +14,17 @@ logged in, an API token made through the API). Every server is pinned to the ser
 proxies the same fake upstream:
 
 * on: `python -m quartchat`, `AUTH_MODE=accounts`, `USAGE_LEDGER=true`, `LOG_LEVEL=INFO` (one
-  access line per request, as deployed), its own DATA_DIR (SQLite); serves both `/api/chat[/stream]` and `/v1/chat/completions`, with the Bearer token;
-* off: the same with `USAGE_LEDGER=false`;
+  access line per request, as deployed), its own DATA_DIR (SQLite); serves both
+  `/api/chat[/stream]` and `/v1/chat/completions`, with the Bearer token;
+* off: the same with `USAGE_LEDGER=false`, measured on the same routes;
 * baseline (with `--baseline-ref REF`): `/api/chat[/stream]` of that commit, extracted as
   relay_bench does, accounts on: "today's main" before the gateway;
 * nginx (`--nginx`, default the system's): one process (`master_process off`), `proxy_buffering
   off`, keep-alive to the upstream, no access log: the floor of what relaying costs;
 * litellm (`--litellm`, default /work/litellm-venv/bin/litellm; see docs/gateway.md, "Speed",
-  for installing it): `litellm --config` with one model whose `api_base` is the fake upstream, no
-  database, a master key, no callbacks, `LITELLM_LOG=ERROR`, the local model cost map, one worker,
-  and its repeated-chunk guard raised above the fake reply's 200 identical chunks.
+  for installing it): `litellm --config` with one model whose `api_base` is the fake upstream,
+  no database, a master key, no callbacks, `LITELLM_LOG=ERROR`, the local model cost map, one
+  worker, and its repeated-chunk guard raised above the fake reply's 200 identical chunks.
 
 Then, in rounds (`--repeat`; the order of the targets reverses from round to round, so none is
 always measured after another's leftovers, or always later on a machine whose speed drifts):
