@@ -12,6 +12,7 @@ import { Saver } from "./sync.js";
 import { saveFile } from "./transfer.js";
 import { TransferDialog } from "./transfer-dialog.js";
 import { Tree } from "./tree.js";
+import { readPrices } from "./usage-format.js";
 import { MessageList } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -40,8 +41,13 @@ let current = newConversation();
 let tree = new Tree([]); // the open conversation's messages
 let shown = []; // ids of the messages on screen, in order
 let versionCounts = new Map(); // message id -> number of versions, as shown
+let prices = new Map(); // model -> its price, from GET /api/models (none set: no costs shown)
 
-const view = new MessageList($("messages"), { onAction: messageAction, versionsOf: (m) => tree.version(tree.byId.get(m.id) ?? m) });
+const view = new MessageList($("messages"), {
+  onAction: messageAction,
+  versionsOf: (m) => tree.version(tree.byId.get(m.id) ?? m),
+  priceOf: (model) => prices.get(model) ?? null,
+});
 const follower = new Follower($("scroller"), $("messages"), $("jump"));
 const sidebar = new Sidebar($("conversations"), {
   store,
@@ -781,7 +787,11 @@ setTheme(document.documentElement.dataset.theme ?? "system");
 show(current);
 await Promise.all([sidebar.reset(), openFromAddress().then(focusOnLoad)]);
 fetchModels()
-  .then((models) => settings.setModels(models))
+  .then((models) => {
+    settings.setModels(models);
+    prices = readPrices(models.prices);
+    if (prices.size) view.refreshMeta();
+  })
   .catch(() => {
     // The default model still works; the picker just has no other choices.
   });

@@ -6,6 +6,7 @@
 import { h, iconButton } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 import { StreamRenderer } from "./stream-render.js";
+import { costOf, dollars, tokens } from "./usage-format.js";
 
 const FIRST_BATCH = 30; // enough to fill any screen
 const BATCH = 60;
@@ -49,11 +50,17 @@ function countDown(button, at) {
   }, 1000);
 }
 
-function formatUsage(usage) {
-  return {
-    text: `${usage.total_tokens.toLocaleString()} tokens`,
-    title: `${usage.prompt_tokens} prompt + ${usage.completion_tokens} reply tokens`,
-  };
+/**
+ * A reply's tokens, prompt and reply, in words a screen reader reads as they are; and what they
+ * cost when the model has a price (today's price: the tooltip says so).
+ */
+function usageOf(usage, price) {
+  const parts = [h("span", {}, `${tokens(usage.prompt_tokens)} prompt + ${tokens(usage.completion_tokens)} reply tokens`)];
+  if (price) {
+    const title = `At today's price: ${dollars(price.input_per_million)} per million prompt tokens, ${dollars(price.output_per_million)} per million reply tokens`;
+    parts.push(h("span", { className: "cost", title }, ` · ${dollars(costOf(usage, price))}`));
+  }
+  return h("span", { className: "usage" }, ...parts);
 }
 
 export class MessageList {
@@ -61,11 +68,13 @@ export class MessageList {
    * `onAction(action, messageId, {button, text})` for copy, edit, regenerate, retry, copy-code
    * (`text`: the code), save-edit (`text`: the edited message), prev-version and next-version.
    * `versionsOf(message)`: which version a message is among its siblings, {index, count}.
+   * `priceOf(model)`: the model's price ({input_per_million, output_per_million}), or null.
    */
-  constructor(container, { onAction, versionsOf = () => null }) {
+  constructor(container, { onAction, versionsOf = () => null, priceOf = () => null }) {
     this.el = container;
     this.onAction = onAction;
     this.versionsOf = versionsOf;
+    this.priceOf = priceOf;
     this.articles = new Map();
     this.dirty = new Set();
     this.frame = 0;
@@ -140,6 +149,11 @@ export class MessageList {
     this.dirty.delete(message);
     const article = this.articles.get(message.id);
     if (article) this.#fill(article, message);
+  }
+
+  /** Write every footer again (the prices became known): only those that change are touched. */
+  refreshMeta() {
+    for (const article of this.articles.values()) if (article.message) this.#footer(article, article.message);
   }
 
   /** Remove a message and every message after it. */
@@ -280,17 +294,22 @@ export class MessageList {
     article.classList.toggle("empty", !message.content);
     article.setAttribute("aria-busy", String(streaming));
     // The footer and the error box are replaced only when they change (not at every update).
-    const meta = this.#meta(message);
-    const footer = meta.map((part) => part.outerHTML).join("");
-    if (article.footer !== footer) {
-      article.footer = footer;
-      article.querySelector(".meta").replaceChildren(...meta);
-    }
+    this.#footer(article, message);
     const error = JSON.stringify(message.error ?? null);
     if (article.error !== error) {
       article.error = error;
       article.querySelector(".error-box")?.remove();
       if (message.error) article.querySelector(".meta").before(this.#errorBox(message));
+    }
+  }
+
+  #footer(article, message) {
+    article.message = message;
+    const meta = this.#meta(message);
+    const footer = meta.map((part) => part.outerHTML).join("");
+    if (article.footer !== footer) {
+      article.footer = footer;
+      article.querySelector(".meta").replaceChildren(...meta);
     }
   }
 
@@ -302,10 +321,7 @@ export class MessageList {
     if (message.status === "stopped") parts.push(h("span", { className: "status stopped" }, "Stopped"));
     if (message.finishReason === "length") parts.push(h("span", { className: "status" }, "Cut off at the token limit"));
     if (message.model && message.status !== "streaming") parts.push(h("span", { className: "model" }, message.model));
-    if (message.usage) {
-      const { text, title } = formatUsage(message.usage);
-      parts.push(h("span", { className: "usage", title }, text));
-    }
+    if (message.usage) parts.push(usageOf(message.usage, message.model ? this.priceOf(message.model) : null));
     return parts;
   }
 

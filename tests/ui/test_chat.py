@@ -42,7 +42,7 @@ def test_a_streaming_reply_shows_a_generating_state_and_ends_with_token_usage(
     expect(chat.last_reply()).to_have_attribute("aria-busy", "true")
     expect(chat.last_reply()).to_contain_text("Generating")
     expect(chat.stop_button).to_be_visible()
-    expect(chat.last_reply().locator(".usage")).to_have_text("7 tokens")  # 5 prompt + 2 reply
+    expect(chat.last_reply().locator(".usage")).to_have_text("5 prompt + 2 reply tokens")
     expect(chat.last_reply()).to_have_attribute("aria-busy", "false")
     expect(chat.last_reply()).not_to_contain_text("Generating")
     expect(chat.send_button).to_be_visible()
