@@ -1,12 +1,15 @@
 // The account page: change the password, see and end sessions, log out everywhere (revoking the
 // API tokens with it unless told not to), make API tokens (an expiry; the password) and revoke
-// them. The page's state is the server's; each list below owns its own <ul>.
+// them, and see my usage month by month. The page's state is the server's; each list below owns
+// its own <ul>.
 
 import * as api from "./accounts-api.js";
-import { announce, copyText, flashCopied } from "./dom.js";
+import { announce, copyText, flashCopied, h } from "./dom.js";
 import { act, bindForm, blame, confirmAction, samePasswords, time } from "./forms.js";
 import "./logout.js";
 import { RowList, badge, rowButton, tokenRow } from "./rows.js";
+import { daysBetween, dayName, monthName } from "./usage-format.js";
+import { TOTAL_COLUMNS, dataTable, estimatedNote, everyDay, tokenChart, totalsFacts } from "./usage-report.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -95,7 +98,61 @@ bindForm(
     const tokens = revoked === 1 ? "your API token was revoked" : `your ${revoked} API tokens were revoked`;
     passwordForm.querySelector(".form-done").textContent =
       `Password changed. Every other browser was logged out${revoked ? ` and ${tokens}` : ""}.`;
-    await Promise.all([loadSessions(), loadTokens()]);
+    // ---- my usage ----
+
+const usagePanel = $("usage-title").closest("section");
+const thisMonth = () => new Date().toISOString().slice(0, 7); // the ledger's days are UTC days
+
+/** The month `step` months from `month` ("YYYY-MM"). */
+function monthFrom(month, step) {
+  const [year, number] = month.split("-").map(Number);
+  return new Date(Date.UTC(year, number - 1 + step, 1)).toISOString().slice(0, 7);
+}
+
+const asked = new URLSearchParams(location.search).get("month");
+let usageMonth = /^\d{4}-(0[1-9]|1[0-2])$/.test(asked ?? "") && asked <= thisMonth() ? asked : thisMonth();
+
+function usageReport(usage) {
+  const name = monthName(usage.month);
+  if (!usage.total.requests) return [h("p", { className: "hint" }, `No use in ${name}.`)];
+  const [year, number] = usage.month.split("-").map(Number);
+  const last = new Date(Date.UTC(year, number, 0)).toISOString().slice(0, 10);
+  const days = everyDay(daysBetween(`${usage.month}-01`, last), usage.by_day);
+  return [
+    totalsFacts(usage.total),
+    estimatedNote(usage.total),
+    h("h3", {}, "By day"),
+    tokenChart(`Tokens by day, ${name}`, days, { heading: "Day", label: (r) => String(Number(r.day.slice(8))), name: (r) => dayName(r.day) }),
+    h("h3", {}, "By model"),
+    dataTable(`By model, ${name}`, [{ label: "Model", value: (r) => r.model }, ...TOTAL_COLUMNS], usage.by_model),
+  ].filter(Boolean);
+}
+
+async function loadUsage() {
+  const month = usageMonth;
+  $("usage-month").textContent = monthName(month);
+  const next = $("usage-next");
+  next.disabled = month >= thisMonth();
+  if (next.disabled && document.activeElement === next) $("usage-prev").focus(); // not lost to the page
+  $("usage-report").setAttribute("aria-busy", "true");
+  const usage = await act(usagePanel, () => api.myUsage(month));
+  if (month !== usageMonth) return; // another month was asked for meanwhile
+  $("usage-report").replaceChildren(...(usage ? usageReport(usage) : []));
+  $("usage-report").removeAttribute("aria-busy");
+}
+
+for (const [id, step] of [["usage-prev", -1], ["usage-next", 1]]) {
+  $(id).addEventListener("click", () => {
+    usageMonth = monthFrom(usageMonth, step);
+    // The address keeps the month, so a reload (or a link) shows the same one.
+    const address = new URL(location.href);
+    address.searchParams.set("month", usageMonth);
+    history.replaceState(null, "", address);
+    loadUsage();
+  });
+}
+
+await Promise.all([loadSessions(), loadTokens(), loadUsage()]);
   },
   {
     onError(error) {
@@ -166,5 +223,59 @@ async function loadTokens() {
   await act(tokensPanel, async () => tokenList.replaceAll(await api.tokens()));
 }
 
-await Promise.all([loadSessions(), loadTokens()]);
+// ---- my usage ----
+
+const usagePanel = $("usage-title").closest("section");
+const thisMonth = () => new Date().toISOString().slice(0, 7); // the ledger's days are UTC days
+
+/** The month `step` months from `month` ("YYYY-MM"). */
+function monthFrom(month, step) {
+  const [year, number] = month.split("-").map(Number);
+  return new Date(Date.UTC(year, number - 1 + step, 1)).toISOString().slice(0, 7);
+}
+
+const asked = new URLSearchParams(location.search).get("month");
+let usageMonth = /^\d{4}-(0[1-9]|1[0-2])$/.test(asked ?? "") && asked <= thisMonth() ? asked : thisMonth();
+
+function usageReport(usage) {
+  const name = monthName(usage.month);
+  if (!usage.total.requests) return [h("p", { className: "hint" }, `No use in ${name}.`)];
+  const [year, number] = usage.month.split("-").map(Number);
+  const last = new Date(Date.UTC(year, number, 0)).toISOString().slice(0, 10);
+  const days = everyDay(daysBetween(`${usage.month}-01`, last), usage.by_day);
+  return [
+    totalsFacts(usage.total),
+    estimatedNote(usage.total),
+    h("h3", {}, "By day"),
+    tokenChart(`Tokens by day, ${name}`, days, { heading: "Day", label: (r) => String(Number(r.day.slice(8))), name: (r) => dayName(r.day) }),
+    h("h3", {}, "By model"),
+    dataTable(`By model, ${name}`, [{ label: "Model", value: (r) => r.model }, ...TOTAL_COLUMNS], usage.by_model),
+  ].filter(Boolean);
+}
+
+async function loadUsage() {
+  const month = usageMonth;
+  $("usage-month").textContent = monthName(month);
+  const next = $("usage-next");
+  next.disabled = month >= thisMonth();
+  if (next.disabled && document.activeElement === next) $("usage-prev").focus(); // not lost to the page
+  $("usage-report").setAttribute("aria-busy", "true");
+  const usage = await act(usagePanel, () => api.myUsage(month));
+  if (month !== usageMonth) return; // another month was asked for meanwhile
+  $("usage-report").replaceChildren(...(usage ? usageReport(usage) : []));
+  $("usage-report").removeAttribute("aria-busy");
+}
+
+for (const [id, step] of [["usage-prev", -1], ["usage-next", 1]]) {
+  $(id).addEventListener("click", () => {
+    usageMonth = monthFrom(usageMonth, step);
+    // The address keeps the month, so a reload (or a link) shows the same one.
+    const address = new URL(location.href);
+    address.searchParams.set("month", usageMonth);
+    history.replaceState(null, "", address);
+    loadUsage();
+  });
+}
+
+await Promise.all([loadSessions(), loadTokens(), loadUsage()]);
 document.body.dataset.ready = "true";

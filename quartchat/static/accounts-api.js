@@ -81,6 +81,8 @@ export const tokens = () => get("/api/auth/tokens");
 export const createToken = (name, expiresInDays, password) =>
   post("/api/auth/tokens", { name, expires_in_days: expiresInDays, ...(password ? { password } : {}) });
 export const revokeToken = (id) => call("DELETE", `/api/auth/tokens/${encodeURIComponent(id)}`);
+/** My usage in a month ("YYYY-MM"): totals, by model and by day. */
+export const myUsage = (month) => get(`/api/usage?month=${encodeURIComponent(month)}`);
 
 // ---- administration ----
 
@@ -97,6 +99,11 @@ export const upstreamStatus = () => get("/api/admin/upstream");
 export const policies = () => get("/api/admin/policies");
 export const putPolicy = (subject, fields) => call("PUT", `/api/admin/policies/${encodeURIComponent(subject)}`, fields);
 export const deletePolicy = (subject) => call("DELETE", `/api/admin/policies/${encodeURIComponent(subject)}`);
+const usageQuery = (from, to, group) => `from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}&group=${encodeURIComponent(group)}`;
+/** Everyone's usage from `from` to `to` (days, "YYYY-MM-DD", both included) by user, model or day. */
+export const usage = (from, to, group) => get(`/api/admin/usage?${usageQuery(from, to, group)}`);
+/** The same as a CSV file, for a download link. */
+export const usageCsvUrl = (from, to, group) => `/api/admin/usage?${usageQuery(from, to, group)}&format=csv`;
 export const withdrawInvite = (id) => call("DELETE", `/api/invites/${encodeURIComponent(id)}`);
 
 /** The link an invite token makes. */

@@ -1,14 +1,16 @@
 // The admin page: the model provider's status (the default model, whether the provider lists it,
 // its last refusal of our key), users (paged, 100 at a time; add, approve, disable and enable, change the role,
-// reset the password, see and revoke their API tokens) and invites (make a link, shown once;
-// withdraw), and policies (which models, and how many requests, tokens and dollars, per role and
-// per user). Each list owns its <ul>.
+// reset the password, see and revoke their API tokens), invites (make a link, shown once;
+// withdraw), policies (which models, and how many requests, tokens and dollars, per role and
+// per user) and usage (by user, model or day, a chart, a CSV download). Each list owns its <ul>.
 
 import * as api from "./accounts-api.js";
 import { announce, copyText, flashCopied, h } from "./dom.js";
 import { act, bindForm, blame, confirmAction, time } from "./forms.js";
 import "./logout.js";
 import { RowList, badge, rowButton, tokenRow } from "./rows.js";
+import { dayName, daysBetween } from "./usage-format.js";
+import { TOTAL_COLUMNS, dataTable, estimatedNote, everyDay, tokenChart, totalsFacts } from "./usage-report.js";
 
 const $ = (id) => document.getElementById(id);
 const me = Number(document.body.dataset.me);
@@ -350,6 +352,71 @@ async function loadPolicies() {
   });
 }
 
+// ---- usage ----
+
+const usageForm = $("usage-form");
+const CHART_BARS = 30; // by user or model, the chart shows the largest; the table has them all
+const GROUPS = {
+  user: { heading: "User", of: "by user", name: (r) => r.email ?? (r.user_id ? `user ${r.user_id}` : "no account") },
+  model: { heading: "Model", of: "by model", name: (r) => r.key },
+  day: { heading: "Day", of: "by day", name: (r) => r.key },
+};
+
+{
+  // This month so far, as the ledger counts days (UTC).
+  const today = new Date().toISOString().slice(0, 10);
+  $("usage-from").value = `${today.slice(0, 8)}01`;
+  $("usage-to").value = today;
+}
+
+function usageReport(usage) {
+  const group = GROUPS[usage.group] ?? GROUPS.model;
+  const range = `${dayName(usage.from, { dateStyle: "medium" })} to ${dayName(usage.to, { dateStyle: "medium" })}`;
+  if (!usage.total.requests) return [h("p", { className: "hint" }, `No use from ${range}.`)];
+  const caption = `Tokens ${group.of}, ${range}`;
+  let chart;
+  if (usage.group === "day") {
+    const days = everyDay(daysBetween(usage.from, usage.to), usage.rows.map((r) => ({ ...r, day: r.key })));
+    chart = tokenChart(caption, days, { heading: "Day", label: (r) => String(Number(r.day.slice(8))), name: (r) => dayName(r.day), numbers: false });
+  } else {
+    const largest = [...usage.rows].sort((a, b) => b.total_tokens - a.total_tokens).slice(0, CHART_BARS);
+    const shown = largest.length < usage.rows.length ? `${caption} (the ${CHART_BARS} largest)` : caption;
+    chart = tokenChart(shown, largest, { heading: group.heading, label: (r) => group.name(r).split("@")[0], name: group.name, numbers: false });
+  }
+  const first = { label: group.heading, value: (r) => (usage.group === "day" ? dayName(r.key, { dateStyle: "medium" }) : group.name(r)) };
+  return [totalsFacts(usage.total), estimatedNote(usage.total), chart, dataTable(`Usage ${group.of}, ${range}`, [first, ...TOTAL_COLUMNS], usage.rows)].filter(Boolean);
+}
+
+let usageShown = false; // the first report comes with the page; later ones are announced
+
+bindForm(
+  usageForm,
+  async ({ from, to, group }) => {
+    if (from > to) {
+      blame($("usage-to"), usageForm, "“To” must be on or after “From”.");
+      return;
+    }
+    $("usage-report").setAttribute("aria-busy", "true");
+    try {
+      const usage = await api.usage(from, to, group);
+      $("usage-report").replaceChildren(...usageReport(usage));
+      $("usage-csv").href = api.usageCsvUrl(from, to, group);
+      $("usage-csv").download = `quartchat-usage-${from}-${to}-by-${group}.csv`;
+      $("usage-csv").hidden = false;
+      if (usageShown) announce(`Usage ${GROUPS[group].of}: ${usage.rows.length} ${usage.rows.length === 1 ? "row" : "rows"}.`);
+      usageShown = true;
+    } finally {
+      $("usage-report").removeAttribute("aria-busy");
+    }
+  },
+  {
+    onError() {
+      $("usage-report").replaceChildren(); // not the numbers of another range under its error
+      $("usage-csv").hidden = true;
+    },
+  },
+);
+
 // ---- invites ----
 
 const invitesPanel = $("invites-title").closest("section");
@@ -401,6 +468,7 @@ async function loadInvites() {
   await act(invitesPanel, async () => inviteList.replaceAll(await api.invites()));
 }
 
+usageForm.requestSubmit(); // this month, by user
 await Promise.all([loadUpstream(), loadUsers(), loadInvites()]);
 await loadPolicies(); // after the users: a user's policy is named by their email
 document.body.dataset.ready = "true";
