@@ -43,7 +43,7 @@ export function barChart({ caption, labels, names = labels, heading = "", series
   const box = h("div", { className: "chart-box" });
   const image = svg("svg", { role: "img", class: "chart-svg", "aria-label": `${caption}. ${summary ?? sumUp(names, totals, format)}` });
   box.append(image);
-  figure.append(box, legend(series), numbers ? table(caption, heading, names, series, totals, format) : null);
+  figure.append(...[box, legend(series), numbers && table(caption, heading, names, series, totals, format)].filter(Boolean));
 
   let drawnWidth = 0;
   const draw = () => {
