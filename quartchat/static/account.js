@@ -9,7 +9,7 @@ import { act, bindForm, blame, confirmAction, samePasswords, time } from "./form
 import "./logout.js";
 import { RowList, badge, rowButton, tokenRow } from "./rows.js";
 import { daysBetween, dayName, monthName } from "./usage-format.js";
-import { TOTAL_COLUMNS, dataTable, estimatedNote, everyDay, tokenChart, totalsFacts } from "./usage-report.js";
+import { NO_MODEL, TOTAL_COLUMNS, dataTable, estimatedNote, everyDay, tokenChart, totalsFacts } from "./usage-report.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -98,61 +98,7 @@ bindForm(
     const tokens = revoked === 1 ? "your API token was revoked" : `your ${revoked} API tokens were revoked`;
     passwordForm.querySelector(".form-done").textContent =
       `Password changed. Every other browser was logged out${revoked ? ` and ${tokens}` : ""}.`;
-    // ---- my usage ----
-
-const usagePanel = $("usage-title").closest("section");
-const thisMonth = () => new Date().toISOString().slice(0, 7); // the ledger's days are UTC days
-
-/** The month `step` months from `month` ("YYYY-MM"). */
-function monthFrom(month, step) {
-  const [year, number] = month.split("-").map(Number);
-  return new Date(Date.UTC(year, number - 1 + step, 1)).toISOString().slice(0, 7);
-}
-
-const asked = new URLSearchParams(location.search).get("month");
-let usageMonth = /^\d{4}-(0[1-9]|1[0-2])$/.test(asked ?? "") && asked <= thisMonth() ? asked : thisMonth();
-
-function usageReport(usage) {
-  const name = monthName(usage.month);
-  if (!usage.total.requests) return [h("p", { className: "hint" }, `No use in ${name}.`)];
-  const [year, number] = usage.month.split("-").map(Number);
-  const last = new Date(Date.UTC(year, number, 0)).toISOString().slice(0, 10);
-  const days = everyDay(daysBetween(`${usage.month}-01`, last), usage.by_day);
-  return [
-    totalsFacts(usage.total),
-    estimatedNote(usage.total),
-    h("h3", {}, "By day"),
-    tokenChart(`Tokens by day, ${name}`, days, { heading: "Day", label: (r) => String(Number(r.day.slice(8))), name: (r) => dayName(r.day) }),
-    h("h3", {}, "By model"),
-    dataTable(`By model, ${name}`, [{ label: "Model", value: (r) => r.model }, ...TOTAL_COLUMNS], usage.by_model),
-  ].filter(Boolean);
-}
-
-async function loadUsage() {
-  const month = usageMonth;
-  $("usage-month").textContent = monthName(month);
-  const next = $("usage-next");
-  next.disabled = month >= thisMonth();
-  if (next.disabled && document.activeElement === next) $("usage-prev").focus(); // not lost to the page
-  $("usage-report").setAttribute("aria-busy", "true");
-  const usage = await act(usagePanel, () => api.myUsage(month));
-  if (month !== usageMonth) return; // another month was asked for meanwhile
-  $("usage-report").replaceChildren(...(usage ? usageReport(usage) : []));
-  $("usage-report").removeAttribute("aria-busy");
-}
-
-for (const [id, step] of [["usage-prev", -1], ["usage-next", 1]]) {
-  $(id).addEventListener("click", () => {
-    usageMonth = monthFrom(usageMonth, step);
-    // The address keeps the month, so a reload (or a link) shows the same one.
-    const address = new URL(location.href);
-    address.searchParams.set("month", usageMonth);
-    history.replaceState(null, "", address);
-    loadUsage();
-  });
-}
-
-await Promise.all([loadSessions(), loadTokens(), loadUsage()]);
+    await Promise.all([loadSessions(), loadTokens()]);
   },
   {
     onError(error) {
@@ -249,7 +195,7 @@ function usageReport(usage) {
     h("h3", {}, "By day"),
     tokenChart(`Tokens by day, ${name}`, days, { heading: "Day", label: (r) => String(Number(r.day.slice(8))), name: (r) => dayName(r.day) }),
     h("h3", {}, "By model"),
-    dataTable(`By model, ${name}`, [{ label: "Model", value: (r) => r.model }, ...TOTAL_COLUMNS], usage.by_model),
+    dataTable(`By model, ${name}`, [{ label: "Model", value: (r) => r.model || NO_MODEL }, ...TOTAL_COLUMNS], usage.by_model),
   ].filter(Boolean);
 }
 

@@ -10,7 +10,7 @@ import { act, bindForm, blame, confirmAction, time } from "./forms.js";
 import "./logout.js";
 import { RowList, badge, rowButton, tokenRow } from "./rows.js";
 import { dayName, daysBetween } from "./usage-format.js";
-import { TOTAL_COLUMNS, dataTable, estimatedNote, everyDay, tokenChart, totalsFacts } from "./usage-report.js";
+import { NO_MODEL, TOTAL_COLUMNS, dataTable, estimatedNote, everyDay, tokenChart, totalsFacts } from "./usage-report.js";
 
 const $ = (id) => document.getElementById(id);
 const me = Number(document.body.dataset.me);
@@ -358,7 +358,7 @@ const usageForm = $("usage-form");
 const CHART_BARS = 30; // by user or model, the chart shows the largest; the table has them all
 const GROUPS = {
   user: { heading: "User", of: "by user", name: (r) => r.email ?? (r.user_id ? `user ${r.user_id}` : "no account") },
-  model: { heading: "Model", of: "by model", name: (r) => r.key },
+  model: { heading: "Model", of: "by model", name: (r) => r.key || NO_MODEL },
   day: { heading: "Day", of: "by day", name: (r) => r.key },
 };
 

@@ -11,6 +11,9 @@ export const TOKEN_SERIES = [
   { name: "reply tokens", className: "series-reply", key: "completion_tokens" },
 ];
 
+// The ledger counts requests refused before a model was chosen under the model "".
+export const NO_MODEL = "no model (refused first)";
+
 const costText = (cost) => (cost === null || cost === undefined ? "—" : dollars(cost));
 
 /** The totals as a list of facts: requests (and failures), tokens, cost. */
