@@ -29,6 +29,8 @@ def service(fake: FakeUpstream) -> Iterator[Service]:
         "ADMIN_EMAIL": ADMIN_EMAIL,
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
         "SIGNUP_POLICY": "approval",
+        # The usage views' tests wait for what they made to reach the ledger: soon.
+        "USAGE_FLUSH_SECONDS": "0.1",
     }
     with Service(fake.url, **env) as service:
         yield service
