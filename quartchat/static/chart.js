@@ -118,8 +118,8 @@ function swatch(className) {
 }
 
 function table(caption, heading, names, series, totals, format) {
-  const head = h("tr", {}, h("th", { scope: "col" }, heading || "Of"), ...series.map((s) => h("th", { scope: "col" }, cap(s.name))));
-  if (series.length > 1) head.append(h("th", { scope: "col" }, "Total"));
+  const head = h("tr", {}, h("th", { scope: "col" }, heading || "Of"), ...series.map((s) => h("th", { scope: "col", className: "num" }, cap(s.name))));
+  if (series.length > 1) head.append(h("th", { scope: "col", className: "num" }, "Total"));
   // Bars of nothing (the days without use) are left out: the table lists what there was.
   const rows = names.flatMap((name, i) => {
     if (!totals[i]) return [];
