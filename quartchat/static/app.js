@@ -12,7 +12,7 @@ import { Saver } from "./sync.js";
 import { saveFile } from "./transfer.js";
 import { TransferDialog } from "./transfer-dialog.js";
 import { Tree } from "./tree.js";
-import { readPrices } from "./usage-format.js";
+import { priceOf, readPrices } from "./usage-format.js";
 import { MessageList } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -46,7 +46,7 @@ let prices = new Map(); // model -> its price, from GET /api/models (none set: n
 const view = new MessageList($("messages"), {
   onAction: messageAction,
   versionsOf: (m) => tree.version(tree.byId.get(m.id) ?? m),
-  priceOf: (model) => prices.get(model) ?? null,
+  priceOf: (model) => priceOf(prices, model),
 });
 const follower = new Follower($("scroller"), $("messages"), $("jump"));
 const sidebar = new Sidebar($("conversations"), {

@@ -26,6 +26,16 @@ export function readPrices(raw) {
   return prices;
 }
 
+/**
+ * A reply's model's price. A reply names the model the upstream says answered, which for OpenAI
+ * is the dated snapshot of the model asked for ("gpt-4o-mini-2024-07-18" for "gpt-4o-mini"):
+ * without a price of its own, it costs what the undated model costs.
+ */
+export function priceOf(prices, model) {
+  if (!model) return null;
+  return prices.get(model) ?? prices.get(model.replace(/-\d{4}-\d{2}-\d{2}$/, "")) ?? null;
+}
+
 /** What `usage` ({prompt_tokens, completion_tokens}) costs at `price`, in US dollars. */
 export function costOf(usage, price) {
   return (usage.prompt_tokens * price.input_per_million + usage.completion_tokens * price.output_per_million) / 1e6;
