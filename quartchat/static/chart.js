@@ -13,6 +13,7 @@ const HEIGHT = 180;
 const AXIS = 20; // room under the bars for their labels
 const TOP = 16; // room above the tallest bar for the scale's label
 const LABEL_WIDTH = 34; // the narrowest a bar's label may have to itself
+const BAR_WIDTH = 64; // the widest a bar gets (one user's bar across the whole chart says less)
 
 function svg(tag, attributes = {}, ...children) {
   const el = document.createElementNS(SVG, tag);
@@ -80,7 +81,8 @@ function bars(width, labels, names, series, totals, format) {
     svg("line", { class: "chart-axis", x1: 0, x2: width, y1: TOP + plot, y2: TOP + plot }),
   ];
   labels.forEach((label, i) => {
-    const x = i * slot + gap / 2;
+    const bar = Math.max(1, Math.min(BAR_WIDTH, slot - gap));
+    const x = i * slot + (slot - bar) / 2;
     const group = svg("g", {}, svg("title", {}, `${names[i]}: ${series.map((s) => `${format(s.values[i] ?? 0)} ${s.name}`).join(", ")}`));
     let base = 0;
     for (const s of series) {
@@ -88,13 +90,13 @@ function bars(width, labels, names, series, totals, format) {
       if (value > 0) {
         // A bar of a value too small to see is still a sliver, so "some" never looks like "none".
         const height = Math.max(1, y(base) - y(base + value));
-        group.append(svg("rect", { class: `chart-bar ${s.className}`, x, y: y(base) - height, width: Math.max(1, slot - gap), height }));
+        group.append(svg("rect", { class: `chart-bar ${s.className}`, x, y: y(base) - height, width: bar, height }));
       }
       base += value;
     }
     parts.push(group);
     if (i % every === 0) {
-      parts.push(svg("text", { class: "chart-label", x: x + (slot - gap) / 2, y: HEIGHT - 5, "text-anchor": "middle" }, shorten(label, Math.floor((slot * every) / 7))));
+      parts.push(svg("text", { class: "chart-label", x: i * slot + slot / 2, y: HEIGHT - 5, "text-anchor": "middle" }, shorten(label, Math.floor((slot * every) / 7))));
     }
   });
   return parts;
