@@ -261,7 +261,7 @@ def test_a_too_short_reset_password_is_refused_in_the_dialog(
 def test_the_admin_cannot_disable_or_demote_their_own_account_here(admin_page: Page) -> None:
     mine = user_row(admin_page, ADMIN_EMAIL)
     expect(mine).to_contain_text("you")
-    expect(mine.get_by_role("button")).to_have_text(["Reset password", "API tokens"])
+    expect(mine.get_by_role("button")).to_have_text(["Reset password", "API tokens", "Limits"])
 
 
 def test_the_admin_page_shows_the_default_model_and_the_providers_last_refusal_of_the_key(
