@@ -230,11 +230,12 @@ class UpstreamClient:
         if upstream.api_key:
             headers["Authorization"] = f"Bearer {upstream.api_key}"
         self.redact = Redactor(upstream.api_key)
+        self._transport = transport or AiohttpTransport(max_connections=upstream.max_connections)
         self.http = httpx.AsyncClient(
             base_url=upstream.base_url + "/",
             headers=headers,
             timeout=httpx.Timeout(upstream.timeout_seconds),
-            transport=transport or AiohttpTransport(max_connections=upstream.max_connections),
+            transport=self._transport,
         )
         # OPENAI_MODEL and MODELS_ALLOWED are the environment's upstream's; another's default
         # comes from its own allow-list or list.
@@ -304,9 +305,21 @@ class UpstreamClient:
             extensions={"timeout": self._timeout},
         )
         try:
-            return await self.http.send(request, stream=stream)
+            # Straight to the transport: the client's `send` adds nothing these requests use
+            # (no auth flow, no redirect to follow, a cookie jar that keeps nothing) and costs a
+            # tenth of a whole request's CPU, a third of it storing no cookies.
+            response = await self._transport.handle_async_request(request)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc) from None
+        response.request = request
+        if not stream:
+            try:
+                await response.aread()
+            except httpx.HTTPError as exc:
+                raise error_for_exception(exc) from None
+            finally:
+                await response.aclose()
+        return response
 
     async def _read_error(self, response: httpx.Response) -> APIError:
         try:
