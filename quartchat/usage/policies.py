@@ -15,6 +15,7 @@ process drops the whole cache (a role's row changes many users'); other processe
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ class Policies:
         self.db = db
         self.defaults = defaults(settings)
         self._cache: dict[tuple[int, str], tuple[float, Effective]] = {}
+        self._reading: dict[tuple[int, str], asyncio.Future[Effective]] = {}
 
     async def effective(self, user_id: int | None, role: str | None) -> Effective:
         """What applies to the user (None: no accounts)."""
@@ -134,6 +136,17 @@ class Policies:
         entry = self._cache.get(key)
         if entry is not None and entry[0] >= time.monotonic():
             return entry[1]
+        # One read per user at a time: when an entry expires under load, the requests that
+        # find it expired wait for the one read instead of each making their own.
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(key, user_id, role))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(reading)
+
+    async def _read(self, key: tuple[int, str], user_id: int, role: str | None) -> Effective:
+        assert self.db is not None
         subjects = [f"user:{user_id}", *([f"role:{role}"] if role else [])]
         async with self.db.read() as connection:
             found = {p.subject: p for p in await _rows(connection, subjects)}

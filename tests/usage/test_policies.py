@@ -3,6 +3,7 @@ databases, in front of the fake upstream)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from sqlalchemy.engine import URL
 from quartchat import create_app
 from quartchat.db import Database
 from quartchat.db.tables import usage_daily
+from quartchat.usage import policies as policies_module
+from quartchat.usage.policies import Policies, Policy
 
 from ..auth.conftest import PASSWORD, accounts_settings
 from ..conftest import CHAT, assert_error
@@ -172,3 +175,23 @@ async def test_a_new_app_starts_the_days_tokens_from_the_ledgers_roll_ups(
         error = await error_of(refused, 429, "RATE_LIMITED")
         assert "tokens per day, UTC: 1,000" in error["message"]
         assert other.status_code == 200
+
+
+async def test_users_whose_cached_policy_expired_together_wait_for_one_read(
+    app: Quart, ann: tuple[Client, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ann_id = ann
+    service: Policies = app.extensions["policies"]
+    reads = 0
+    read_rows = policies_module._rows
+
+    async def counted(*args: Any) -> list[Policy]:
+        nonlocal reads
+        reads += 1
+        return await read_rows(*args)
+
+    monkeypatch.setattr(policies_module, "_rows", counted)
+    service._cache.clear()  # every entry expired at once
+    found = await asyncio.gather(*(service.effective(ann_id, "user") for _ in range(50)))
+    assert reads == 1
+    assert len(set(found)) == 1
