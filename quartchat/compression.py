@@ -53,6 +53,11 @@ class Compressor:
         self._files: dict[tuple[Path, int, int], bytes] = {}
 
     async def compress(self, response: Response) -> Response:
+        body = response.response
+        if isinstance(body, DataBody) and len(body.data) < MIN_BYTES:
+            # Too small to gain: the same bytes whatever the client takes (and most API answers
+            # are this small, so they skip the header parsing below).
+            return response
         if response.status_code != 200 or "Content-Encoding" in response.headers:
             return response
         if response.mimetype not in COMPRESSIBLE:
@@ -60,14 +65,11 @@ class Compressor:
         response.vary.add("Accept-Encoding")
         if not accepts_gzip(request.headers.get("Accept-Encoding", "")):
             return response
-        body = response.response
         if isinstance(body, FileBody):
             if body.begin != 0 or body.end != body.size:  # a range request: sent as it is
                 return response
             compressed = await self._file(body.file_path)
         elif isinstance(body, DataBody):
-            if len(body.data) < MIN_BYTES:
-                return response
             compressed = gzip.compress(body.data, LEVEL, mtime=0)
         else:  # an iterable: a stream, which must reach the client event by event
             return response

@@ -76,3 +76,11 @@ async def test_a_streamed_reply_is_never_compressed(live: LiveClient, fake: Fake
 )
 def test_accept_encoding_is_read_with_its_weights(header: str, accepted: bool) -> None:
     assert accepts_gzip(header) is accepted
+
+
+async def test_a_small_json_answer_does_not_say_it_varies_by_what_the_client_accepts(
+    client: Client,
+) -> None:
+    # The same bytes go to every client: no cache needs to keep one copy per Accept-Encoding.
+    response = await client.get("/health", headers=GZIP)
+    assert "Accept-Encoding" not in response.headers.get("Vary", "")
