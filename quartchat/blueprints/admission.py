@@ -11,21 +11,26 @@ ended.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from quart import current_app, g
 
 from ..auth.principal import current_principal
 from ..errors import APIError
+from ..streaming import relay
 from ..streaming.relay import Observer
-from ..streaming.watch import Holder, LiveStreams
+from ..streaming.watch import Holder, LiveStreams, reply_too_long
+from ..upstream.client import UpstreamStream
 from ..upstream.models import ModelPolicy, not_allowed
 from ..upstream.registry import Registry, Route
 from ..usage.limits import NO_SLOT, SHARED, Slot, StreamSlots
 from ..usage.meter import Meter, Request, Sink
 from ..usage.policies import Policies
+
+T = TypeVar("T")
 
 
 class Gate(Protocol):
@@ -68,6 +73,12 @@ class Admitted:
         self.request.price = registry().price(route.public, route.upstream)
         return route
 
+    @property
+    def routed(self) -> Route:
+        """Where the request goes (`choose` has routed it)."""
+        assert self.route is not None, "choose() routes a request before it goes anywhere"
+        return self.route
+
     def meter(self, then: Observer | None) -> Meter:
         """The relay's observer for this request, passing everything on to `then`."""
         if self._meter is None:
@@ -95,6 +106,37 @@ class Admitted:
         except APIError as error:
             await self.failed(error)
             raise
+
+    async def stream(
+        self, open_stream: Callable[[], Awaitable[UpstreamStream]], encoder: relay.Encoder
+    ) -> AsyncIterator[bytes]:
+        """The request's stream through the relay, once the upstream's first bytes are in: its
+        meter observes it (passing on to the access record), its slot goes back when it ends."""
+        async with self.opening():
+            return await relay.start(
+                open_stream,
+                encoder,
+                current_app.extensions["streams"],
+                self.meter(g.access),
+                g.request_id,
+                holder=holder(),
+                slot=self.slot,
+            )
+
+    async def whole(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call`'s answer (a whole, non-streamed one), within MAX_REPLY_SECONDS (else 504
+        REPLY_TOO_LONG); a failure is metered, and the slot goes back either way. The view
+        meters the answer (`meter(None).ended(...)`) once it has folded it."""
+        longest: float = current_app.config["QUARTCHAT"].max_reply_seconds
+        try:
+            async with self.opening():
+                try:
+                    async with asyncio.timeout(longest):
+                        return await call()
+                except TimeoutError:
+                    raise reply_too_long(longest) from None
+        finally:
+            self.slot.release()
 
 
 async def admit(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import time
 from functools import partial
 
@@ -8,7 +7,6 @@ import orjson
 from quart import Blueprint, Response, current_app, g
 from quart_schema import document_response
 
-from ..config import Settings
 from ..errors import APIError
 from ..openapi import EventStream, document_errors
 from ..schemas import (
@@ -19,10 +17,9 @@ from ..schemas import (
     ModelPrice,
     ModelsResponse,
 )
-from ..streaming import relay
 from ..streaming.completion import Completion
 from ..streaming.encoders import ChatEvents
-from ..streaming.watch import LiveStreams, reply_too_long
+from ..streaming.watch import LiveStreams
 from ..upstream.models import ModelPolicy
 from . import admission
 from .common import event_stream
@@ -31,11 +28,6 @@ from .validation import takes
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 CHAT_EVENTS = ChatEvents()
-
-
-def _settings() -> Settings:
-    settings: Settings = current_app.config["QUARTCHAT"]
-    return settings
 
 
 def _streams() -> LiveStreams:
@@ -112,18 +104,8 @@ async def chat(body: ChatRequest) -> Response:
     Returns the reply in one JSON envelope with finish_reason and token usage.
     """
     admitted = await _admit(body)
-    assert admitted.route is not None
-    longest = _settings().max_reply_seconds
-    try:
-        async with admitted.opening():
-            try:
-                async with asyncio.timeout(longest):
-                    route = admitted.route
-                    status, completion = await route.client.complete(body, route.model)
-            except TimeoutError:
-                raise reply_too_long(longest) from None
-    finally:
-        admitted.slot.release()
+    route = admitted.routed
+    status, completion = await admitted.whole(partial(route.client.complete, body, route.model))
     await admitted.meter(None).ended("done", completion, None)
     g.access.upstream_status = status
     g.access.usage = completion.usage
@@ -155,16 +137,9 @@ async def chat_stream(body: ChatRequest) -> Response:
     the stream began; failures before it are plain HTTP errors.
     """
     admitted = await _admit(body)
-    assert admitted.route is not None
-    async with admitted.opening():
-        events = await relay.start(
-            partial(admitted.route.client.open_stream, body, admitted.route.model),
-            CHAT_EVENTS,
-            _streams(),
-            admitted.meter(g.access),
-            g.request_id,
-            holder=admission.holder(),
-            slot=admitted.slot,
-        )
+    route = admitted.routed
+    events = await admitted.stream(
+        partial(route.client.open_stream, body, route.model), CHAT_EVENTS
+    )
     g.access.streaming = True
     return event_stream(events)

@@ -15,7 +15,6 @@ are the upstream's bytes, so their models document what OpenAI sends rather than
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import orjson
@@ -23,14 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Blueprint, Response, current_app, g, request
 from quart_schema import document_request, document_response, validate_response
 
-from ..config import Settings
 from ..errors import APIError
 from ..openapi import Described, document_errors
 from ..schemas import MAX_TOKENS, OpenAIErrorResponse
-from ..streaming import relay
 from ..streaming.completion import Completion
 from ..streaming.encoders import OpenAIPassthrough
-from ..streaming.watch import LiveStreams, reply_too_long
+from ..streaming.watch import LiveStreams
 from ..upstream.client import UpstreamStream, not_a_completion, whole_completion
 from ..upstream.models import ModelPolicy
 from . import admission
@@ -130,8 +127,7 @@ async def chat_completions() -> Response:
         prompt_chars=_message_chars(payload["messages"]),
         max_tokens=_max_tokens(payload),
     )
-    route = admitted.route
-    assert route is not None
+    route = admitted.routed
     payload["model"] = route.model
     client = route.client
     client.limit_passed(payload)
@@ -142,29 +138,15 @@ async def chat_completions() -> Response:
             stream, encoder.strip_usage = await client.open_passthrough(payload)
             return stream
 
-        async with admitted.opening():
-            body = await relay.start(
-                open_stream,
-                encoder,
-                _streams(),
-                admitted.meter(g.access),
-                g.request_id,
-                holder=admission.holder(),
-                slot=admitted.slot,
-            )
+        body = await admitted.stream(open_stream, encoder)
         g.access.streaming = True
         return event_stream(body)
-    longest = _settings().max_reply_seconds
-    try:
-        async with admitted.opening():
-            try:
-                async with asyncio.timeout(longest):
-                    status, answer = await client.pass_whole(payload)
-            except TimeoutError:
-                raise reply_too_long(longest) from None
-            completion = whole_completion(answer, route.public)
-    finally:
-        admitted.slot.release()
+
+    async def whole() -> tuple[int, bytes, Completion]:
+        status, answer = await client.pass_whole(payload)
+        return status, answer, whole_completion(answer, route.public)
+
+    status, answer, completion = await admitted.whole(whole)
     return await _answered(admitted, status, answer, completion)
 
 
@@ -205,15 +187,14 @@ async def embeddings() -> Response:
     admitted = await admission.admit(
         "v1.embeddings", payload["model"], prompt_chars=_input_chars(payload["input"])
     )
-    route = admitted.route
-    assert route is not None
+    route = admitted.routed
     payload["model"] = route.model
-    try:
-        async with admitted.opening():
-            status, answer = await route.client.pass_whole(payload, "embeddings")
-            completion = _embeddings_usage(answer, route.public)
-    finally:
-        admitted.slot.release()
+
+    async def whole() -> tuple[int, bytes, Completion]:
+        status, answer = await route.client.pass_whole(payload, "embeddings")
+        return status, answer, _embeddings_usage(answer, route.public)
+
+    status, answer, completion = await admitted.whole(whole)
     return await _answered(admitted, status, answer, completion)
 
 
@@ -291,11 +272,6 @@ def _embeddings_usage(answer: bytes, model: str) -> Completion:
     except (orjson.JSONDecodeError, APIError):
         raise not_a_completion("embeddings") from None
     return completion
-
-
-def _settings() -> Settings:
-    settings: Settings = current_app.config["QUARTCHAT"]
-    return settings
 
 
 def _streams() -> LiveStreams:
