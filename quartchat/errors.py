@@ -152,7 +152,8 @@ CODES: dict[str, ErrorCode] = {
     "RATE_LIMITED": ErrorCode(
         (429,),
         "over the user's requests per minute, tokens per day or cost per month (the message "
-        "names the limit; `Retry-After`: until its window frees)",
+        "names the limit, `details` `[{\"limit\": \"tokens_per_day\"}]` and so on; "
+        "`Retry-After`: until its window frees; on /v1 OpenAI's type `requests` or `tokens`)",
     ),
     "REPLY_TOO_LONG": ErrorCode(
         (504,),
@@ -288,6 +289,8 @@ def openai_error(error: APIError) -> tuple[int, dict[str, Any]]:
     if error.details:
         loc = error.details[0].get("loc")
         param = loc if isinstance(loc, str) and loc != "body" else None
+        if error.details[0].get("limit") in ("tokens_per_day", "cost_per_month"):
+            kind = "tokens"  # OpenAI's type for a budget of tokens, not of requests
     body = {"message": error.message, "type": kind, "param": param, "code": code}
     return status, {"error": body}
 

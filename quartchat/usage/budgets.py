@@ -341,10 +341,15 @@ def _ms(left: timedelta) -> int:
     return max(1, math.ceil(left.total_seconds() * 1000))
 
 
-def rate_limited(message: str, seconds: float) -> APIError:
-    """429 RATE_LIMITED, with Retry-After in whole seconds (at least 1)."""
+def rate_limited(message: str, seconds: float, limit: str) -> APIError:
+    """429 RATE_LIMITED, with Retry-After in whole seconds (at least 1); `details` names the
+    limit (`requests_per_minute`, `tokens_per_day`, `cost_per_month`) for programs to read."""
     return APIError(
-        429, "RATE_LIMITED", message, headers={"Retry-After": str(max(1, math.ceil(seconds)))}
+        429,
+        "RATE_LIMITED",
+        message,
+        headers={"Retry-After": str(max(1, math.ceil(seconds)))},
+        details=[{"limit": limit}],
     )
 
 
@@ -477,6 +482,7 @@ class Budgets:
                 f"Rate limit reached (requests per minute: {ask.requests_per_minute}). "
                 f"Try again in {max(1, math.ceil(wait))} s.",
                 wait,
+                "requests_per_minute",
             )
         if which == TOKENS:
             return rate_limited(
@@ -484,11 +490,13 @@ class Budgets:
                 f"may take up to {ask.tokens:,} more (its prompt, and max_tokens or "
                 f"{DEFAULT_COMPLETION_TOKENS:,}). It renews at midnight UTC.",
                 (day_end - now).total_seconds(),
+                "tokens_per_day",
             )
         return rate_limited(
             f"Budget reached (cost per month, UTC: ${dollars(ask.cost_per_month):,.2f}). "
             "It renews on the first of the month, UTC.",
             (month_end - now).total_seconds(),
+            "cost_per_month",
         )
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from quartchat.errors import APIError
+from quartchat.errors import APIError, openai_error
 from quartchat.usage.budgets import Budgets, LocalCounts, RedisCounts
 from quartchat.usage.meter import Price, Record, Request
 from quartchat.usage.policies import Effective, Policies
@@ -114,6 +114,8 @@ async def test_the_tokens_per_day_refuse_once_spent_until_midnight(budgets: Make
 
     assert error is not None
     assert "tokens per day, UTC: 1,000" in error.message
+    assert error.details == [{"limit": "tokens_per_day"}]
+    assert openai_error(error)[1]["error"]["type"] == "tokens"
     assert error.headers == {"Retry-After": str(12 * 3600)}  # NOON to midnight UTC
     assert await refusal(gate, ask(user=8, max_tokens=100), limits) is None  # another user's
 
@@ -137,6 +139,7 @@ async def test_the_cost_per_month_refuses_once_spent_until_the_first(budgets: Ma
 
     assert error is not None
     assert "cost per month, UTC: $2.00" in error.message
+    assert error.details == [{"limit": "cost_per_month"}]
     to_april = datetime(2026, 4, 1, tzinfo=UTC) - NOON
     assert error.headers == {"Retry-After": str(int(to_april.total_seconds()))}
 
@@ -168,6 +171,8 @@ async def test_a_refusal_says_when_the_minute_frees_and_admits_then() -> None:
     assert error is not None
     assert error.headers == {"Retry-After": "30"}
     assert "requests per minute: 2" in error.message
+    assert error.details == [{"limit": "requests_per_minute"}]
+    assert openai_error(error)[1]["error"]["type"] == "requests"
     clock.now += 30.001
     assert await refusal(gate, ask(), limits) is None
 
