@@ -127,10 +127,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._timeouts[key]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.userinfo and "authorization" in request.headers:
+            # A base URL with a user and password: httpx made them an Authorization header
+            # already (or the upstream's key is one), and aiohttp refuses credentials twice.
+            url = url.copy_with(userinfo=b"")
         try:
             response = await self._get_session().request(
                 request.method,
-                str(request.url),
+                str(url),
                 headers=request.headers.multi_items(),
                 data=request.content or None,
                 allow_redirects=False,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 
 import httpx
@@ -144,3 +145,15 @@ async def test_a_cookie_the_upstream_sets_is_not_sent_on_the_next_request(
         await transport.aclose()
     assert offered == ["session=alice; Path=/", None]
     assert [r.headers.get("cookie") for r in fake.chat_requests()] == [None, None]
+
+
+async def test_a_url_with_a_user_and_password_sends_them_once_as_basic_auth(
+    http: httpx.AsyncClient, fake: FakeUpstream
+) -> None:
+    # httpx turns the URL's credentials into an Authorization header, and aiohttp refused to be
+    # given them twice (a ValueError: a base URL behind a password-protected proxy never worked).
+    url = fake.url.replace("http://", "http://user:secret@") + "/models"
+    response = await http.get(url)
+    assert response.status_code == 200
+    basic = "Basic " + base64.b64encode(b"user:secret").decode()
+    assert fake.requests[-1].headers["authorization"] == basic
