@@ -152,7 +152,7 @@ CODES: dict[str, ErrorCode] = {
     "RATE_LIMITED": ErrorCode(
         (429,),
         "over the user's requests per minute, tokens per day or cost per month (the message "
-        "names the limit, `details` `[{\"limit\": \"tokens_per_day\"}]` and so on; "
+        'names the limit, `details` `[{"limit": "tokens_per_day"}]` and so on; '
         "`Retry-After`: until its window frees; on /v1 OpenAI's type `requests` or `tokens`)",
     ),
     "REPLY_TOO_LONG": ErrorCode(

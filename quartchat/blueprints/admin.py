@@ -14,9 +14,11 @@ from quart_schema import document_response
 from ..auth.accounts import forbidden
 from ..config import Settings
 from ..openapi import Described, Ok, document_errors, link
+from ..upstream import client as upstream_client
 from ..upstream.client import DefaultSource, UpstreamClient
 from ..usage.policies import Policies, Policy, check_subject
 from ..usage.policies import micros as to_micros
+from . import admission
 from .admission import end_streams
 from .auth import (
     EMAIL,
@@ -193,6 +195,18 @@ class AuthFailure(BaseModel):
     at: datetime
 
 
+class UpstreamState(BaseModel):
+    """One upstream, as this worker process sees it (never its URL: it may hold a password)."""
+
+    name: str
+    default: bool = Field(description="Whether requests that name no model go to it")
+    up: bool = Field(
+        description="Whether its GET /models could be read (or its allow-list names them)"
+    )
+    models: int = Field(description="How many models it offers, its allow-list applied")
+    last_auth_failure: AuthFailure | None
+
+
 class UpstreamStatus(BaseModel):
     """The service's connection to the model provider, as this worker process sees it."""
 
@@ -206,6 +220,9 @@ class UpstreamStatus(BaseModel):
     )
     models_fetched: bool = Field(description="Whether the upstream's GET /models could be read")
     last_auth_failure: AuthFailure | None
+    upstreams: list[UpstreamState] = Field(
+        description="Every upstream (UPSTREAMS_FILE's and the environment's), the default first"
+    )
 
 
 @blueprint.get("/admin/upstream")
@@ -222,16 +239,34 @@ async def upstream_status() -> Response:
     upstream: UpstreamClient = current_app.extensions["upstream"]
     listed = await upstream.model_list()
     failure = upstream.last_auth_failure
+    registry = admission.registry()
+    states = []
+    for client in registry.clients.values():
+        offered = await registry.offers(client)
+        states.append(
+            UpstreamState(
+                name=client.name,
+                default=client is registry.default,
+                up=offered is not None,
+                models=len(offered or ()),
+                last_auth_failure=_failure(client.last_auth_failure),
+            )
+        )
     status = UpstreamStatus(
         default_model=listed.default,
         default_source=listed.source,
         default_listed=listed.default_listed,
         models_fetched=listed.fetched,
-        last_auth_failure=AuthFailure(status=failure.status, message=failure.message, at=failure.at)
-        if failure
-        else None,
+        last_auth_failure=_failure(failure),
+        upstreams=states,
     )
     return json(status.model_dump(mode="json"))
+
+
+def _failure(failure: upstream_client.AuthFailure | None) -> AuthFailure | None:
+    if failure is None:
+        return None
+    return AuthFailure(status=failure.status, message=failure.message, at=failure.at)
 
 
 class PolicyFields(Strict):

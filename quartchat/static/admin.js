@@ -36,7 +36,27 @@ function upstreamFacts(status) {
   const refusal = failure
     ? h("dd", { className: "warning" }, `${failure.status}: ${failure.message} (`, time(failure.at), ")")
     : h("dd", {}, "None");
-  return [h("dt", {}, "Default model"), ...model, h("dt", {}, "Last refusal of the API key"), refusal];
+  return [
+    h("dt", {}, "Default model"), ...model,
+    h("dt", {}, "Last refusal of the API key"), refusal,
+    h("dt", {}, "Upstreams"), ...(status.upstreams ?? []).map(upstreamFact),
+  ];
+}
+
+// One upstream (UPSTREAMS_FILE's or the environment's): how many models it offers, or that it is
+// down (its models are left out of the picker and of /v1/models meanwhile).
+function upstreamFact(upstream) {
+  const name = h("code", {}, upstream.name);
+  const role = upstream.default ? " (the default)" : "";
+  if (!upstream.up) {
+    return h("dd", { className: "warning" }, name, `${role}: down — its list of models could not be read, so its models are not offered.`);
+  }
+  const failure = upstream.last_auth_failure;
+  const models = `${upstream.models} model${upstream.models === 1 ? "" : "s"}`;
+  if (failure) {
+    return h("dd", { className: "warning" }, name, `${role}: ${models}; refused the key ${failure.status}: ${failure.message} (`, time(failure.at), ")");
+  }
+  return h("dd", {}, name, `${role}: ${models}`);
 }
 
 async function loadUpstream() {

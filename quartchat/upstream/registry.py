@@ -185,7 +185,7 @@ class Registry:
         """The models to offer: the union of every upstream's (the default model first, then in
         the upstreams' order; a name offered twice goes where `route` sends it), aliases and
         allow-lists applied; and a warning for each upstream that is down."""
-        offers = {client.name: await self._offers(client) for client in self.clients.values()}
+        offers = {client.name: await self.offers(client) for client in self.clients.values()}
         aliased = {a: c for c in self.clients.values() for a in c.upstream.aliases}
         offered: dict[str, Offered] = {}
         warnings: list[str] = []
@@ -210,7 +210,7 @@ class Registry:
                 offer(name, client)
         return Listing(list(offered.values()), warnings)
 
-    async def _offers(self, client: UpstreamClient) -> list[str] | None:
+    async def offers(self, client: UpstreamClient) -> list[str] | None:
         """The model ids `client`'s upstream offers (None: it is down)."""
         if client.upstream.from_env and client.named_models:
             # MODELS_ALLOWED names them: offered without asking the upstream, as before.

@@ -279,3 +279,5 @@ def test_the_admin_page_shows_the_default_model_and_the_providers_last_refusal_o
     provider = open_page(page, "/admin").get_by_role("region", name="Model provider")
     expect(provider).to_contain_text("gpt-4o-mini (set by OPENAI_MODEL)")
     expect(provider).to_contain_text(f"401: {words}")
+    # Each upstream on a line of its own, the default named so.
+    expect(provider.get_by_role("definition").filter(has_text="(the default)")).to_have_count(1)
