@@ -32,6 +32,7 @@ from .auth import (
     json,
     principal,
 )
+from .common import answer
 from .validation import INTEGRAL, MAX_ROW_ID, path_converters, takes
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api")
@@ -260,7 +261,7 @@ async def upstream_status() -> Response:
         last_auth_failure=_failure(failure),
         upstreams=states,
     )
-    return json(status.model_dump(mode="json"))
+    return answer(UpstreamStatus, status.model_dump(mode="json"))
 
 
 def _failure(failure: upstream_client.AuthFailure | None) -> AuthFailure | None:
@@ -322,7 +323,7 @@ async def policies() -> Response:
         cost_per_month=settings.default_cost_per_month,
     )
     rows = [p.public() for p in await service.all()]
-    return json({"defaults": defaults.model_dump(), "policies": rows})
+    return answer(PolicyList, {"defaults": defaults.model_dump(), "policies": rows})
 
 
 @blueprint.put("/admin/policies/<subject:subject>")
@@ -344,7 +345,7 @@ async def put_policy(subject: str, body: PolicyFields) -> Response:
         body.tokens_per_day,
         to_micros(body.cost_per_month),
     )
-    return json((await service.put(policy)).public())
+    return answer(PolicyOut, (await service.put(policy)).public())
 
 
 @blueprint.delete("/admin/policies/<subject:subject>")

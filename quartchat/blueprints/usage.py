@@ -15,7 +15,6 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any, Literal, cast
 
-import orjson
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response, current_app, request
 from quart_schema import document_querystring, document_response
@@ -27,6 +26,7 @@ from ..errors import APIError
 from ..openapi import Described, document_errors
 from ..usage import report
 from ..usage.report import Group
+from .common import answer
 
 blueprint = Blueprint("usage", __name__, url_prefix="/api")
 
@@ -94,7 +94,8 @@ async def my_usage() -> Response:
     first, last = _month(request.args.get("month"))
     async with db().read() as connection:
         month = await report.of_user(connection, principal().user_id, first, last)
-    return _json(
+    return answer(
+        MyUsage,
         {
             "month": first.strftime("%Y-%m"),
             "from": first.isoformat(),
@@ -102,7 +103,7 @@ async def my_usage() -> Response:
             "total": month.total.public(),
             "by_model": [{"model": m, **t.public()} for m, t in month.by_model],
             "by_day": [{"day": d.isoformat(), **t.public()} for d, t in month.by_day],
-        }
+        },
     )
 
 
@@ -157,14 +158,15 @@ async def everyones_usage() -> Response:
         total, rows = await report.of_everyone(connection, first, last, cast(Group, group))
     if kind == "csv":
         return _csv(rows, f"usage-{first}-{last}-{group}.csv")
-    return _json(
+    return answer(
+        EveryonesUsage,
         {
             "from": first.isoformat(),
             "to": last.isoformat(),
             "group": group,
             "rows": [_row(row, group) for row in rows],
             "total": total.public(),
-        }
+        },
     )
 
 
@@ -220,10 +222,6 @@ def _day(given: str | None, name: str) -> date | None:
 
 def _today() -> date:
     return datetime.now(UTC).date()
-
-
-def _json(payload: Any) -> Response:
-    return Response(orjson.dumps(payload), content_type="application/json")
 
 
 def db() -> Database:
