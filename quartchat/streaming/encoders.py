@@ -69,10 +69,14 @@ class OpenAIPassthrough:
 
     def chunk(self, batch: Sequence[Chunk], completion: Completion) -> bytes:
         # Only what the fold accepted: after a malformed chunk the stream ends with an error.
+        folded = completion.folded
+        if folded == 1:  # most reads hold one chunk: no generator, no join
+            data = _without_usage(batch[0]) if self.strip_usage else batch[0].data
+            return b"" if data is None else _frame(data)
         if self.strip_usage:
-            kept = (_without_usage(chunk) for chunk in batch[: completion.folded])
+            kept = (_without_usage(chunk) for chunk in batch[:folded])
             return b"".join(_frame(data) for data in kept if data is not None)
-        return b"".join(_frame(chunk.data) for chunk in batch[: completion.folded])
+        return b"".join(_frame(chunk.data) for chunk in batch[:folded])
 
     def done(self, completion: Completion) -> bytes:
         return b"data: [DONE]\n\n"
@@ -101,4 +105,4 @@ def _without_usage(chunk: Chunk) -> str | None:
 def _frame(data: str) -> bytes:
     if "\n" in data:  # a multi-line event: each line is a `data:` field again
         return b"".join(b"data: " + line.encode() + b"\n" for line in data.split("\n")) + b"\n"
-    return b"data: " + data.encode() + b"\n\n"
+    return f"data: {data}\n\n".encode()
