@@ -173,7 +173,7 @@ async def test_any_model_is_true_only_when_models_allowed_is_a_star(
 
 
 @pytest.mark.parametrize(
-    ("openai_model", "status"),
+    ("openai_model", "status", "models"),
     [
         (
             "gpt-4o-mini",
@@ -182,10 +182,12 @@ async def test_any_model_is_true_only_when_models_allowed_is_a_star(
                 "default_source": "OPENAI_MODEL",
                 "default_listed": False,
             },
+            2,  # the one it lists, and OPENAI_MODEL's, offered all the same
         ),
         (
             None,
             {"default_model": "gemma-3-270m", "default_source": "upstream", "default_listed": True},
+            1,
         ),
     ],
 )
@@ -195,6 +197,7 @@ async def test_the_admin_page_says_which_default_is_used_and_whether_it_is_liste
     upstream: respx.MockRouter,
     openai_model: str | None,
     status: dict[str, Any],
+    models: int,
 ) -> None:
     lists(upstream, "gemma-3-270m")
     app = create_app(
@@ -206,4 +209,16 @@ async def test_the_admin_page_says_which_default_is_used_and_whether_it_is_liste
         admin = app.test_client()
         await log_in(admin, "boss@example.com")
         shown = await (await admin.get("/api/admin/upstream")).get_json()
-    assert shown == {**status, "models_fetched": True, "last_auth_failure": None}
+    the_upstream = {
+        "name": "default",
+        "default": True,
+        "up": True,
+        "models": models,
+        "last_auth_failure": None,
+    }
+    assert shown == {
+        **status,
+        "models_fetched": True,
+        "last_auth_failure": None,
+        "upstreams": [the_upstream],
+    }
