@@ -20,12 +20,12 @@ from quart import Blueprint, Response, current_app, request
 from quart_schema import document_querystring, document_response
 
 from ..auth.accounts import forbidden
-from ..auth.principal import Principal, current_principal
 from ..db import Database
 from ..errors import APIError
 from ..openapi import Described, document_errors
 from ..usage import report
 from ..usage.report import Group
+from .auth import principal
 from .common import answer
 
 blueprint = Blueprint("usage", __name__, url_prefix="/api")
@@ -227,9 +227,3 @@ def _today() -> date:
 def db() -> Database:
     database: Database = current_app.extensions["db"]
     return database
-
-
-def principal() -> Principal:
-    found = current_principal()
-    assert found is not None, "the gate lets no request without a principal reach this view"
-    return found

@@ -86,6 +86,17 @@ def whole_completion(body: bytes, model: str) -> Completion:
     return completion
 
 
+async def _drained(response: httpx.Response) -> bytes:
+    """The rest of a refused response's body (what it says went wrong), and the response
+    closed; b"" if the body cannot be read."""
+    try:
+        return await response.aread()
+    except httpx.HTTPError:
+        return b""
+    finally:
+        await response.aclose()
+
+
 def malformed_data() -> APIError:
     return APIError(502, "UPSTREAM_ERROR", "The upstream sent data that is not a JSON object.")
 
@@ -322,13 +333,7 @@ class UpstreamClient:
         return response
 
     async def _read_error(self, response: httpx.Response) -> APIError:
-        try:
-            body = await response.aread()
-        except httpx.HTTPError:
-            body = b""
-        finally:
-            await response.aclose()
-        return self.error_for_status(response, body)
+        return self.error_for_status(response, await _drained(response))
 
     async def complete(self, chat: ChatRequest, model: str | None = None) -> tuple[int, Completion]:
         """A whole (non-streamed) completion, folded, and the upstream's status. `model`: as for
@@ -398,12 +403,7 @@ class UpstreamClient:
             response = await self._post(sent, stream=True)
             if response.status_code < 400:
                 break
-            try:
-                body = await response.aread()
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await response.aclose()
+            body = await _drained(response)
             if added and _rejects_stream_options(response.status_code, message_of(body)):
                 self._refused_stream_options(model)
                 added = False
