@@ -24,7 +24,7 @@ from ..streaming import relay
 from ..streaming.relay import Observer
 from ..streaming.watch import Holder, LiveStreams, reply_too_long
 from ..upstream.client import UpstreamStream
-from ..upstream.models import ModelPolicy, not_allowed
+from ..upstream.models import ModelPolicy
 from ..upstream.registry import Registry, Route
 from ..usage.limits import NO_SLOT, SHARED, Slot, StreamSlots
 from ..usage.meter import Meter, Request, Sink
@@ -59,11 +59,8 @@ class Admitted:
         """Check that the user may use `model` (None: the default) and route it; raises 400
         `MODEL_NOT_ALLOWED` (the request is metered as refused)."""
         try:
-            await check_model(model)
-            route = await registry().route(model)
-            allowed = await allowed_models()
-            if allowed is not None and route.public not in allowed:
-                raise not_allowed(route.public, "An administrator's policy does not list it.")
+            policy: ModelPolicy = current_app.extensions["models"]
+            route = await policy.check(model, await allowed_models())  # routed once
         except APIError as error:
             await self.failed(error)
             raise
@@ -90,7 +87,7 @@ class Admitted:
     async def failed(self, error: APIError) -> None:
         """The request ends before its stream began: metered once, its slot given back."""
         self.slot.release()
-        await self.meter(self._meter.then if self._meter else None).failed(error)
+        await (self._meter or self.meter(None)).failed(error)
 
     def withdraw(self) -> None:
         """Nothing went upstream after all (a retried send replays its reply instead)."""

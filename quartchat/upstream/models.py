@@ -12,7 +12,7 @@ default model (`OPENAI_MODEL`, or when it is unset one the default upstream list
 
 from __future__ import annotations
 
-from .registry import Listing, Registry, not_allowed
+from .registry import Listing, Registry, Route, not_allowed
 
 __all__ = ["ModelPolicy", "not_allowed"]
 
@@ -30,14 +30,15 @@ class ModelPolicy:
         """The model of a request that names none."""
         return await self.registry.default.default_model()
 
-    async def check(self, model: str | None, allowed: frozenset[str] | None = None) -> None:
-        """Nothing if `model` may be asked for (None: the default); else APIError 400
+    async def check(self, model: str | None, allowed: frozenset[str] | None = None) -> Route:
+        """Where `model` goes (None: the default) if it may be asked for; else APIError 400
         `MODEL_NOT_ALLOWED`, which says when an upstream's list could not be read.
 
         `allowed`: the models this principal may use (None: all), by the name they ask for."""
         route = await self.registry.route(model)
         if allowed is not None and route.public not in allowed:
-            raise not_allowed(route.public, "Your account may not use it.")
+            raise not_allowed(route.public, "An administrator's policy does not list it.")
+        return route
 
     async def listing(self, allowed: frozenset[str] | None = None) -> Listing:
         """The models to offer (the default first) and the warnings of upstreams that are down;
