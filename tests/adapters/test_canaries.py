@@ -11,8 +11,6 @@ from typing import Any
 import aiohttp
 import aiosqlite
 from aiohttp.client_proto import ResponseHandler
-from hypercorn.asyncio import run as hypercorn_run
-from hypercorn.asyncio.tcp_server import TCPServer
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client import values as prometheus_values
 from quart.wrappers.request import Body
@@ -169,51 +167,6 @@ def test_aiohttp_response_handler_start_timeout() -> None:
     ok = callable(method) and list(inspect.signature(method).parameters) == ["self"]
     ok = ok and "read_timeout" in inspect.getsource(ResponseHandler._reschedule_timeout)
     assert ok, moved("aiohttp", "ResponseHandler.start_timeout()", "aiohttp")
-
-
-# hypercorn (quartchat/adapters/hypercorn.py)
-
-
-def test_hypercorn_worker_serve_builds_tcp_server_by_its_module_name() -> None:
-    serve = inspect.getsource(hypercorn_run.worker_serve)
-    ok = getattr(hypercorn_run, "TCPServer", None) is TCPServer
-    ok = ok and "TCPServer(app, loop, config, context, lifespan_state, reader, writer)" in serve
-    ok = ok and list(inspect.signature(TCPServer.__init__).parameters) == [
-        *("self", "app", "loop", "config", "context", "state", "reader", "writer")
-    ]
-    assert ok, moved("hypercorn", "hypercorn.asyncio.run.TCPServer", "hypercorn")
-
-
-def test_hypercorn_tcp_server_read_data() -> None:
-    run = inspect.getsource(TCPServer.run)
-    ok = is_coroutine_function(TCPServer, "_read_data") and "await self._read_data()" in run
-    assert ok, moved("hypercorn", "TCPServer._read_data", "hypercorn")
-
-
-def test_hypercorn_tcp_server_idle_timeout_and_idle_task() -> None:
-    run = inspect.getsource(TCPServer.run)
-    restart = "self.idle_task.restart(task_group, self._idle_timeout)"
-    ok = is_coroutine_function(TCPServer, "_idle_timeout") and restart in run
-    ok = ok and run.index(restart) < run.index("await self._read_data()")
-    ok = ok and "self.idle_task = " in inspect.getsource(TCPServer.__init__)
-    ok = ok and "self.config.keep_alive_timeout" in inspect.getsource(TCPServer._idle_timeout)
-    assert ok, moved("hypercorn", "TCPServer._idle_timeout / idle_task", "hypercorn")
-
-
-def test_hypercorn_tcp_server_initiate_server_close() -> None:
-    ok = is_coroutine_function(TCPServer, "_initiate_server_close")
-    assert ok, moved("hypercorn", "TCPServer._initiate_server_close", "hypercorn")
-
-
-def test_hypercorn_tcp_server_run_and_protocol_send() -> None:
-    ok = is_coroutine_function(TCPServer, "run") and is_coroutine_function(
-        TCPServer, "protocol_send"
-    )
-    init = inspect.getsource(TCPServer.__init__)
-    ok = ok and all(f"self.{name} = {name}" in init for name in ("config", "context", "writer"))
-    assert ok, moved(
-        "hypercorn", "TCPServer.run / protocol_send / config, context, writer", "hypercorn"
-    )
 
 
 # prometheus_client (quartchat/adapters/prometheus.py)

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from quartchat.__main__ import warn_without_redis
 from quartchat.app import create_app
 from quartchat.config import Settings
 from quartchat.runs.control import Runs
 from quartchat.runs.memory import MemoryLog
 from quartchat.runs.redis import RedisLog
+from quartchat.serving import warn_without_redis
 
 from ..conftest import make_settings
 from ..fake_upstream import FakeUpstream

@@ -155,7 +155,7 @@ def test_quartchat_serve_says_what_is_wrong_in_one_line_and_exits(
 ) -> None:
     path = write(tmp_path, "[[upstreams]]\nname = 'x'\nbase_url = 'nowhere'\n")
     monkeypatch.setattr(quartchat_main, "get_settings", lambda: make_settings(upstreams_file=path))
-    monkeypatch.setattr(quartchat_main, "_serve", lambda settings: pytest.fail("it served"))
+    monkeypatch.setattr(quartchat_main, "serve", lambda settings: pytest.fail("it served"))
     with pytest.raises(SystemExit) as exited:
         quartchat_main.main(["serve"])
     assert str(exited.value.code).startswith(f"quartchat: UPSTREAMS_FILE ({path}): upstream 'x'")

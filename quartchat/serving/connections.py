@@ -32,6 +32,7 @@ from hypercorn.config import Config, Sockets
 from hypercorn.events import Event, Updated
 from hypercorn.typing import AppWrapper, LifespanState
 
+from ..db import POOL_SIZE
 from .adapters import hypercorn
 
 log = logging.getLogger("quartchat.connections")
@@ -43,6 +44,9 @@ DESCRIPTOR_RESERVE = 64
 # keep-alive connection get hypercorn's keep-alive timeout, counted from the previous response.
 HEAD_TIMEOUT_SECONDS = 10.0
 EXHAUSTION_LOG_SECONDS = 10.0
+# The database pool's connections and SQLite's writer (db/writer.py): an SQLite connection holds
+# three (the file, its WAL, its shared-memory index), a PostgreSQL one a socket.
+DATABASE_DESCRIPTORS = 3 * (POOL_SIZE + 1)
 # What asyncio's accept loop calls "out of system resource" (selector_events._accept_connection).
 EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 

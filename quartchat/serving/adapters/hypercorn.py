@@ -1,6 +1,6 @@
 """hypercorn's private names (hypercorn 0.18.0, pinned in requirements.txt).
 
-quartchat/connections.py guards each client connection; hypercorn has no hook for it, so:
+quartchat/serving/connections.py guards each client connection; hypercorn has no hook for it, so:
 - `hypercorn.asyncio.tcp_server.TCPServer`, its connection class (not public API), built by
   `hypercorn.asyncio.run.worker_serve` as `TCPServer(app, loop, config, context,
   lifespan_state, reader, writer)` through the name `TCPServer` in that module, the one place a

@@ -1,4 +1,4 @@
-"""Client connections (quartchat/connections.py): closed when their client closes them, capped
+"""Client connections (quartchat/serving/connections.py): closed when their client closes them, capped
 below the descriptor limit, exhaustion logged once per interval. The e2e tests run the service."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import orjson
 import psutil
 import pytest
 
-from quartchat.connections import (
+from quartchat.serving.connections import (
     DESCRIPTOR_RESERVE,
     HEAD_TIMEOUT_SECONDS,
     ConnectionTable,
@@ -33,9 +33,9 @@ from quartchat.connections import (
     connection_cap,
 )
 
-from .conftest import CHAT
-from .fake_upstream import FakeUpstream, Reply, completion_chunks
-from .service import Service
+from ..conftest import CHAT
+from ..fake_upstream import FakeUpstream, Reply, completion_chunks
+from ..service import Service
 
 UPSTREAM_CONNECTIONS = 1000
 SMALL_LIMIT = 256
@@ -424,9 +424,9 @@ async def test_running_out_of_descriptors_is_reported_once_per_pause_not_once_pe
 
 
 def test_hypercorn_is_the_version_the_connection_guard_was_written_for() -> None:
-    # quartchat/connections.py overrides hypercorn internals (quartchat/adapters/hypercorn.py);
-    # on an upgrade check whether the CLOSE-WAIT fix landed (docs/upstream/hypercorn-close-wait.md)
-    # and what tests/adapters/test_canaries.py says.
+    # quartchat/serving/connections.py overrides hypercorn internals
+    # (quartchat/serving/adapters/hypercorn.py); on an upgrade check whether the CLOSE-WAIT fix
+    # landed (docs/upstream/hypercorn-close-wait.md) and what tests/serving/test_canaries.py says.
     assert version("hypercorn") == "0.18.0"
 
 
