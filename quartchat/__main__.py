@@ -13,6 +13,8 @@ import getpass
 import os
 import sys
 
+from pydantic import ValidationError
+
 from .app import configure_logging
 from .auth import bootstrap
 from .config import get_settings
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     # Before anything is written: the database, its backups and the secret key are nobody
     # else's (datadir.py covers what was made before, or by `create_app` run elsewhere).
     os.umask(0o077)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as error:  # a setting out of its range (SERVER=granian): said plainly
+        sys.exit(f"quartchat: {error}")
     configure_logging(settings.log_level)
     try:
         if args.command == "migrate":

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # for a domain and its subdomains). Empty: any. See quartchat/guards.py.
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Serving (python -m quartchat): see docs/deploy.md.
+    # The HTTP server (quartchat/serving/): hypercorn, or uvicorn on uvloop and httptools.
+    server: Literal["hypercorn", "uvicorn"] = "hypercorn"
     app_workers: int = Field(1, ge=1)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
 

@@ -220,10 +220,22 @@ async def live_client(live: LiveClient) -> AsyncIterator[Client]:
         yield client
 
 
+SERVERS = ("hypercorn", "uvicorn")  # every server quartchat supports (SERVER)
+
+
 @pytest.fixture
-def service(fake: FakeUpstream) -> Iterator[Service]:
+def server() -> str:
+    """The server `service` runs on: the default one. A module whose tests must hold on every
+    server overrides this with a fixture parametrised over `SERVERS`."""
+    return "hypercorn"
+
+
+@pytest.fixture
+def service(fake: FakeUpstream, server: str) -> Iterator[Service]:
     """The real service (`python -m quartchat`) in front of `fake`, with short pings and timeout."""
-    with Service(fake.url, SSE_PING_SECONDS="0.3", REQUEST_TIMEOUT_SECONDS="2") as service:
+    with Service(
+        fake.url, SERVER=server, SSE_PING_SECONDS="0.3", REQUEST_TIMEOUT_SECONDS="2"
+    ) as service:
         yield service
 
 

@@ -1,4 +1,4 @@
-"""Run the real service (`python -m quartchat`, hypercorn) in a subprocess for end-to-end tests."""
+"""Run the real service (`python -m quartchat`) in a subprocess for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def free_port() -> int:
 
 class Service:
     """The service as `quartchat` runs it; without accounts unless `AUTH_MODE=accounts` is given
-    (its data then goes to a temporary DATA_DIR, unless one is given)."""
+    (its data then goes to a temporary DATA_DIR, unless one is given); on the server `SERVER`
+    names (given, or this process's environment's; quartchat's default otherwise)."""
 
     def __init__(self, upstream_url: str, **env: str) -> None:
         self.port = free_port()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import time
 
 import httpx
@@ -14,9 +15,15 @@ from quart import Quart
 from quartchat.app import create_app
 from quartchat.streaming.watch import LiveStreams
 
-from .conftest import CHAT, assert_error, make_settings, parse_events
+from .conftest import CHAT, SERVERS, assert_error, make_settings, parse_events
 from .fake_upstream import FakeUpstream, Reply, completion_chunks
 from .service import Service
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    """The tests here that run the service run on each server."""
+    return str(request.param)
 
 
 def _streams(app: Quart) -> LiveStreams:
@@ -75,9 +82,11 @@ def _stream_with_sigterm(service: Service) -> tuple[list[tuple[str, object]], fl
 
 
 @pytest.mark.e2e
-def test_sigterm_drains_then_ends_a_long_stream_with_an_error_event(fake: FakeUpstream) -> None:
+def test_sigterm_drains_then_ends_a_long_stream_with_an_error_event(
+    fake: FakeUpstream, server: str
+) -> None:
     fake.reply_with(_slow_reply(words=200, delay=0.05))  # ~10 s: longer than the grace
-    with Service(fake.url, SHUTDOWN_GRACE_SECONDS="1") as service:
+    with Service(fake.url, SERVER=server, SHUTDOWN_GRACE_SECONDS="1") as service:
         assert service.process is not None
         events, took = _stream_with_sigterm(service)
         chunks = [e for e in events if e[0] == "chunk"]
@@ -91,9 +100,11 @@ def test_sigterm_drains_then_ends_a_long_stream_with_an_error_event(fake: FakeUp
 
 
 @pytest.mark.e2e
-def test_sigterm_lets_a_stream_within_the_grace_period_finish(fake: FakeUpstream) -> None:
+def test_sigterm_lets_a_stream_within_the_grace_period_finish(
+    fake: FakeUpstream, server: str
+) -> None:
     fake.reply_with(_slow_reply(words=20, delay=0.05))  # ~1 s
-    with Service(fake.url, SHUTDOWN_GRACE_SECONDS="10") as service:
+    with Service(fake.url, SERVER=server, SHUTDOWN_GRACE_SECONDS="10") as service:
         assert service.process is not None
         events, _ = _stream_with_sigterm(service)
         assert events[-1][0] == "done"
@@ -105,9 +116,9 @@ def test_sigterm_lets_a_stream_within_the_grace_period_finish(fake: FakeUpstream
 
 
 @pytest.mark.e2e
-def test_workers_share_the_port_and_all_drain_on_sigterm(fake: FakeUpstream) -> None:
+def test_workers_share_the_port_and_all_drain_on_sigterm(fake: FakeUpstream, server: str) -> None:
     fake.reply_with(_slow_reply(words=200, delay=0.05))
-    with Service(fake.url, APP_WORKERS="2", SHUTDOWN_GRACE_SECONDS="1") as service:
+    with Service(fake.url, SERVER=server, APP_WORKERS="2", SHUTDOWN_GRACE_SECONDS="1") as service:
         assert service.process is not None
         workers = psutil.Process(service.process.pid).children()
         assert len(workers) == 2
@@ -117,3 +128,48 @@ def test_workers_share_the_port_and_all_drain_on_sigterm(fake: FakeUpstream) -> 
         assert events[-1][1]["error"]["code"] == "SERVER_SHUTTING_DOWN"  # type: ignore[index]
         assert service.process.wait(10) == 0
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+@pytest.mark.e2e
+def test_a_second_sigterm_ends_the_streams_at_once(fake: FakeUpstream, server: str) -> None:
+    fake.reply_with(_slow_reply(words=200, delay=0.05))
+    with Service(fake.url, SERVER=server, SHUTDOWN_GRACE_SECONDS="60") as service:
+        assert service.process is not None
+        with httpx.stream("POST", service.url + "/api/chat/stream", json=CHAT, timeout=30) as got:
+            raw = b""
+            chunks = got.iter_raw()
+            while b"event: chunk" not in raw:
+                raw += next(chunks)
+            service.process.send_signal(signal.SIGTERM)
+            while raw.count(b"event: chunk") < 3:  # draining: the stream goes on
+                raw += next(chunks)
+            service.process.send_signal(signal.SIGTERM)
+            for piece in chunks:
+                raw += piece
+        events = parse_events(raw)
+        assert events[-1][1]["error"]["code"] == "SERVER_SHUTTING_DOWN"  # type: ignore[index]
+        assert len(events) < 100  # long before the reply's 200 words or the 60 s grace
+        assert service.process.wait(10) == 0
+
+
+@pytest.mark.e2e
+def test_sigterm_runs_the_app_s_shutdown_which_flushes_the_usage_ledger(
+    fake: FakeUpstream, server: str
+) -> None:
+    admin = {"email": "admin@example.com", "password": "correct horse battery"}
+    env = {
+        "SERVER": server,
+        "AUTH_MODE": "accounts",
+        "ADMIN_EMAIL": admin["email"],
+        "ADMIN_PASSWORD": admin["password"],
+        "USAGE_FLUSH_SECONDS": "3600",  # only the shutdown's flush can write them
+    }
+    with Service(fake.url, **env) as service, httpx.Client(base_url=service.url) as client:
+        assert service.process is not None
+        assert client.post("/api/auth/login", json=admin).status_code == 200
+        assert client.post("/api/chat", json=CHAT).status_code == 200
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(20) == 0
+        with sqlite3.connect(service.data_dir / "quartchat.db") as stored:
+            [(rows,)] = stored.execute("SELECT count(*) FROM usage_events").fetchall()
+    assert rows == 1

@@ -2,7 +2,8 @@
 
 - `__init__.py` (here): the start -- migrations once before any worker, the descriptor limit,
   one process or `APP_WORKERS`.
-- `hypercorn.py`: the server, its configuration, one process serving.
+- `hypercorn.py` (the default) and `uvicorn.py` (`SERVER=uvicorn`): each server, its
+  configuration, one process serving, its connection guard.
 - `drain.py`: stop signals -> the streams' drain; `workers.py`: the fork onto shared sockets.
 - `connections.py`: closed when their client closes them, capped below the descriptor limit.
 - `adapters/`: each server library's private names, one module per library, each name with its
@@ -16,13 +17,25 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Protocol
 
 from ..auth import bootstrap
 from ..config import Settings
-from . import hypercorn
+from . import hypercorn, uvicorn
 from .connections import raise_descriptor_limit
 from .workers import serve_workers
 
+
+class Server(Protocol):
+    """A server module: `listen` makes the listening sockets (before the workers are forked),
+    `run` serves on them (or on sockets of its own) until stopped."""
+
+    def listen(self, settings: Settings) -> Any: ...
+
+    def run(self, settings: Settings, sockets: Any = None) -> None: ...
+
+
+SERVERS: dict[str, Server] = {"hypercorn": hypercorn, "uvicorn": uvicorn}
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -42,8 +55,9 @@ def serve(settings: Settings) -> None:
         if setup_token:
             _announce_setup(settings, setup_token)
     raise_descriptor_limit()  # before any socket opens; workers inherit it
+    server = SERVERS[settings.server]
     if settings.app_workers == 1:
-        hypercorn.run(settings)
+        server.run(settings)
         return
     warn_without_redis(settings)
     # Each worker keeps its metrics in files here, and a scrape of any of them adds all up
@@ -51,8 +65,7 @@ def serve(settings: Settings) -> None:
     # restart begins from zero, as Prometheus expects of a restarted target.
     with tempfile.TemporaryDirectory(prefix="quartchat-metrics-") as directory:
         workers = settings.model_copy(update={"prometheus_multiproc_dir": Path(directory)})
-        sockets = hypercorn.listen(workers)
-        status = serve_workers(workers, lambda: hypercorn.run(workers, sockets))
+        status = serve_workers(workers, server.run, server.listen(workers))
     sys.exit(status)
 
 

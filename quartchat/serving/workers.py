@@ -5,16 +5,22 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client import multiprocess
 
 from ..config import Settings
 from .drain import STOP_SIGNALS
 
+Sockets = TypeVar("Sockets")
 
-def serve_workers(settings: Settings, serve: Callable[[], None]) -> int:
-    """Fork `APP_WORKERS` processes, each running `serve()` on the listening sockets made before
-    the fork; pass stop signals on to them; return the exit status for the whole service.
+
+def serve_workers(
+    settings: Settings, serve: Callable[[Settings, Sockets], None], sockets: Sockets
+) -> int:
+    """Fork `APP_WORKERS` processes, each running `serve(settings, sockets)` on the listening
+    `sockets` made before the fork; pass stop signals on to them; return the exit status for
+    the whole service.
 
     If a worker dies on its own, the others are stopped too and the exit status says so, so that
     the supervisor (Docker's restart policy, systemd) restarts the whole service.
@@ -27,7 +33,7 @@ def serve_workers(settings: Settings, serve: Callable[[], None]) -> int:
                 signal.signal(sig, signal.SIG_DFL)
             status = 0
             try:
-                serve()
+                serve(settings, sockets)
             except BaseException:
                 status = 1
                 raise

@@ -27,11 +27,10 @@ import pytest
 from quartchat.serving.connections import (
     DESCRIPTOR_RESERVE,
     HEAD_TIMEOUT_SECONDS,
-    ConnectionTable,
     ExhaustionLog,
-    capped,
     connection_cap,
 )
+from quartchat.serving.hypercorn import AcceptingTable, capped
 
 from ..conftest import CHAT
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
@@ -387,7 +386,7 @@ def reports_until_the_reporting_callback_returns(
 async def test_a_full_table_reports_one_exhaustion_per_pause_not_one_per_accept_attempt() -> None:
     loop = asyncio.get_running_loop()
     reports, accept_loop_ended = reports_until_the_reporting_callback_returns(loop)
-    listener = capped(socket.create_server(("127.0.0.1", 0)), ConnectionTable(loop, cap=0))
+    listener = capped(socket.create_server(("127.0.0.1", 0)), AcceptingTable(loop, cap=0))
     server = await asyncio.start_server(lambda _reader, _writer: None, sock=listener, backlog=100)
     with ExitStack() as clients:
         for _ in range(3):
@@ -404,7 +403,7 @@ async def test_a_full_table_reports_one_exhaustion_per_pause_not_one_per_accept_
 async def test_running_out_of_descriptors_is_reported_once_per_pause_not_once_per_accept() -> None:
     loop = asyncio.get_running_loop()
     reports, accept_loop_ended = reports_until_the_reporting_callback_returns(loop)
-    listener = capped(socket.create_server(("127.0.0.1", 0)), ConnectionTable(loop, cap=1000))
+    listener = capped(socket.create_server(("127.0.0.1", 0)), AcceptingTable(loop, cap=1000))
     server = await asyncio.start_server(lambda _reader, _writer: None, sock=listener, backlog=100)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with ExitStack() as clients:
