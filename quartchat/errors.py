@@ -95,6 +95,11 @@ CODES: dict[str, ErrorCode] = {
         "a new chat after SIGTERM; mid-stream: still running when the grace period ended",
         event=True,
     ),
+    "SERVER_BUSY": ErrorCode(
+        (503,),
+        "`SERVER=uvicorn`: every connection a worker may hold is busy (Retry-After); the "
+        "connection is closed",
+    ),
     "UNAUTHENTICATED": ErrorCode(
         (401,),
         "no session or API token (accounts on), or one that ended or expired "

@@ -147,7 +147,7 @@ def test_a_second_sigterm_ends_the_streams_at_once(fake: FakeUpstream, server: s
             for piece in chunks:
                 raw += piece
         events = parse_events(raw)
-        assert events[-1][1]["error"]["code"] == "SERVER_SHUTTING_DOWN"  # type: ignore[index]
+        assert events[-1][1]["error"]["code"] == "SERVER_SHUTTING_DOWN"
         assert len(events) < 100  # long before the reply's 200 words or the 60 s grace
         assert service.process.wait(10) == 0
 
