@@ -15,6 +15,7 @@ import errno
 import math
 import socket
 import uuid
+from typing import cast
 
 import orjson
 import uvloop
@@ -183,7 +184,7 @@ class GuardedProtocol(adapter.ServedProtocol):
 
     def _refuse(self, transport: asyncio.BaseTransport) -> None:
         """Answer 503 SERVER_BUSY and close: every connection the worker may hold is busy."""
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's, not asyncio's subclass
         self._refused = True
         self.transport = transport
         self.exhaustion(

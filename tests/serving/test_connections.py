@@ -1,5 +1,6 @@
 """Client connections (quartchat/serving/connections.py): closed when their client closes them, capped
-below the descriptor limit, exhaustion logged once per interval. The e2e tests run the service."""
+below the descriptor limit, exhaustion logged once per interval. The e2e tests run the service, on
+each server unless the test is about one server's own way."""
 
 from __future__ import annotations
 
@@ -32,13 +33,14 @@ from quartchat.serving.connections import (
 )
 from quartchat.serving.hypercorn import AcceptingTable, capped
 
-from ..conftest import CHAT
+from ..conftest import CHAT, SERVERS
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
 from ..service import Service
 
 UPSTREAM_CONNECTIONS = 1000
 SMALL_LIMIT = 256
 EXHAUSTED = "out of system resource"  # asyncio's words for a failed accept(), and ours
+BUSY = "client connections are busy"  # ours, when the cap is reached with none idle
 HEALTH_REQUEST = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"  # HTTP/1.1: keep-alive
 HALF_A_HEAD = HEALTH_REQUEST[:-2]
 STREAM_BODY = orjson.dumps(CHAT)
@@ -54,6 +56,15 @@ H2_HEADERS = [
     (":authority", "localhost"),
     ("content-type", "application/json"),
 ]
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+HYPERCORN_ONLY = pytest.mark.parametrize("server", ["hypercorn"])
+UVICORN_ONLY = pytest.mark.parametrize("server", ["uvicorn"])
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -134,7 +145,7 @@ def get_health(client: socket.socket) -> bytes:
 
 @contextmanager
 def service_with_descriptor_limit(
-    fake: FakeUpstream, soft: int, hard: int, **env: str
+    fake: FakeUpstream, soft: int, hard: int, server: str = "hypercorn", **env: str
 ) -> Iterator[Service]:
     """The service, started with RLIMIT_NOFILE (soft, hard) as a supervisor or a shell might set."""
 
@@ -146,7 +157,7 @@ def service_with_descriptor_limit(
     def limited(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         return popen(args, preexec_fn=set_limit, **kwargs)
 
-    env = {"UPSTREAM_MAX_CONNECTIONS": str(UPSTREAM_CONNECTIONS), **env}
+    env = {"UPSTREAM_MAX_CONNECTIONS": str(UPSTREAM_CONNECTIONS), "SERVER": server, **env}
     # tests.service starts the process itself, with no hook for its limits.
     with mock.patch.object(subprocess, "Popen", limited):
         service = Service(fake.url, **env).start()
@@ -170,6 +181,7 @@ def test_server_closes_a_keep_alive_connection_within_a_second_of_its_client_clo
 
 
 @pytest.mark.e2e
+@HYPERCORN_ONLY  # uvicorn serves no HTTP/2 on a plain port
 def test_server_closes_an_http2_connection_its_client_closed_during_a_stream(
     service: Service, fake: FakeUpstream
 ) -> None:
@@ -218,10 +230,10 @@ def test_service_raises_its_soft_descriptor_limit_to_the_hard_limit(fake: FakeUp
 
 @pytest.mark.e2e
 def test_health_answers_while_more_idle_connections_are_open_than_the_cap(
-    fake: FakeUpstream,
+    fake: FakeUpstream, server: str
 ) -> None:
     cap = connection_cap(SMALL_LIMIT, UPSTREAM_CONNECTIONS)
-    with service_with_descriptor_limit(fake, soft=SMALL_LIMIT, hard=SMALL_LIMIT) as service:
+    with service_with_descriptor_limit(fake, SMALL_LIMIT, SMALL_LIMIT, server) as service:
         with ExitStack() as crowd:  # slowloris: each holds a connection with half a request head
             process(service).suspend()  # so that the whole crowd is waiting when it looks
             for _ in range(3 * cap):
@@ -235,16 +247,18 @@ def test_health_answers_while_more_idle_connections_are_open_than_the_cap(
 
         with connect(service) as client:
             assert get_health(client).startswith(b"HTTP/1.1 200")
-        assert EXHAUSTED not in service.log()  # idle connections made room; none had to wait
+        # Idle connections made room; none had to wait or was refused.
+        assert EXHAUSTED not in service.log()
+        assert BUSY not in service.log()
 
 
 @pytest.fixture
-def saturated(fake: FakeUpstream) -> Iterator[tuple[Service, list[socket.socket]]]:
+def saturated(fake: FakeUpstream, server: str) -> Iterator[tuple[Service, list[socket.socket]]]:
     """The service under a small descriptor limit, every connection it may hold busy streaming."""
     cap = connection_cap(SMALL_LIMIT, UPSTREAM_CONNECTIONS)
     fake.reply_with(*(Reply(chunks=completion_chunks(["busy"])[:2], hang=True) for _ in range(cap)))
     with (
-        service_with_descriptor_limit(fake, soft=SMALL_LIMIT, hard=SMALL_LIMIT) as service,
+        service_with_descriptor_limit(fake, SMALL_LIMIT, SMALL_LIMIT, server) as service,
         ExitStack() as streams,
     ):
         clients = [streams.enter_context(connect(service)) for _ in range(cap)]
@@ -258,6 +272,7 @@ def saturated(fake: FakeUpstream) -> Iterator[tuple[Service, list[socket.socket]
 
 
 @pytest.mark.e2e
+@HYPERCORN_ONLY  # uvicorn answers them 503 SERVER_BUSY instead (below)
 def test_connections_over_the_cap_wait_in_the_backlog_until_a_busy_one_ends(
     saturated: tuple[Service, list[socket.socket]],
 ) -> None:
@@ -280,6 +295,7 @@ def test_connections_over_the_cap_wait_in_the_backlog_until_a_busy_one_ends(
 
 
 @pytest.mark.e2e
+@HYPERCORN_ONLY  # asyncio's accept loop; uvicorn accepts each newcomer and answers it
 def test_a_service_with_every_connection_busy_does_not_spin_on_connections_in_the_backlog(
     saturated: tuple[Service, list[socket.socket]],
 ) -> None:
@@ -295,6 +311,32 @@ def test_a_service_with_every_connection_busy_does_not_spin_on_connections_in_th
         assert wait_until(lambda: not watched(service, listener), timeout=5.0), (
             "the service keeps watching its listening socket with no room for the connection"
         )
+
+
+@pytest.mark.e2e
+@UVICORN_ONLY  # hypercorn leaves them waiting in the backlog (above)
+def test_a_connection_over_the_cap_is_answered_503_server_busy_until_a_busy_one_ends(
+    saturated: tuple[Service, list[socket.socket]],
+) -> None:
+    service, streams = saturated
+    with connect(service) as refused:
+        refused.sendall(HEALTH_REQUEST)
+        answer = read_response(refused)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503"), answer
+        assert b"\r\nretry-after: 1\r\n" in head.lower()
+        error = orjson.loads(body)["error"]
+        assert error["code"] == "SERVER_BUSY" and error["message"] and error["request_id"]
+        assert closed_by_server(refused, within=5)
+
+    streams[0].close()  # one stream ends: room for one
+
+    def served() -> bool:
+        with connect(service) as client:
+            return get_health(client).startswith(b"HTTP/1.1 200")
+
+    assert wait_until(served, timeout=10)
+    assert service.log().count(BUSY) == 1  # said once per interval, however many were refused
 
 
 @pytest.mark.e2e
