@@ -1,4 +1,4 @@
-"""End to end over real sockets: the service under hypercorn, a fake upstream on 127.0.0.1."""
+"""End to end over real sockets: the service on each server, a fake upstream on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ import httpx
 import orjson
 import pytest
 
-from .conftest import CHAT, parse_events
+from .conftest import CHAT, SERVERS, parse_events
 from .fake_upstream import FakeUpstream, Reply, completion_chunks
 from .service import Service, free_port
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    """Each test here that runs the service runs on each server."""
+    return str(request.param)
 
 
 def test_health_page_and_models(service: Service) -> None:
@@ -123,8 +129,8 @@ def test_stream_options_refusal_is_retried_without_them(
     assert [("stream_options" in r.json) for r in fake.chat_requests()] == [True, False]
 
 
-def test_unreachable_upstream_is_502() -> None:
-    with Service(f"http://127.0.0.1:{free_port()}/v1") as service:
+def test_unreachable_upstream_is_502(server: str) -> None:
+    with Service(f"http://127.0.0.1:{free_port()}/v1", SERVER=server) as service:
         response = httpx.post(service.url + "/api/chat/stream", json=CHAT)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "UPSTREAM_UNREACHABLE"

@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 
-from .conftest import CHAT, parse_events
+from .conftest import CHAT, SERVERS, parse_events
 from .fake_upstream import FakeUpstream, Reply, completion_chunks
 from .service import ROOT, Service, free_port
 
@@ -148,6 +148,12 @@ def installed(name: str) -> pytest.MarkDecorator:
 
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    """Each test here that runs the service runs on each server."""
+    return str(request.param)
 
 
 @pytest.fixture(params=[pytest.param(n, marks=installed(n)) for n in STARTERS])

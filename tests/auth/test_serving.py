@@ -12,11 +12,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..conftest import SERVERS
 from ..fake_upstream import FakeUpstream
 from ..service import ROOT, Service
 from .conftest import PASSWORD
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    """Each test here that runs the service runs on each server."""
+    return str(request.param)
 
 
 def quartchat(
@@ -33,8 +40,10 @@ def quartchat(
     )
 
 
-def test_the_first_start_prints_a_setup_link_that_makes_the_admin(fake: FakeUpstream) -> None:
-    with Service(fake.url, AUTH_MODE="accounts") as service:
+def test_the_first_start_prints_a_setup_link_that_makes_the_admin(
+    fake: FakeUpstream, server: str
+) -> None:
+    with Service(fake.url, SERVER=server, AUTH_MODE="accounts") as service:
         found = re.search(r"http://\S+/setup\?token=(\S+)", service.log())
         assert found, service.log()
         with httpx.Client(base_url=service.url) as browser:
@@ -51,8 +60,15 @@ def test_the_first_start_prints_a_setup_link_that_makes_the_admin(fake: FakeUpst
         )
 
 
-def test_admin_email_and_password_make_the_first_admin_without_a_link(fake: FakeUpstream) -> None:
-    env = {"AUTH_MODE": "accounts", "ADMIN_EMAIL": "root@example.com", "ADMIN_PASSWORD": PASSWORD}
+def test_admin_email_and_password_make_the_first_admin_without_a_link(
+    fake: FakeUpstream, server: str
+) -> None:
+    env = {
+        "SERVER": server,
+        "AUTH_MODE": "accounts",
+        "ADMIN_EMAIL": "root@example.com",
+        "ADMIN_PASSWORD": PASSWORD,
+    }
     with Service(fake.url, **env) as service:
         assert "setup?token=" not in service.log()
         login = httpx.post(
@@ -63,8 +79,9 @@ def test_admin_email_and_password_make_the_first_admin_without_a_link(fake: Fake
         assert PASSWORD not in service.log()
 
 
-def test_two_workers_share_one_migrated_database(fake: FakeUpstream) -> None:
+def test_two_workers_share_one_migrated_database(fake: FakeUpstream, server: str) -> None:
     env = {
+        "SERVER": server,
         "AUTH_MODE": "accounts",
         "APP_WORKERS": "2",
         "ADMIN_EMAIL": "a@example.com",
@@ -82,7 +99,7 @@ def test_two_workers_share_one_migrated_database(fake: FakeUpstream) -> None:
 
 
 def test_create_admin_on_the_command_line_makes_a_working_login(
-    tmp_path: Path, fake: FakeUpstream
+    tmp_path: Path, fake: FakeUpstream, server: str
 ) -> None:
     made = quartchat(
         "create-admin",
@@ -93,7 +110,7 @@ def test_create_admin_on_the_command_line_makes_a_working_login(
         stdin=PASSWORD + "\n",
     )
     assert made.returncode == 0, made.stderr
-    with Service(fake.url, AUTH_MODE="accounts", DATA_DIR=str(tmp_path)) as service:
+    with Service(fake.url, SERVER=server, AUTH_MODE="accounts", DATA_DIR=str(tmp_path)) as service:
         assert "setup?token=" not in service.log()
         login = httpx.post(
             service.url + "/api/auth/login", json={"email": "cli@example.com", "password": PASSWORD}

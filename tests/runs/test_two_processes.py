@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import URL
 
 from ..auth.conftest import PASSWORD
-from ..conftest import _create_database
+from ..conftest import SERVERS, _create_database
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
 from ..redis_server import RedisServer
 from ..service import Service
@@ -31,12 +31,19 @@ FULL = "".join(WORDS)
 Pair = Callable[..., tuple[Service, Service]]
 
 
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    """Each test here that runs the service runs on each server."""
+    return str(request.param)
+
+
 @pytest.fixture
 def pair(
     postgres_server: URL | None,
     postgres_template: URL | None,
     redis_server: RedisServer,
     fake: FakeUpstream,
+    server: str,
 ) -> Iterator[Pair]:
     """`pair(**env)`: services A and B on one new database and `redis_server` (B's environment
     may differ: `b_env`)."""
@@ -49,6 +56,7 @@ def pair(
 
     def start(b_env: dict[str, str] | None = None, **env: str) -> tuple[Service, Service]:
         shared = {
+            "SERVER": server,
             "AUTH_MODE": "accounts",
             "DATABASE_URL": url,
             "REDIS_URL": redis_server.url,
