@@ -46,6 +46,13 @@ BUSY_LINGER_SECONDS = 2.0
 # They hold descriptors beyond the cap, from the reserve.
 BUSY_LINGERING_MAX = DESCRIPTOR_RESERVE // 2
 BUSY_OUTCOME = "new connections are answered 503 SERVER_BUSY"
+# The most a request head may take before it is whole, as on hypercorn (h11's 16 KiB): httptools
+# has no bound of its own, and the head timeout alone would let a head grow for 10 s.
+HEAD_MAX_BYTES = 16 * 1024
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-length: 0\r\nconnection: close\r\n\r\n"
+)
 
 
 def uvicorn_config(settings: Settings, app: object = None) -> Config:
@@ -121,6 +128,7 @@ class GuardedProtocol(adapter.ServedProtocol):
 
     _counted = False  # holds a place in the table
     _refused = False
+    _head_bytes = 0  # received since the connection began waiting for a request head
     _head_timer: asyncio.TimerHandle | None = None
     _linger_timer: asyncio.TimerHandle | None = None
 
@@ -136,9 +144,11 @@ class GuardedProtocol(adapter.ServedProtocol):
         self._await_head(self.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._refused:
+        if self._refused and not self._counted:  # refused at connection_made: not uvicorn's
             self._end_refusal()
             return
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         self._stop_head_timer()
         self.table.busy(self)  # out of the idle order
         self._release()
@@ -159,8 +169,18 @@ class GuardedProtocol(adapter.ServedProtocol):
         self.abort()
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:  # a refused connection's request is read and dropped
-            super().data_received(data)
+        if self._refused:  # a refused connection's request is read and dropped
+            return
+        awaiting_head = self._head_timer is not None
+        super().data_received(data)
+        if awaiting_head and self._head_timer is not None:  # still no whole head
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_MAX_BYTES and not self.transport.is_closing():
+                self._refused = True  # what else comes is read and dropped, as for a refusal
+                self._stop_head_timer()
+                self.transport.write(HEAD_TOO_LARGE)
+                self.transport.write_eof()
+                self._linger_timer = self.loop.call_later(BUSY_LINGER_SECONDS, self.transport.close)
 
     def _release(self) -> None:
         if self._counted:
@@ -170,6 +190,7 @@ class GuardedProtocol(adapter.ServedProtocol):
     def _await_head(self, timeout: float) -> None:
         """The next request head must arrive within `timeout` (bytes of one do not count)."""
         self._stop_head_timer()
+        self._head_bytes = 0
         self._head_timer = self.loop.call_later(timeout, self._no_head_in_time)
 
     def _stop_head_timer(self) -> None:

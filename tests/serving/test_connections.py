@@ -351,6 +351,17 @@ def test_only_a_new_connections_first_request_head_must_arrive_within_the_head_t
         assert get_health(keep_alive).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.e2e
+def test_a_request_head_over_16_kib_is_refused_and_its_connection_closed(service: Service) -> None:
+    with connect(service) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        for i in range(40):  # 40 headers of 1 KiB, and no end of the head
+            client.sendall(b"X-Filler-%d: %s\r\n" % (i, b"x" * 1000))
+        answer = read_response(client)
+        assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 431")), answer[:100]
+        assert closed_by_server(client, within=5)
+
+
 def test_connection_cap_gives_clients_all_but_the_reserve_and_the_pool_of_a_large_limit() -> None:
     assert connection_cap(65536, UPSTREAM_CONNECTIONS) == 65536 - DESCRIPTOR_RESERVE - 1000
 
