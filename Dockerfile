@@ -33,7 +33,8 @@ COPY quartchat /src/quartchat
 # the read-only container could not write it at run time, and would compile it at every start.
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --no-deps /src \
  && /opt/venv/bin/python -c "import quartchat.__main__, quartchat.db.migrate, alembic.command, \
-sqlalchemy.dialects.sqlite.aiosqlite, sqlalchemy.dialects.postgresql.asyncpg, argon2, quart_auth"
+sqlalchemy.dialects.sqlite.aiosqlite, sqlalchemy.dialects.postgresql.asyncpg, argon2, quart_auth, \
+uvicorn.lifespan.on"
 
 
 FROM python:3.12-slim
@@ -65,6 +66,7 @@ EXPOSE 8333
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import http.client, os, sys; c = http.client.HTTPConnection('127.0.0.1', int(os.environ.get('APP_PORT', '8333')), timeout=2); c.request('GET', '/health'); sys.exit(c.getresponse().status != 200)"]
 
-# The console script, not the hypercorn CLI: it runs hypercorn itself, APP_WORKERS worker
-# processes and quartchat's SIGTERM handling (a grace period for in-flight streams).
+# The console script, not a server's CLI: it runs the server SERVER names (hypercorn unless set to
+# uvicorn), APP_WORKERS worker processes and quartchat's SIGTERM handling (a grace period for
+# in-flight streams).
 CMD ["quartchat"]
