@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from accounts_bench import ADMIN_EMAIL, Service, call, service_env, sign_in
+from nginx_floor import nginx_argv
 from relay_bench import (
     HOST,
     ROOT,
@@ -117,40 +118,6 @@ LABELS = {
 # --------------------------------------------------------------------------------------------
 # The servers
 # --------------------------------------------------------------------------------------------
-
-
-def nginx_conf(prefix: Path, port: int, uport: int, connections: int) -> str:
-    """One nginx process in front of the fake upstream, as lean as a relay can be: no access
-    log, unbuffered responses (each chunk goes on as it comes), keep-alive to the upstream."""
-    temp = "\n".join(
-        f"    {kind}_temp_path {prefix / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""daemon off;
-master_process off;
-worker_rlimit_nofile {4 * connections + 1024};
-pid {prefix / "nginx.pid"};
-error_log {prefix / "error.log"} warn;
-events {{ worker_connections {2 * connections + 512}; }}
-http {{
-    access_log off;
-{temp}
-    upstream fake {{ server {HOST}:{uport}; keepalive 1024; }}
-    server {{
-        listen {HOST}:{port} backlog=4096;
-        # The load generator keeps its connections for the whole phase; nginx would close each
-        # after 1000 requests (the harness does not reconnect).
-        keepalive_requests 1000000;
-        location / {{
-            proxy_pass http://fake;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 300s;
-        }}
-    }}
-}}
-"""
 
 
 def litellm_config(uport: int) -> str:
@@ -246,9 +213,7 @@ def start_servers(args: argparse.Namespace, logdir: Path, data: Path) -> Servers
         prefix = logdir / "nginx"
         prefix.mkdir()
         port = free_port()
-        conf = prefix / "nginx.conf"
-        conf.write_text(nginx_conf(prefix, port, uport, max(args.streams, args.top_streams)))
-        argv = [args.nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        argv = nginx_argv(args.nginx, prefix, port, uport, max(args.streams, args.top_streams))
         nginx = (spawn("nginx", argv, cpu, env, logdir), port)
     else:
         skipped["nginx"] = "--nginx ''"
