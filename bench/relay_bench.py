@@ -1287,6 +1287,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="logs, profiles and baseline trees go here")  # fmt: skip
     add("--json", nargs="?", const="-", default=None, metavar="PATH",
         help="also write the results as JSON, to PATH or to stdout")  # fmt: skip
+    add("--peers", action="store_true",
+        help="instead: quartchat beside nginx, naive relays and each server (bench/peers_bench.py, "
+        "which takes the other options; --peers --help lists them)")  # fmt: skip
     args = p.parse_args(argv)
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
     if args.repeat < 1:
@@ -1455,6 +1458,11 @@ async def _summary(phase: Any) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--peers" in argv:  # quartchat beside nginx, naive relays and other servers (issue 19)
+        from peers_bench import main as peers
+
+        return peers([a for a in argv if a != "--peers"])
     args = parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         say("warning: one core only; the service and the harness share it")
