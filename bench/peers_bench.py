@@ -57,10 +57,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from accounts_bench import ADMIN_EMAIL, Service, code_version, service_env, sign_in
 from gateway_bench import MODEL, SERVICE_CHUNK, openai_target, probe_v1
@@ -78,6 +78,7 @@ from relay_bench import (
     Target,
     check_imported_from,
     child_env,
+    core_busy,
     free_port,
     http_post,
     judge_service_stream,
@@ -97,6 +98,7 @@ from relay_bench import (
 
 from quartchat.config import Settings
 
+T = TypeVar("T")
 BACKLOG = 4096  # every server's listen backlog: 1,000 clients connect at once
 # Targets of issue 19 (printed next to the figures, never enforced).
 FAST_SERVER = "uvicorn"  # the fastest supported server (the lead's decision, ISSUE19.md)
@@ -106,9 +108,12 @@ HYPERCORN_MAX_X_NGINX = 5.0
 HYPERCORN_MIN_RPS = 2000.0
 OWN_MAX_US_PER_CHUNK = 5.0  # quartchat minus the naive Quart relay, same server
 OWN_MAX_MS_PER_REQUEST = 0.1
-# "Time to first chunk p99 no worse than today": p99 at 200 streams is a few ms that move by a
-# millisecond or two between identical runs; a delta within this is read as "no worse".
-TTFC_ALLOWANCE_MS = 2.0
+# "Time to first chunk p99 no worse than today": 200 streams opened at once wait for the server
+# to start each of them, so p99 is hundreds of ms on a slow core, and moves by several percent
+# between identical trees; a p99 within this share over the baseline's is read as "no worse".
+TTFC_ALLOWANCE = 0.10
+# A phase during which others kept the service core busier than this is flagged in the table.
+OTHERS_FLAG = 0.10
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,6 +440,18 @@ def streamed(phase: StreamPhase) -> dict[str, Any]:
     }
 
 
+async def watched(args: argparse.Namespace, child: Child, phase: Awaitable[T]) -> tuple[T, float]:
+    """`phase`'s result, and the share of the service core's time that went to neither the peer
+    nor softirq meanwhile: other sessions' work on a shared machine, which slows the peer's
+    (their caches, their turn on the core) and so its figures."""
+    busy0, soft0 = core_busy(args.service_cpu)
+    mine0, t0 = child.cpu_seconds(), time.perf_counter()
+    result = await phase
+    busy1, soft1 = core_busy(args.service_cpu)
+    others = (busy1 - busy0) - (soft1 - soft0) - (child.cpu_seconds() - mine0)
+    return result, max(0.0, ratio(others, time.perf_counter() - t0))
+
+
 async def measure(
     args: argparse.Namespace, run: Running, upstream: Child, uport: int
 ) -> dict[str, Any]:
@@ -452,21 +469,26 @@ async def measure(
     out: dict[str, Any] = {}
     c, secs = args.whole_concurrency, args.whole_seconds
     if secs > 0:  # first, while the peer's upstream pool holds only the warm-up's connections
-        await asyncio.sleep(args.pause)
-        out["whole"] = await bench.whole_phase(peer, c, secs)
-        if "v1" in t:
+        for key, target in (("whole", peer), ("whole_v1", t.get("v1"))):
+            if target is None:
+                continue
             await asyncio.sleep(args.pause)
-            out["whole_v1"] = await bench.whole_phase(t["v1"], c, secs)
+            w, others = await watched(args, run.child, bench.whole_phase(target, c, secs))
+            out[key] = {**w, "core_others": others}
     if args.streams > 0:
         await asyncio.sleep(args.pause)
         direct = await bench.stream_phase(t["direct"], args.streams)
         await asyncio.sleep(args.pause)
-        s = streamed(await bench.stream_phase(peer, args.streams))
+        phase, others = await watched(args, run.child, bench.stream_phase(peer, args.streams))
         d = direct.summary()
-        s["direct_errors"] = d["errors"]
-        s["added_ttfc_ms_p50"] = s["ttfc_ms_p50"] - d["ttfc_ms_p50"]
-        s["added_ttfc_ms_p99"] = s["ttfc_ms_p99"] - d["ttfc_ms_p99"]
-        out["streams"] = s
+        out["streams"] = {
+            **streamed(phase),
+            "core_others": others,
+            "direct_errors": d["errors"],
+            "direct_ttfc_ms_p99": d["ttfc_ms_p99"],
+            "added_ttfc_ms_p50": phase.summary()["ttfc_ms_p50"] - d["ttfc_ms_p50"],
+            "added_ttfc_ms_p99": phase.summary()["ttfc_ms_p99"] - d["ttfc_ms_p99"],
+        }
     if args.top_streams > 0:
         await asyncio.sleep(args.pause)
         # Errors are the question here; a peer that falls behind may take several times the
@@ -474,9 +496,12 @@ async def measure(
         factor = args.timeout_factor
         args.timeout_factor = args.top_timeout_factor
         try:
-            out["top"] = streamed(await bench.stream_phase(peer, args.top_streams))
+            phase, others = await watched(
+                args, run.child, bench.stream_phase(peer, args.top_streams)
+            )
         finally:
             args.timeout_factor = factor
+        out["top"] = {**streamed(phase), "core_others": others}
     out["vmhwm_mb"] = run.child.status_kb("VmHWM") / 1024
     return out
 
@@ -552,13 +577,17 @@ async def rounds(ctx: Context, peers: Sequence[Peer]) -> dict[str, Any]:
 def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per peer, the medians over the rounds (errors: summed)."""
     keys = {
-        "whole": ("rps", "service_cpu_us_per_request", "latency_ms_p99", "harness_core_busy"),
-        "whole_v1": ("rps", "service_cpu_us_per_request"),
+        "whole": (
+            "rps", "service_cpu_us_per_request", "latency_ms_p99", "service_core_busy",
+            "harness_core_busy", "core_others",
+        ),
+        "whole_v1": ("rps", "service_cpu_us_per_request", "core_others"),
         "streams": (
             "cpu_us_per_chunk", "added_ttfc_ms_p50", "added_ttfc_ms_p99", "ttfc_ms_p99",
-            "core_busy", "chunks_per_event",
+            "direct_ttfc_ms_p99", "core_busy", "chunks_per_event", "harness_core_busy",
+            "core_others",
         ),
-        "top": ("cpu_us_per_chunk", "duration_ms_p99", "core_busy"),
+        "top": ("cpu_us_per_chunk", "duration_ms_p99", "core_busy", "core_others"),
     }  # fmt: skip
     out: dict[str, dict[str, Any]] = {}
     for name, runs in results.items():
@@ -633,19 +662,20 @@ def check(res: dict[str, Any]) -> list[tuple[bool | None, str, str]]:
 
     server_targets(FAST_SERVER, FAST_MAX_X_NGINX, FAST_MIN_RPS, " (the fastest supported)")
     server_targets("hypercorn", HYPERCORN_MAX_X_NGINX, HYPERCORN_MIN_RPS, "")
-    base = m.get("baseline", {}).get("streams.added_ttfc_ms_p99")
+    # The same load reaches both, so their own p99s compare without the direct phase's noise.
+    base = m.get("baseline", {}).get("streams.ttfc_ms_p99")
     for server in (FAST_SERVER, "hypercorn"):
-        q = m.get(f"quartchat-{server}", {}).get("streams.added_ttfc_ms_p99")
-        name = f"{server}: TTFC p99 at {n} streams no worse than today (hypercorn)"
+        q = m.get(f"quartchat-{server}", {}).get("streams.ttfc_ms_p99")
+        name = f"{server}: TTFC p99 at {n} streams no worse than today (main on hypercorn)"
         if base is None or q is None:
             why = "needs --baseline-ref (today's main)" if base is None else "not measured"
             out.append((None, name, why))
             continue
         out.append((
-            q <= base + TTFC_ALLOWANCE_MS,
+            q <= base * (1 + TTFC_ALLOWANCE),
             name,
-            f"added p99 {q:+.1f} ms vs {base:+.1f} ms (delta {q - base:+.1f} ms; "
-            f"{TTFC_ALLOWANCE_MS:g} ms allowed for noise)",
+            f"{q:.0f} vs {base:.0f} ms ({ratio(q, base):.2f} x; up to "
+            f"{1 + TTFC_ALLOWANCE:.2f} x read as noise)",
         ))  # fmt: skip
     for server, row in own.items():
         if "us_per_chunk" in row:
@@ -672,6 +702,13 @@ def check(res: dict[str, Any]) -> list[tuple[bool | None, str, str]]:
 def label(peer: Peer, res: dict[str, Any]) -> str:
     ref = (res.get("baseline") or {}).get("ref", "")
     return peer.label.format(ref=f"{ref} ({res['baseline']['commit'][:10]})" if ref else "")
+
+
+def disturbed(x: dict[str, Any]) -> str:
+    """The most the service core did for others during one of the peer's phases (medians), with
+    a mark past OTHERS_FLAG: figures measured beside someone else's load."""
+    worst = max((v for k, v in x.items() if k.endswith(".core_others")), default=0.0)
+    return f"{100 * worst:.0f}%" + (" !" if worst > OTHERS_FLAG else "")
 
 
 def fmt(v: float | None, spec: str) -> str:
@@ -701,7 +738,7 @@ def print_report(res: dict[str, Any], out: Any = sys.stdout) -> None:
     nginx = m.get("nginx", {}).get("streams.cpu_us_per_chunk")
     hdr = (
         "relay", "CPU us per relayed chunk", "x nginx", "whole completions/s", "CPU us/request",
-        "TTFC p50/p99 added", "errors at " + f"{a['top_streams']:,}",
+        "TTFC p50/p99 added", "errors at " + f"{a['top_streams']:,}", "others on core",
     )  # fmt: skip
     rows = []
     for peer in PEERS:
@@ -718,6 +755,7 @@ def print_report(res: dict[str, Any], out: Any = sys.stdout) -> None:
             f"{fmt(x.get('streams.added_ttfc_ms_p50'), '+.1f')}/"
             f"{fmt(x.get('streams.added_ttfc_ms_p99'), '+.1f')} ms",
             fmt(x.get("top.errors"), "d"),
+            disturbed(x),
         ))  # fmt: skip
     table(hdr, rows, w)
     v1 = [(p, m[p.name]) for p in PEERS if "whole_v1.rps" in m.get(p.name, {})]
@@ -731,7 +769,9 @@ def print_report(res: dict[str, Any], out: Any = sys.stdout) -> None:
         f"\n  CPU = utime+stime of the server's processes (/proc) over the phase / upstream chunks\n"
         f"  relayed ({a['streams']} streams at once) or / whole completions served; x nginx = over\n"
         f"  nginx's per chunk; TTFC added = the peer's time-to-first-chunk percentile minus the same\n"
-        f"  {a['streams']} streams straight to the upstream; errors summed over the rounds.\n"
+        f"  {a['streams']} streams straight to the upstream; errors summed over the rounds; others on\n"
+        f"  core = the most of cpu {a['service_cpu']}'s time another process took during one of the peer's\n"
+        f"  phases (not softirq; '!' past {100 * OTHERS_FLAG:.0f}%: its figures are disturbed).\n"
     )
     own = res["own_code"]
     if own:
