@@ -26,7 +26,7 @@ from ..schemas import ChatRequest
 from ..streaming.completion import Chunk, Completion
 from ..streaming.sse import SSEEvent, SSEParser
 from .config import Upstream
-from .transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport
+from .transport import STREAM_EXTENSION, AiohttpStream, AiohttpTransport, Answer, Target
 
 log = logging.getLogger("quartchat")
 
@@ -263,6 +263,10 @@ class UpstreamClient:
         self.http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._completions_url = self.http.base_url.join("chat/completions")
         self._timeout = self.http.timeout.as_dict()
+        # The production transport is sent requests straight (`AiohttpTransport.post`), to a
+        # target worked out once per path; any other (a test's) through httpx's own types.
+        self._aiohttp = self._transport if isinstance(self._transport, AiohttpTransport) else None
+        self._targets: dict[str, Target] = {}
         # Models whose server refused `stream_options`, until when (monotonic): a refusal is
         # remembered per model, so one request naming an old model changes nothing for others.
         self._no_stream_options: OrderedDict[str, float] = OrderedDict()
@@ -277,14 +281,15 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    def error_for_status(self, response: httpx.Response, body: bytes) -> APIError:
-        status = response.status_code
-        detail = self.redact(message_of(body), limit=300) or response.reason_phrase
+    def error_for_status(self, answer: Answer) -> APIError:
+        """The error a refusal (`answer`, status 400 or more) is to the client."""
+        status = answer.status
+        detail = self.redact(message_of(answer.body), limit=300) or answer.reason
         if status in (401, 403):
             self._auth_refused(status, detail)
             return APIError(502, "UPSTREAM_AUTH", UPSTREAM_AUTH_MESSAGE, upstream_status=status)
         if status == 429:
-            wait = retry_after(response.headers.get("retry-after"))
+            wait = retry_after(answer.headers.get("retry-after"))
             return APIError(
                 429,
                 "UPSTREAM_RATE_LIMITED",
@@ -304,36 +309,57 @@ class UpstreamClient:
         log.error("the upstream refused our credentials (%d): %s", status, detail)
 
     async def _post(
-        self, payload: dict[str, Any], *, stream: bool, url: httpx.URL | None = None
-    ) -> httpx.Response:
-        # Built directly rather than by `build_request()`, which re-merges the base URL, headers
-        # and cookie jar on every call (a tenth of a request's CPU).
-        request = httpx.Request(
-            "POST",
-            url or self._completions_url,
-            headers=self.http.headers,
-            content=orjson.dumps(payload),
-            extensions={"timeout": self._timeout},
-        )
+        self, payload: dict[str, Any], *, stream: bool, path: str = "chat/completions"
+    ) -> Answer:
+        """POST `payload` to `path`: a whole answer's body read (`stream` False), else the
+        stream of one that began, or a refusal's body; a transport failure raises APIError."""
+        content = orjson.dumps(payload)
         try:
-            # Straight to the transport: the client's `send` adds nothing these requests use
-            # (no auth flow, no redirect to follow, a cookie jar that keeps nothing) and costs a
-            # tenth of a whole request's CPU, a third of it storing no cookies.
-            response = await self._transport.handle_async_request(request)
+            if self._aiohttp is None:
+                return await self._post_httpx(path, content, stream)
+            target = self._targets.get(path)
+            if target is None:
+                url = self._completions_url if path == "chat/completions" else self._url(path)
+                target = self._aiohttp.target(url, self.http.headers, self._timeout)
+                self._targets[path] = target
+            # No httpx Request or Response: building them and reading a body through them was
+            # a tenth of a whole request's CPU.
+            return await self._aiohttp.post(target, content, whole=not stream)
         except httpx.HTTPError as exc:
             raise error_for_exception(exc) from None
+
+    def _url(self, path: str) -> httpx.URL:
+        return self.http.base_url.join(path)
+
+    async def _post_httpx(self, path: str, content: bytes, stream: bool) -> Answer:
+        # Straight to the transport: the client's `send` adds nothing these requests use
+        # (no auth flow, no redirect to follow, a cookie jar that keeps nothing).
+        url = self._completions_url if path == "chat/completions" else self._url(path)
+        request = httpx.Request(
+            "POST",
+            url,
+            headers=self.http.headers,
+            content=content,
+            extensions={"timeout": self._timeout},
+        )
+        response = await self._transport.handle_async_request(request)
         response.request = request
+        status, headers = response.status_code, response.headers
         if not stream:
             try:
                 await response.aread()
-            except httpx.HTTPError as exc:
-                raise error_for_exception(exc) from None
             finally:
                 await response.aclose()
-        return response
-
-    async def _read_error(self, response: httpx.Response) -> APIError:
-        return self.error_for_status(response, await _drained(response))
+            return Answer(status, headers, response.content)
+        if status >= 400:
+            return Answer(status, headers, await _drained(response))
+        body = response.extensions.get(STREAM_EXTENSION)
+        return Answer(
+            status,
+            headers,
+            stream=body if isinstance(body, AiohttpStream) else None,
+            close=response.aclose,
+        )
 
     async def complete(self, chat: ChatRequest, model: str | None = None) -> tuple[int, Completion]:
         """A whole (non-streamed) completion, folded, and the upstream's status. `model`: as for
@@ -341,10 +367,10 @@ class UpstreamClient:
         model = model or chat.model or await self.default_model()
         payload = chat.upstream_payload(model, stream=False, include_usage=False)
         self._limit(payload)
-        response = await self._post(payload, stream=False)
-        if response.status_code >= 400:
-            raise self.error_for_status(response, response.content)
-        return response.status_code, whole_completion(response.content, model)
+        answer = await self._post(payload, stream=False)
+        if answer.status >= 400:
+            raise self.error_for_status(answer)
+        return answer.status, whole_completion(answer.body, model)
 
     async def open_stream(self, chat: ChatRequest, model: str | None = None) -> UpstreamStream:
         """Start a streamed completion and wait for its first bytes.
@@ -359,16 +385,16 @@ class UpstreamClient:
         while True:
             payload = chat.upstream_payload(model, stream=True, include_usage=include_usage)
             self._limit(payload)
-            response = await self._post(payload, stream=True)
-            if response.status_code < 400:
+            answer = await self._post(payload, stream=True)
+            if answer.status < 400:
                 break
-            error = await self._read_error(response)
-            if include_usage and _rejects_stream_options(response.status_code, error.message):
+            error = self.error_for_status(answer)
+            if include_usage and _rejects_stream_options(answer.status, error.message):
                 self._refused_stream_options(model)
                 include_usage = False
                 continue
             raise error
-        return await self._begin(response, model)
+        return await self._begin(answer, model)
 
     async def pass_whole(
         self, payload: dict[str, Any], path: str = "chat/completions"
@@ -377,11 +403,10 @@ class UpstreamClient:
         status and body, byte for byte. A failure raises `APIError`; a 4xx other than 401/403
         carries the upstream's own error object, redacted (`APIError.upstream_error`), for /v1
         to answer as the upstream did."""
-        url = self._completions_url if path == "chat/completions" else self.http.base_url.join(path)
-        response = await self._post(payload, stream=False, url=url)
-        if response.status_code >= 400:
-            raise self.passed_error(response, response.content)
-        return response.status_code, response.content
+        answer = await self._post(payload, stream=False, path=path)
+        if answer.status >= 400:
+            raise self.passed_error(answer)
+        return answer.status, answer.body
 
     async def open_passthrough(self, payload: dict[str, Any]) -> tuple[UpstreamStream, bool]:
         """Start a client's streamed OpenAI request (`payload`, sent as it is) and wait for its
@@ -400,24 +425,23 @@ class UpstreamClient:
             if added:
                 extra = own if type(own) is dict else {}
                 sent = {**payload, "stream_options": {**extra, "include_usage": True}}
-            response = await self._post(sent, stream=True)
-            if response.status_code < 400:
+            answer = await self._post(sent, stream=True)
+            if answer.status < 400:
                 break
-            body = await _drained(response)
-            if added and _rejects_stream_options(response.status_code, message_of(body)):
+            if added and _rejects_stream_options(answer.status, message_of(answer.body)):
                 self._refused_stream_options(model)
                 added = False
                 continue
-            raise self.passed_error(response, body)
-        return await self._begin(response, model), added
+            raise self.passed_error(answer)
+        return await self._begin(answer, model), added
 
-    def passed_error(self, response: httpx.Response, body: bytes) -> APIError:
+    def passed_error(self, answer: Answer) -> APIError:
         """`error_for_status`, and for a 4xx other than 401/403 (which stay ours: the upstream
         refused our key, not the user's) the upstream's error object, its text redacted."""
-        error = self.error_for_status(response, body)
-        status = response.status_code
+        error = self.error_for_status(answer)
+        status = answer.status
         if 400 <= status < 500 and status not in (401, 403):
-            error.upstream_error = self._error_object(body)
+            error.upstream_error = self._error_object(answer.body)
         return error
 
     def _error_object(self, body: bytes) -> dict[str, Any]:
@@ -440,23 +464,23 @@ class UpstreamClient:
         while len(self._no_stream_options) > STREAM_OPTIONS_MEMORY_SIZE:
             self._no_stream_options.popitem(last=False)
 
-    async def _begin(self, response: httpx.Response, model: str) -> UpstreamStream:
-        """The stream of a response that began (a 2xx), once its first bytes are in."""
-        body = response.extensions.get(STREAM_EXTENSION)
-        if not isinstance(body, AiohttpStream):
-            await response.aclose()
+    async def _begin(self, answer: Answer, model: str) -> UpstreamStream:
+        """The stream of an answer that began (a 2xx), once its first bytes are in."""
+        body = answer.stream
+        if body is None:
+            await answer.close()
             raise TypeError("streams need the aiohttp transport (its reads are cancel-safe)")
         stream = UpstreamStream(
             body.read_chunk,
-            response.aclose,
+            answer.close,
             model=model,
-            status=response.status_code,
+            status=answer.status,
             redact=self.redact,
         )
         try:
             await stream.prime()
         except BaseException:
-            await response.aclose()
+            await answer.close()
             raise
         # From here the caller times the gaps between reads (streaming/watch.py does, with one
         # timer per stream instead of aiohttp's, re-armed on every packet).

@@ -14,7 +14,9 @@ The session keeps no cookies (`DummyCookieJar`): it is shared by every user of t
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -23,7 +25,7 @@ import httpx
 from ..adapters import aiohttp as aiohttp_adapter
 
 
-def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
+def _httpx_error(exc: Exception, request: httpx.Request | None) -> Exception:
     """The httpx exception a caller of an httpx transport expects for an aiohttp failure."""
     message = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -45,7 +47,7 @@ STREAM_EXTENSION = "quartchat.aiohttp_stream"
 class AiohttpStream(httpx.AsyncByteStream):
     """A response body read straight from aiohttp's buffer."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request | None) -> None:
         self._response = response
         self._request = request
 
@@ -72,6 +74,37 @@ class AiohttpStream(httpx.AsyncByteStream):
             self._response.release()
         else:
             self._response.close()
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(slots=True)
+class Answer:
+    """An upstream's answer to a POST, as `UpstreamClient` reads it: its status and headers, and
+    either its whole body (a whole answer, or a refusal) or the stream of a body still to come."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes = b""
+    stream: AiohttpStream | None = None
+    close: Callable[[], Awaitable[None]] = _nothing
+
+    @property
+    def reason(self) -> str:
+        """The status's reason phrase (what httpx's `Response.reason_phrase` says)."""
+        return httpx.codes.get_reason_phrase(self.status)
+
+
+class Target(NamedTuple):
+    """Where a client's requests to one URL go and with what, worked out once
+    (`AiohttpTransport.target`)."""
+
+    url: str
+    headers: list[tuple[str, str]]
+    proxy: str | None
+    timeout: aiohttp.ClientTimeout
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -126,16 +159,59 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._timeouts[key]
 
+    def target(
+        self, url: httpx.URL, headers: httpx.Headers, timeout: dict[str, float | None]
+    ) -> Target:
+        """What `post` needs to send requests to `url` with `headers`: for a client that sends
+        many (the completions), worked out once instead of by an `httpx.Request` every time."""
+        return Target(
+            _aiohttp_url(url, headers),
+            headers.multi_items(),
+            self._proxy_for(url),
+            self._timeout(timeout),
+        )
+
+    async def post(self, target: Target, content: bytes, *, whole: bool) -> Answer:
+        """POST `content` to `target`: the answer with its whole body when `whole` or refused
+        (a status of 400 or more), else with its body's stream. A transport failure raises the
+        httpx exception `handle_async_request` would; so does a whole body that cannot be read,
+        while a refusal's unreadable body is b"" (its status says enough)."""
+        try:
+            response = await self._get_session().request(
+                "POST",
+                target.url,
+                headers=target.headers,
+                data=content,
+                allow_redirects=False,
+                compress=False,
+                proxy=target.proxy,
+                timeout=target.timeout,
+            )
+        except Exception as exc:
+            raise _httpx_error(exc, None) from exc
+        if whole or response.status >= 400:
+            try:
+                body = await response.read()
+            except Exception as exc:
+                if whole:
+                    raise _httpx_error(exc, None) from exc
+                body = b""
+            finally:
+                # Read to the end, the connection goes back to the pool; else it is closed.
+                if response.content.is_eof():
+                    response.release()
+                else:
+                    response.close()
+            return Answer(response.status, response.headers, body)
+        stream = AiohttpStream(response, None)
+        return Answer(response.status, response.headers, stream=stream, close=stream.aclose)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.userinfo and "authorization" in request.headers:
-            # A base URL with a user and password: httpx made them an Authorization header
-            # already (or the upstream's key is one), and aiohttp refuses credentials twice.
-            url = url.copy_with(userinfo=b"")
         try:
             response = await self._get_session().request(
                 request.method,
-                str(url),
+                _aiohttp_url(url, request.headers),
                 headers=request.headers.multi_items(),
                 data=request.content or None,
                 allow_redirects=False,
@@ -159,3 +235,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _aiohttp_url(url: httpx.URL, headers: httpx.Headers) -> str:
+    if url.userinfo and "authorization" in headers:
+        # A base URL with a user and password: httpx made them an Authorization header
+        # already (or the upstream's key is one), and aiohttp refuses credentials twice.
+        url = url.copy_with(userinfo=b"")
+    return str(url)
