@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 from quart import Quart, Request, Response, current_app, g, request
 from redis.asyncio import Redis
+from werkzeug.datastructures import Headers
+from werkzeug.routing import Rule
 
 from .accesslog import AccessRecord
 from .auth.accounts import Accounts
@@ -159,12 +161,14 @@ def create_app(
 
     @app.before_request
     async def _guard() -> Response | None:
-        await _start_access_record()
-        check_host(hosts)
-        check_cross_site()
-        if request.url_rule is not None:  # an unknown route is a 404 whatever its body
-            require_json()
-        if authenticator is None or request.endpoint == metrics.ENDPOINT:
+        # Read once and handed on: each read of `request` goes through its context proxy.
+        headers, method, rule = request.headers, request.method, request.url_rule
+        _start_access_record(headers, method, rule)
+        check_host(hosts, headers)
+        check_cross_site(method, headers)
+        if rule is not None:  # an unknown route is a 404 whatever its body
+            require_json(method, headers)
+        if authenticator is None or (rule is not None and rule.endpoint == metrics.ENDPOINT):
             return None  # /metrics checks its own token, which is no account's
         return await admit(authenticator)
 
@@ -272,31 +276,32 @@ async def _housekeeping(db: Database, retention_days: int) -> None:
             logging.getLogger("quartchat").warning("housekeeping failed: %s", type(exc).__name__)
 
 
-async def _start_access_record() -> None:
-    incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+def _start_access_record(headers: Headers, method: str, rule: Rule | None) -> AccessRecord:
+    incoming = headers.get("X-Request-ID", "")
+    # 32 hex digits, as a UUID's without its version bits: no UUID object to build.
+    request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
     g.request_id = request_id
-    rule = request.url_rule
-    g.access = AccessRecord(
+    g.access = access = AccessRecord(
         request_id,
-        request.method,
+        method,
         request.path,
         rule=rule.rule if rule is not None else "",
         observer=current_app.extensions["metrics"].access,
     )
+    return access
 
 
 async def _finish_response(response: Response) -> Response:
-    if "request_id" not in g:  # a request that failed before `before_request` ran
-        await _start_access_record()
+    access: AccessRecord | None = g.get("access")
+    if access is None:  # a request that failed before `before_request` ran
+        access = _start_access_record(request.headers, request.method, request.url_rule)
     headers = response.headers
-    headers["X-Request-ID"] = g.request_id
+    headers["X-Request-ID"] = access.request_id
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Referrer-Policy"] = "no-referrer"
     if response.mimetype == "text/html":
         headers["Content-Security-Policy"] = PAGE_CSP
         headers["X-Frame-Options"] = "DENY"
-    access: AccessRecord = g.access
     if not access.streaming:  # a stream logs itself when it ends
         access.status = response.status_code
         access.emit()

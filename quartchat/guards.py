@@ -19,6 +19,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from quart import request
+from werkzeug.datastructures import Headers
 
 from .errors import APIError
 
@@ -56,8 +57,9 @@ class HostCheck:
         return name in self.exact or name.endswith(self.suffixes) or ("." + name) in self.suffixes
 
 
-def check_host(allowed: HostCheck) -> None:
-    if not allowed(request.headers.get("Host", "")):
+def check_host(allowed: HostCheck, headers: Headers) -> None:
+    """400 `HOST_NOT_ALLOWED` unless the request's Host (in `headers`) is `allowed`."""
+    if not allowed(headers.get("Host", "")):
         raise APIError(
             400,
             "HOST_NOT_ALLOWED",
@@ -65,15 +67,17 @@ def check_host(allowed: HostCheck) -> None:
         )
 
 
-def check_cross_site() -> None:
-    if request.method in SAFE_METHODS:
+def check_cross_site(method: str, headers: Headers) -> None:
+    """403 `CROSS_SITE_REQUEST` for a state-changing request (`method`, `headers`) from
+    another site."""
+    if method in SAFE_METHODS:
         return
-    fetch_site = request.headers.get("Sec-Fetch-Site")
+    fetch_site = headers.get("Sec-Fetch-Site")
     if fetch_site is not None:
         if fetch_site in SAME_ORIGIN:
             return
         raise cross_site()
-    origin = request.headers.get("Origin")
+    origin = headers.get("Origin")
     if origin is None:
         return
     parts = urlsplit(origin)
@@ -81,10 +85,13 @@ def check_cross_site() -> None:
         raise cross_site()
 
 
-def require_json() -> None:
-    if request.method in SAFE_METHODS or request.method == "DELETE":
+def require_json(method: str, headers: Headers) -> None:
+    """415 `UNSUPPORTED_MEDIA_TYPE` for a state-changing request whose body is not JSON."""
+    if method in SAFE_METHODS or method == "DELETE":
         return
-    if request.mimetype != "application/json":
+    # What werkzeug's `Request.mimetype` says, without parsing the header's parameters.
+    mimetype = headers.get("Content-Type", "").partition(";")[0].strip(" \t").lower()
+    if mimetype != "application/json":
         raise APIError(
             415,
             "UNSUPPORTED_MEDIA_TYPE",

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from quart import current_app, g
 
-from ..auth.principal import current_principal
+from ..auth.principal import Principal, current_principal
 from ..errors import APIError
 from ..streaming import relay
 from ..streaming.relay import Observer
@@ -47,11 +47,12 @@ class Gate(Protocol):
 class Admitted:
     """An admitted request: where it goes, its slot, and its meter."""
 
-    __slots__ = ("_meter", "request", "route", "slot")
+    __slots__ = ("_meter", "principal", "request", "route", "slot")
 
-    def __init__(self, request: Request, slot: Slot) -> None:
+    def __init__(self, request: Request, slot: Slot, principal: Principal | None = None) -> None:
         self.request = request
         self.slot = slot
+        self.principal = principal
         self.route: Route | None = None
         self._meter: Meter | None = None
 
@@ -60,7 +61,7 @@ class Admitted:
         `MODEL_NOT_ALLOWED` (the request is metered as refused)."""
         try:
             policy: ModelPolicy = current_app.extensions["models"]
-            route = await policy.check(model, await allowed_models())  # routed once
+            route = await policy.check(model, await _allowed(self.principal))  # routed once
         except APIError as error:
             await self.failed(error)
             raise
@@ -115,8 +116,8 @@ class Admitted:
                 encoder,
                 current_app.extensions["streams"],
                 self.meter(g.access),
-                g.request_id,
-                holder=holder(),
+                self.request.request_id,
+                holder=_holder(self.principal),
                 slot=self.slot,
             )
 
@@ -160,13 +161,13 @@ async def admit(
         prompt_chars=prompt_chars,
         max_tokens=max_tokens,
     )
-    admitted = Admitted(request, NO_SLOT)
+    admitted = Admitted(request, NO_SLOT, principal)
     if choose:
         await admitted.choose(model)
     try:
         for gate in _gates():
             await gate.admit(request)
-        admitted.slot = await slot()
+        admitted.slot = await _slot(principal)
     except APIError as error:
         await admitted.failed(error)
         raise
@@ -190,7 +191,10 @@ def _gates() -> tuple[Gate, ...]:
 
 def holder() -> Holder | None:
     """Who the request's stream runs for (None without accounts)."""
-    principal = current_principal()
+    return _holder(current_principal())
+
+
+def _holder(principal: Principal | None) -> Holder | None:
     if principal is None:
         return None
     return Holder(principal.user_id, principal.via, principal.credential)
@@ -199,8 +203,11 @@ def holder() -> Holder | None:
 async def slot() -> Slot:
     """A slot of the user's concurrent requests, or 429 `TOO_MANY_STREAMS`; release it when the
     response ends."""
+    return await _slot(current_principal())
+
+
+async def _slot(principal: Principal | None) -> Slot:
     slots: StreamSlots = current_app.extensions["slots"]
-    principal = current_principal()
     return await slots.acquire(principal.user_id if principal is not None else SHARED)
 
 
@@ -212,10 +219,13 @@ async def check_model(model: str | None) -> None:
 
 async def allowed_models() -> frozenset[str] | None:
     """The models the caller's policy allows (usage/policies.py); None: every model."""
+    return await _allowed(current_principal())
+
+
+async def _allowed(principal: Principal | None) -> frozenset[str] | None:
     policies: Policies | None = current_app.extensions.get("policies")
     if policies is None:
         return None
-    principal = current_principal()
     if principal is None:
         return policies.defaults.models
     return (await policies.effective(principal.user_id, principal.role)).models

@@ -63,9 +63,9 @@ class Request:
     at_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """How one request went, as every sink receives it."""
+class Record(NamedTuple):
+    """How one request went, as every sink receives it (a tuple: made once per request, it
+    costs a quarter of a frozen dataclass)."""
 
     request: Request
     outcome: str  # "ok", an error code, "disconnected" or "shutdown"
