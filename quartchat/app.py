@@ -296,9 +296,10 @@ async def _finish_response(response: Response) -> Response:
     if access is None:  # a request that failed before `before_request` ran
         access = _start_access_record(request.headers, request.method, request.url_rule)
     headers = response.headers
-    headers["X-Request-ID"] = access.request_id
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "no-referrer"
+    # Added, not set: set() first looks for each to replace, and no view sends these.
+    headers.add("X-Request-ID", access.request_id)
+    headers.add("X-Content-Type-Options", "nosniff")
+    headers.add("Referrer-Policy", "no-referrer")
     if response.mimetype == "text/html":
         headers["Content-Security-Policy"] = PAGE_CSP
         headers["X-Frame-Options"] = "DENY"

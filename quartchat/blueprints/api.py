@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from functools import partial
 
 import orjson
@@ -9,16 +8,8 @@ from quart_schema import document_response
 
 from ..errors import APIError
 from ..openapi import EventStream, document_errors
-from ..schemas import (
-    AssistantMessage,
-    ChatRequest,
-    ChatResponse,
-    ChatUsage,
-    ModelPrice,
-    ModelsResponse,
-)
-from ..streaming.completion import Completion
-from ..streaming.encoders import ChatEvents
+from ..schemas import ChatRequest, ChatResponse, ModelPrice, ModelsResponse
+from ..streaming.encoders import ChatEvents, envelope
 from ..streaming.watch import LiveStreams
 from ..upstream.models import ModelPolicy
 from . import admission
@@ -109,21 +100,7 @@ async def chat(body: ChatRequest) -> Response:
     await admitted.meter(None).ended("done", completion, None)
     g.access.upstream_status = status
     g.access.usage = completion.usage
-    return _json(reply(completion).model_dump())
-
-
-def reply(completion: Completion) -> ChatResponse:
-    """A whole completion as `/api/chat`'s envelope: its labels as the upstream gave them (an
-    unlabelled reply keeps an empty id and the model asked for)."""
-    usage = completion.usage
-    return ChatResponse.model_construct(
-        id=completion.id,
-        model=completion.model,
-        created=completion.created or int(time.time()),
-        message=AssistantMessage(content=completion.text),
-        finish_reason=completion.finish_reason,
-        usage=ChatUsage.model_construct(None, **usage) if usage else None,
-    )
+    return _json(envelope(completion, fresh_id=False))
 
 
 @blueprint.post("/chat/stream")

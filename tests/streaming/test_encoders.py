@@ -6,8 +6,9 @@ import orjson
 import pytest
 
 from quartchat.errors import APIError
+from quartchat.schemas import ChatResponse
 from quartchat.streaming.completion import Chunk, Completion
-from quartchat.streaming.encoders import ChatEvents, OpenAIPassthrough
+from quartchat.streaming.encoders import ChatEvents, OpenAIPassthrough, envelope
 from quartchat.streaming.sse import SSEParser
 
 from ..conftest import parse_events
@@ -122,3 +123,19 @@ def test_passthrough_keeps_usage_riding_on_a_chunk_with_choices() -> None:
     batch, completion = folded(finish)
     out = OpenAIPassthrough(strip_usage=True).chunk(batch, completion)
     assert [e.data for e in SSEParser().feed(out)] == [finish]
+
+
+@pytest.mark.parametrize(
+    "datas",
+    [
+        (A, USAGE),  # labelled, with usage
+        ('{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}',),  # neither
+    ],
+)
+def test_the_envelope_is_what_its_documented_model_makes_of_it(datas: tuple[str, ...]) -> None:
+    # Built as a dict for speed: it must stay exactly what ChatResponse dumps, key order included.
+    _, completion = folded(*datas)
+    for fresh_id in (True, False):
+        built = envelope(completion, fresh_id=fresh_id)
+        dumped = ChatResponse.model_validate(built).model_dump()
+        assert orjson.dumps(built) == orjson.dumps(dumped)
