@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import pytest
 
 from .conftest import CHAT, SERVERS, parse_events
 from .fake_upstream import FakeUpstream, Reply, completion_chunks
-from .service import ROOT, Service, free_port
+from .service import ROOT, Service, eventually, free_port
 
 DEPLOY = ROOT / "docs" / "deploy.md"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -184,15 +184,6 @@ def wait_until_healthy(proxy: Proxy, process: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{proxy.name} did not pass /health through:\n{proxy.log()}")
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 2) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def chat_of_size(size: int) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import time
 
 import httpx
@@ -150,26 +149,3 @@ def test_a_second_sigterm_ends_the_streams_at_once(fake: FakeUpstream, server: s
         assert events[-1][1]["error"]["code"] == "SERVER_SHUTTING_DOWN"
         assert len(events) < 100  # long before the reply's 200 words or the 60 s grace
         assert service.process.wait(10) == 0
-
-
-@pytest.mark.e2e
-def test_sigterm_runs_the_app_s_shutdown_which_flushes_the_usage_ledger(
-    fake: FakeUpstream, server: str
-) -> None:
-    admin = {"email": "admin@example.com", "password": "correct horse battery"}
-    env = {
-        "SERVER": server,
-        "AUTH_MODE": "accounts",
-        "ADMIN_EMAIL": admin["email"],
-        "ADMIN_PASSWORD": admin["password"],
-        "USAGE_FLUSH_SECONDS": "3600",  # only the shutdown's flush can write them
-    }
-    with Service(fake.url, **env) as service, httpx.Client(base_url=service.url) as client:
-        assert service.process is not None
-        assert client.post("/api/auth/login", json=admin).status_code == 200
-        assert client.post("/api/chat", json=CHAT).status_code == 200
-        service.process.send_signal(signal.SIGTERM)
-        assert service.process.wait(20) == 0
-        with sqlite3.connect(service.data_dir / "quartchat.db") as stored:
-            [(rows,)] = stored.execute("SELECT count(*) FROM usage_events").fetchall()
-    assert rows == 1

@@ -12,9 +12,8 @@ import os
 import resource
 import socket
 import subprocess
-import time
 from asyncio.selector_events import BaseSelectorEventLoop
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from importlib.metadata import version
 from typing import Any
@@ -35,7 +34,7 @@ from quartchat.serving.hypercorn import AcceptingTable, capped
 
 from ..conftest import CHAT, SERVERS
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
-from ..service import Service
+from ..service import Service, eventually
 
 UPSTREAM_CONNECTIONS = 1000
 SMALL_LIMIT = 256
@@ -65,15 +64,6 @@ def server(request: pytest.FixtureRequest) -> str:
 
 HYPERCORN_ONLY = pytest.mark.parametrize("server", ["hypercorn"])
 UVICORN_ONLY = pytest.mark.parametrize("server", ["uvicorn"])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def process(service: Service) -> psutil.Process:
@@ -175,7 +165,7 @@ def test_server_closes_a_keep_alive_connection_within_a_second_of_its_client_clo
         with connect(service) as client:
             assert get_health(client).startswith(b"HTTP/1.1 200")
 
-    assert wait_until(lambda: close_wait(service) == 0, timeout=1.0), (
+    assert eventually(lambda: close_wait(service) == 0, timeout=1.0), (
         f"{close_wait(service)} connections still in CLOSE-WAIT"
     )
 
@@ -196,7 +186,7 @@ def test_server_closes_an_http2_connection_its_client_closed_during_a_stream(
         while b"busy" not in received:
             received += client.recv(65536)
 
-    assert wait_until(lambda: close_wait(service) == 0, timeout=1.0), (
+    assert eventually(lambda: close_wait(service) == 0, timeout=1.0), (
         f"{close_wait(service)} connections still in CLOSE-WAIT"
     )
 
@@ -213,7 +203,7 @@ def test_connect_get_close_in_a_loop_leaves_the_descriptor_count_where_it_was(
         with connect(service) as client:
             get_health(client)
 
-    assert wait_until(lambda: process(service).num_fds() <= before + 10, timeout=2.0), (
+    assert eventually(lambda: process(service).num_fds() <= before + 10, timeout=2.0), (
         f"{process(service).num_fds()} descriptors open, {before} before the loop"
     )
 
@@ -308,7 +298,7 @@ def test_a_service_with_every_connection_busy_does_not_spin_on_connections_in_th
         # A loop that watches a listening socket with a connection waiting in its backlog wakes
         # for it on every turn; with no room for it, the service stops watching (asyncio looks
         # again once a second) and its loop sleeps.
-        assert wait_until(lambda: not watched(service, listener), timeout=5.0), (
+        assert eventually(lambda: not watched(service, listener), timeout=5.0), (
             "the service keeps watching its listening socket with no room for the connection"
         )
 
@@ -335,7 +325,7 @@ def test_a_connection_over_the_cap_is_answered_503_server_busy_until_a_busy_one_
         with connect(service) as client:
             return get_health(client).startswith(b"HTTP/1.1 200")
 
-    assert wait_until(served, timeout=10)
+    assert eventually(served, timeout=10)
     assert service.log().count(BUSY) == 1  # said once per interval, however many were refused
 
 

@@ -31,7 +31,7 @@ from quartchat.usage.ledger import Ledger, prune
 from quartchat.usage.meter import Price, Record, Request
 
 from ..auth.conftest import accounts_settings
-from ..conftest import CHAT, parse_events
+from ..conftest import CHAT, SERVERS, parse_events
 from ..fake_upstream import FakeUpstream, Reply, completion_chunks
 from ..service import Service
 from .conftest import user
@@ -442,9 +442,12 @@ async def test_everyone_s_usage_refuses_a_bad_query(app: Quart, query: str) -> N
 
 
 @pytest.mark.e2e
-def test_sigterm_loses_no_row(fake: FakeUpstream) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_loses_no_row(fake: FakeUpstream, server: str) -> None:
+    # Either server runs the app's shutdown after its connections, and that is what flushes.
     admin = {"email": "admin@example.com", "password": "correct horse battery"}
     env = {
+        "SERVER": server,
         "AUTH_MODE": "accounts",
         "ADMIN_EMAIL": admin["email"],
         "ADMIN_PASSWORD": admin["password"],
