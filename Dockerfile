@@ -29,12 +29,13 @@ RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-compile -r /sr
 
 COPY pyproject.toml README.md /src/
 COPY quartchat /src/quartchat
-# Importing what the service runs (both database drivers included) writes exactly that bytecode:
+# Importing what the service runs (both database drivers and both servers included: the service
+# imports only the one SERVER names) writes exactly that bytecode:
 # the read-only container could not write it at run time, and would compile it at every start.
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --no-deps /src \
  && /opt/venv/bin/python -c "import quartchat.__main__, quartchat.db.migrate, alembic.command, \
 sqlalchemy.dialects.sqlite.aiosqlite, sqlalchemy.dialects.postgresql.asyncpg, argon2, quart_auth, \
-uvicorn.lifespan.on"
+quartchat.serving.hypercorn, quartchat.serving.uvicorn, uvicorn.lifespan.on"
 
 
 FROM python:3.12-slim

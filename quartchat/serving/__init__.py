@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 import tempfile
@@ -21,7 +22,6 @@ from typing import Any, Protocol
 
 from ..auth import bootstrap
 from ..config import Settings
-from . import hypercorn, uvicorn
 from .connections import raise_descriptor_limit
 from .workers import serve_workers
 
@@ -35,7 +35,6 @@ class Server(Protocol):
     def run(self, settings: Settings, sockets: Any = None) -> None: ...
 
 
-SERVERS: dict[str, Server] = {"hypercorn": hypercorn, "uvicorn": uvicorn}
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -55,7 +54,9 @@ def serve(settings: Settings) -> None:
         if setup_token:
             _announce_setup(settings, setup_token)
     raise_descriptor_limit()  # before any socket opens; workers inherit it
-    server = SERVERS[settings.server]
+    # Only the chosen server's module is imported: hypercorn's service never loads uvicorn or
+    # uvloop. `settings.server` is one of the modules' names (config.py allows no other).
+    server: Server = importlib.import_module(f".{settings.server}", __name__)
     if settings.app_workers == 1:
         server.run(settings)
         return

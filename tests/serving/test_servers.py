@@ -118,3 +118,11 @@ def test_an_unknown_server_stops_the_start_with_a_clear_message(tmp_path: Path) 
     assert refused.stderr.startswith("quartchat: ")
     assert "server" in refused.stderr and "'hypercorn' or 'uvicorn'" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_each_server_loads_only_its_own_event_loop(small_bodies: Service, server: str) -> None:
+    # uvicorn's service runs on uvloop; hypercorn's never loads it (nor uvicorn): only the chosen
+    # server's module is imported. The shared objects a process has mapped say what it loaded.
+    assert small_bodies.process is not None
+    maps = Path(f"/proc/{small_bodies.process.pid}/maps").read_text()
+    assert ("uvloop" in maps) == (server == "uvicorn")
