@@ -472,6 +472,13 @@ def test_hypercorn_is_the_version_the_connection_guard_was_written_for() -> None
     assert version("hypercorn") == "0.18.0"
 
 
+def test_uvicorn_and_httptools_are_the_versions_the_guard_was_written_for() -> None:
+    # quartchat/serving/uvicorn.py subclasses uvicorn's httptools protocol and replaces its
+    # signal handling (quartchat/serving/adapters/uvicorn.py); the head bound there exists
+    # because httptools 0.9.0 has none. On an upgrade read both again, with the canaries.
+    assert (version("uvicorn"), version("httptools")) == ("0.55.0", "0.9.0")
+
+
 def test_asyncio_still_accepts_through_the_socket_and_pauses_on_exhaustion() -> None:
     accept = inspect.getsource(vars(BaseSelectorEventLoop)["_accept_connection"])
     for needed in (
