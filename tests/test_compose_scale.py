@@ -32,9 +32,9 @@ import pytest
 
 from .conftest import parse_events
 from .fake_upstream import FakeUpstream, Reply, completion_chunks
-from .service import ROOT, Service, free_port
+from .service import ROOT, Service, eventually, free_port
 from .test_docker import docker_engine_problem, host_gateway_address
-from .test_proxy import NGINX, Proxy, eventually, nginx_conf, wait_until_healthy
+from .test_proxy import NGINX, Proxy, nginx_conf, wait_until_healthy
 
 COMPOSE_FILE = "docker-compose.scale.yml"
 TEST_OVERRIDE = "tests/docker/compose.scale.test.yml"
