@@ -200,13 +200,9 @@ def _holder(principal: Principal | None) -> Holder | None:
     return Holder(principal.user_id, principal.via, principal.credential)
 
 
-async def slot() -> Slot:
-    """A slot of the user's concurrent requests, or 429 `TOO_MANY_STREAMS`; release it when the
-    response ends."""
-    return await _slot(current_principal())
-
-
 async def _slot(principal: Principal | None) -> Slot:
+    """A slot of `principal`'s concurrent requests, or 429 `TOO_MANY_STREAMS`; released when the
+    response ends."""
     slots: StreamSlots = current_app.extensions["slots"]
     return await slots.acquire(principal.user_id if principal is not None else SHARED)
 
