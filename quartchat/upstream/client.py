@@ -261,7 +261,6 @@ class UpstreamClient:
         # A jar that keeps nothing: httpx stores every response's cookies and `get()` sends them
         # back, so one user's upstream cookie would go out with shared requests (the model list).
         self.http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        self._completions_url = self.http.base_url.join("chat/completions")
         self._timeout = self.http.timeout.as_dict()
         # The production transport is sent requests straight (`AiohttpTransport.post`), to a
         # target worked out once per path; any other (a test's) through httpx's own types.
@@ -319,8 +318,7 @@ class UpstreamClient:
                 return await self._post_httpx(path, content, stream)
             target = self._targets.get(path)
             if target is None:
-                url = self._completions_url if path == "chat/completions" else self._url(path)
-                target = self._aiohttp.target(url, self.http.headers, self._timeout)
+                target = self._aiohttp.target(self._url(path), self.http.headers, self._timeout)
                 self._targets[path] = target
             # No httpx Request or Response: building them and reading a body through them was
             # a tenth of a whole request's CPU.
@@ -329,15 +327,15 @@ class UpstreamClient:
             raise error_for_exception(exc) from None
 
     def _url(self, path: str) -> httpx.URL:
+        # Joined per call only on a test's transport: the production one keeps a Target per path.
         return self.http.base_url.join(path)
 
     async def _post_httpx(self, path: str, content: bytes, stream: bool) -> Answer:
         # Straight to the transport: the client's `send` adds nothing these requests use
         # (no auth flow, no redirect to follow, a cookie jar that keeps nothing).
-        url = self._completions_url if path == "chat/completions" else self._url(path)
         request = httpx.Request(
             "POST",
-            url,
+            self._url(path),
             headers=self.http.headers,
             content=content,
             extensions={"timeout": self._timeout},

@@ -176,19 +176,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         (a status of 400 or more), else with its body's stream. A transport failure raises the
         httpx exception `handle_async_request` would; so does a whole body that cannot be read,
         while a refusal's unreadable body is b"" (its status says enough)."""
-        try:
-            response = await self._get_session().request(
-                "POST",
-                target.url,
-                headers=target.headers,
-                data=content,
-                allow_redirects=False,
-                compress=False,
-                proxy=target.proxy,
-                timeout=target.timeout,
-            )
-        except Exception as exc:
-            raise _httpx_error(exc, None) from exc
+        response = await self._send("POST", target, content)
         if whole or response.status >= 400:
             try:
                 body = await response.read()
@@ -207,20 +195,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return Answer(response.status, response.headers, stream=stream, close=stream.aclose)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        try:
-            response = await self._get_session().request(
-                request.method,
-                _aiohttp_url(url, request.headers),
-                headers=request.headers.multi_items(),
-                data=request.content or None,
-                allow_redirects=False,
-                compress=False,
-                proxy=self._proxy_for(request.url),
-                timeout=self._timeout(request.extensions.get("timeout", {})),
-            )
-        except Exception as exc:
-            raise _httpx_error(exc, request) from exc
+        timeout = request.extensions.get("timeout", {})
+        target = self.target(request.url, request.headers, timeout)
+        response = await self._send(request.method, target, request.content or None, request)
         stream = AiohttpStream(response, request)
         return httpx.Response(
             status_code=response.status,
@@ -230,6 +207,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # httpx.AsyncClient wraps `stream`; the extension is how callers reach `read_chunk()`.
             extensions={"http_version": b"HTTP/1.1", STREAM_EXTENSION: stream},
         )
+
+    async def _send(
+        self,
+        method: str,
+        target: Target,
+        content: bytes | None,
+        request: httpx.Request | None = None,
+    ) -> aiohttp.ClientResponse:
+        """The one aiohttp request every call makes; a failure raises the httpx exception a
+        caller of an httpx transport expects (naming `request` when there is one)."""
+        try:
+            return await self._get_session().request(
+                method,
+                target.url,
+                headers=target.headers,
+                data=content,
+                allow_redirects=False,
+                compress=False,
+                proxy=target.proxy,
+                timeout=target.timeout,
+            )
+        except Exception as exc:
+            raise _httpx_error(exc, request) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:
