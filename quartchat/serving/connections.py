@@ -149,13 +149,17 @@ class ExhaustionLog:
             else:
                 self._previous(loop, context)
             return
+        self.report(context.get("message", "out of system resource"), str(error))
+
+    def report(self, what: str, detail: str) -> None:
+        """Say that connections found no room: the first time in an interval, else count it."""
         if self._window is not None:
             self._repeats += 1
             return
         log.warning(
             "%s (%s): %s; repeats are counted for %g s",
-            context.get("message", "out of system resource"),
-            error,
+            what,
+            detail,
             self._outcome,
             self._interval,
         )

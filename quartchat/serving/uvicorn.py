@@ -11,7 +11,6 @@ hypercorn leaves it waiting in the listen backlog.
 from __future__ import annotations
 
 import asyncio
-import errno
 import math
 import socket
 import uuid
@@ -208,14 +207,8 @@ class GuardedProtocol(adapter.ServedProtocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's, not asyncio's subclass
         self._refused = True
         self.transport = transport
-        self.exhaustion(
-            self.loop,
-            {
-                "message": "a new connection found no room",
-                "exception": OSError(
-                    errno.EMFILE, f"all {self.table.cap} client connections are busy"
-                ),
-            },
+        self.exhaustion.report(
+            "a new connection found no room", f"all {self.table.cap} client connections are busy"
         )
         transport.write(busy_response())
         cls = type(self)
