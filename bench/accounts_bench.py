@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import bisect
 import http.client
 import itertools
@@ -78,6 +77,7 @@ from relay_bench import (
     http_post,
     judge_service_stream,
     machine,
+    on_uvloop,
     pct,
     raise_fd_limit,
     ratio,
@@ -85,6 +85,7 @@ from relay_bench import (
     service_argv,
     spawn,
     stop_children,
+    stop_children_on_exit,
     table,
     upstream_argv,
     wait_for_port,
@@ -832,11 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = Path(tempfile.mkdtemp(prefix="accounts-bench-data-", dir=args.data_root))
     args.admin_password = secrets.token_urlsafe(18)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    atexit.register(stop_children)
+    stop_children_on_exit()
     code = code_version()
     verify = verify_ms()  # before anything else runs on this core
     load0 = os.getloadavg()[0]
@@ -869,12 +866,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "; ".join(f"{s.name} pid {s.child.pid} on :{s.port}" for s in services.values())
             + f" (cpu {args.service_cpu}); fd limit {limit}; logs {logdir}; data {data}"
         )
-        try:
-            import uvloop
-        except ImportError:
-            res = asyncio.run(run(args, services, upstream))
-        else:
-            res = uvloop.run(run(args, services, upstream))
+        res = on_uvloop(run(args, services, upstream))
         res["databases"] = {
             s.name: database_report(s.data_dir) for s in services.values() if s.accounts
         }

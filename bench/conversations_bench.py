@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import dataclasses
 import http.client
 import itertools
@@ -85,6 +84,7 @@ from relay_bench import (
     http_post,
     judge_service_stream,
     machine,
+    on_uvloop,
     pct,
     raise_fd_limit,
     ratio,
@@ -92,6 +92,7 @@ from relay_bench import (
     service_argv,
     spawn,
     stop_children,
+    stop_children_on_exit,
     table,
     upstream_argv,
     wait_for_port,
@@ -848,23 +849,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = Path(tempfile.mkdtemp(prefix="conversations-bench-data-"))
     args.admin_password = "bench-" + uuid.uuid4().hex
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    atexit.register(stop_children)
+    stop_children_on_exit()
     load0 = os.getloadavg()[0]
     uport = free_port()
     try:
         command = upstream_argv("bench", uport, args.chunks, args.interval)
         upstream = spawn("upstream", command, args.harness_cpu, child_env(), logdir)
         wait_for_port(upstream, uport)
-        try:
-            import uvloop
-        except ImportError:
-            res = asyncio.run(run(args, upstream, uport, logdir, data))
-        else:
-            res = uvloop.run(run(args, upstream, uport, logdir, data))
+        res = on_uvloop(run(args, upstream, uport, logdir, data))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted")
         return 130

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import os
 import re
@@ -78,12 +77,14 @@ from relay_bench import (
     judge_upstream_stream,
     machine,
     materialise_baseline,
+    on_uvloop,
     raise_fd_limit,
     ratio,
     say,
     service_argv,
     spawn,
     stop_children,
+    stop_children_on_exit,
     table,
     upstream_argv,
     wait_for_port,
@@ -728,11 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = Path(tempfile.mkdtemp(prefix="gateway-bench-data-"))
     args.admin_password = secrets.token_urlsafe(18)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    atexit.register(stop_children)
+    stop_children_on_exit()
     load0 = os.getloadavg()[0]
     started = time.monotonic()
     try:
@@ -746,12 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + f" (cpu {args.service_cpu}); fd limit {limit}; logs {logdir}; "
             f"started in {time.monotonic() - started:.0f} s"
         )
-        try:
-            import uvloop
-        except ImportError:
-            res = asyncio.run(measure(args, servers, v1_skip))
-        else:
-            res = uvloop.run(measure(args, servers, v1_skip))
+        res = on_uvloop(measure(args, servers, v1_skip))
         res["memory_mb"] = {c.name: c.status_kb("VmHWM") / 1024 for c in servers.children()}
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted")

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import datetime
 import importlib.util
@@ -84,12 +83,14 @@ from relay_bench import (
     judge_service_stream,
     machine,
     materialise_baseline,
+    on_uvloop,
     raise_fd_limit,
     ratio,
     say,
     service_argv,
     spawn,
     stop_children,
+    stop_children_on_exit,
     table,
     upstream_argv,
     wait_for_port,
@@ -917,11 +918,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             peers.append(peer)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    atexit.register(stop_children)
+    stop_children_on_exit()
     load0 = os.getloadavg()[0]
     started = time.monotonic()
     baseline = None
@@ -942,12 +939,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"upstream :{uport} (cpu {args.harness_cpu}); peers on cpu {args.service_cpu}: "
             f"{', '.join(p.name for p in peers)}; fd limit {limit}; logs {logdir}"
         )
-        try:
-            import uvloop
-        except ImportError:
-            res = asyncio.run(rounds(ctx, peers))
-        else:
-            res = uvloop.run(rounds(ctx, peers))
+        res = on_uvloop(rounds(ctx, peers))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted")
         return 130

@@ -56,11 +56,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # all traffic stays on loopback
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -128,6 +129,26 @@ class Child:
 
 
 CHILDREN: list[Child] = []
+
+
+def stop_children_on_exit() -> None:
+    """A bench's set-up: SIGTERM ends the run as Ctrl-C does, and every child it started is
+    stopped on any exit."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    atexit.register(stop_children)
+
+
+def on_uvloop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop, the load generator's loop, or on asyncio's when it is missing."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def stop_children() -> None:
@@ -1476,11 +1497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = materialise_baseline(args.baseline_ref, outdir) if args.baseline_ref else None
     logdir = Path(tempfile.mkdtemp(prefix="logs-", dir=outdir))
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    atexit.register(stop_children)
+    stop_children_on_exit()
     uport, sport, bport = free_port(), free_port(), free_port()
     env = child_env()
     module = UPSTREAM_MODULES[args.upstream]
@@ -1536,12 +1553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"baseline {baseline.ref} ({baseline.commit[:12]}) pid {services['baseline'][0].pid}"
                 f" on :{bport} cpu {args.service_cpu}, serving {imported['baseline']}"
             )
-        try:
-            import uvloop
-        except ImportError:
-            res = asyncio.run(run(args, services, upstream, uport))
-        else:
-            res = uvloop.run(run(args, services, upstream, uport))
+        res = on_uvloop(run(args, services, upstream, uport))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted")
         return 130
