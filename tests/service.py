@@ -75,11 +75,22 @@ class Service:
             if self.process.poll() is not None:
                 raise RuntimeError(f"service exited: {self.log_path.read_text()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
+                health = httpx.get(self.url + "/health", timeout=1)
             except httpx.HTTPError:
                 time.sleep(0.1)
+                continue
+            if health.status_code == 200:
+                self._check_server(health.headers.get("server", ""))
+                return self
         raise RuntimeError("service did not become healthy")
+
+    def _check_server(self, named: str) -> None:
+        # A test parametrised over the servers proves nothing about uvicorn if the service ran
+        # on hypercorn anyway: the Server header (hypercorn-h11, uvicorn) says which one answers.
+        wanted = self.env.get("SERVER") or "hypercorn"
+        if not named.startswith(wanted):
+            self.stop()
+            raise RuntimeError(f"asked for SERVER={wanted}, served by {named!r}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
