@@ -56,6 +56,8 @@ export class ModelPicker {
     this.warnings.textContent = said.join(" ");
     this.warnings.hidden = said.length === 0;
     this.show(this.value);
+    // The list arrives after the page is ready: one typed into meanwhile is filtered again.
+    if (!this.popup.hidden) this.#open(this.input.value);
   }
 
   /** Show a conversation's model (`""`: the server's default). */

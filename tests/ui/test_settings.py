@@ -5,6 +5,7 @@ conversation."""
 from __future__ import annotations
 
 import json
+import time
 
 from playwright.sync_api import Locator, Page, Route, expect
 
@@ -123,6 +124,24 @@ def test_a_typed_name_is_taken_when_the_server_allows_any_model(page: Page) -> N
     with page.expect_request("**/api/chat/stream") as asked:
         chat.send("hi")
     assert json.loads(asked.value.post_data or "{}")["model"] == "my-own-model"
+
+
+def test_a_name_typed_before_the_models_arrive_is_matched_when_they_do(page: Page) -> None:
+    held: list[Route] = []
+    page.route("**/api/models", lambda route: held.append(route))
+    ChatPage(page).open()
+    field = picker(page)
+    field.focus()
+    page.keyboard.type("small")
+    expect(page.get_by_text("No listed model matches “small”.")).to_be_visible()
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)  # lets Playwright deliver the held request to the handler
+    assert held, "the page did not ask for the models"
+    held[0].fulfill(json={"default": "gpt-4o-mini", "models": ["gpt-4o-mini", "fake-small"]})
+    expect(models(page)).to_have_text(["fake-small"])  # the open list is filtered again
+    page.keyboard.press("Enter")
+    expect(field).to_have_value("fake-small")
 
 
 def test_the_picker_says_which_upstream_is_down_above_the_models_left(page: Page) -> None:

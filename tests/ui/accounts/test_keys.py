@@ -94,6 +94,8 @@ def test_the_model_picked_in_the_top_bar_is_asked_for_and_kept(
     picker = chat.page.get_by_role("banner").get_by_role("combobox", name="Model")
     picker.click()
     chat.page.keyboard.type("large")
+    # The models list may still be on its way: a person waits to see the match before Enter.
+    expect(chat.page.get_by_role("option", name="fake-large")).to_be_visible()
     chat.page.keyboard.press("Enter")
     expect(picker).to_have_value("fake-large")
     ask(chat, "which model?")
